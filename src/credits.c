@@ -1,0 +1,118 @@
+/* credits.c: credits.fcgi — a customer's live balance and recent ledger. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mailkit.h"
+#include "store.h"
+
+#define LEDGER_PAGE_DEFAULT	20	/* entries the page lists */
+#define LEDGER_PAGE_MAX		100	/* Dodo's page_size maximum */
+
+static struct settings settings;
+
+/* GET /credits/{customer_id} */
+static void
+credits_balance(const struct request *req, struct response *resp)
+{
+	const char		*customer_id = req->params[0];
+	struct dodo_balance	 bal;
+	struct store_low_balance low;
+	struct mk_err		 err;
+	json_object		*out, *notice = NULL;
+	int			 has_low;
+
+	if (!valid_customer_id(customer_id)) {
+		response_error(resp, 400, "customer id must be 1-%d letters, digits, '_' or '-'",
+		    CUSTOMER_ID_MAX);
+		return;
+	}
+	if (dodo_get_balance(&settings, customer_id, &bal, &err) == -1) {
+		response_fail(resp, &err);
+		return;
+	}
+	/* the notice is a nicety: its store being unavailable must not hide the balance */
+	if ((has_low = store_low_balance_get(&settings, customer_id, &low, &err)) == -1)
+		log_warn("low-balance notice unavailable: %s", err.msg);
+	if (has_low == 1) {
+		notice = json_object_new_object();
+		json_object_object_add(notice, "available_balance",
+		    json_object_new_string(low.available));
+		json_object_object_add(notice, "threshold", json_object_new_string(low.threshold));
+		json_object_object_add(notice, "notified_at",
+		    json_object_new_int64((int64_t)low.notified_at));
+	}
+	out = json_object_new_object();
+	json_object_object_add(out, "balance", json_object_new_string(bal.balance));
+	json_object_object_add(out, "overage", json_object_new_string(bal.overage));
+	json_object_object_add(out, "last_transaction_at", bal.last_transaction_at[0] ?
+	    json_object_new_string(bal.last_transaction_at) : NULL);
+	json_object_object_add(out, "allowance", json_object_new_int64(settings.plan_credits));
+	json_object_object_add(out, "low_balance_threshold", json_object_new_int64(
+	    settings.plan_credits * settings.low_balance_percent / 100));
+	json_object_object_add(out, "low_balance", notice);
+	response_json(resp, 200, out);
+}
+
+/* GET /credits/{customer_id}/ledger[?limit=N] */
+static void
+credits_ledger(const struct request *req, struct response *resp)
+{
+	const char	*customer_id = req->params[0];
+	struct mk_err	 err;
+	json_object	*page;
+	char		 limit[8];
+	int		 n = LEDGER_PAGE_DEFAULT;
+
+	if (!valid_customer_id(customer_id)) {
+		response_error(resp, 400, "customer id must be 1-%d letters, digits, '_' or '-'",
+		    CUSTOMER_ID_MAX);
+		return;
+	}
+	if (url_query_get(req->query, "limit", limit, sizeof limit) == 0) {
+		char *end;
+		long v = strtol(limit, &end, 10);
+
+		if (*end != '\0' || v < 1 || v > LEDGER_PAGE_MAX) {
+			response_error(resp, 400, "limit must be 1-%d", LEDGER_PAGE_MAX);
+			return;
+		}
+		n = (int)v;
+	}
+	if ((page = dodo_list_ledger(&settings, customer_id, n, &err)) == NULL) {
+		response_fail(resp, &err);
+		return;
+	}
+	response_json(resp, 200, page);
+}
+
+/* Open the state now so a bad MAILKIT_DB stops the program at start, not mid-request. */
+static int
+credits_init(const struct settings *s, char *errbuf, size_t errlen)
+{
+	struct mk_err err;
+
+	if (store_open(s, &err) == -1) {
+		snprintf(errbuf, errlen, "MAILKIT_DB: %s", err.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct route routes[] = {
+	{ "GET", "/credits/{}", credits_balance },
+	{ "GET", "/credits/{}/ledger", credits_ledger },
+};
+
+int
+main(void)
+{
+	struct app app = {
+		.name = "credits.fcgi",
+		.routes = routes,
+		.nroutes = sizeof routes / sizeof routes[0],
+		.init = credits_init,
+	};
+
+	return server_main(&app, &settings, SETTINGS_NEED_DODO | SETTINGS_NEED_CREDITS);
+}

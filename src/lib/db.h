@@ -1,0 +1,40 @@
+/* db.h: SQLite state shared by every worker process on one host. */
+#ifndef MAILKIT_DB_H
+#define MAILKIT_DB_H
+
+#include <stddef.h>
+#include <sqlite3.h>
+
+#define DB_BUSY_TIMEOUT_MS	5000	/* writers queue this long before SQLITE_BUSY */
+
+/*
+ * Schema migrations: migration i (0-based) brings the schema from version
+ * i to i+1 (PRAGMA user_version).  Each runs once, in one transaction, in
+ * the first process that opens the database at an older version.
+ */
+struct db_migration {
+	const char	*sql;	/* one or more statements */
+};
+
+/*
+ * Open (creating if needed) the database at path in WAL mode with a busy
+ * timeout and foreign keys on, then apply pending migrations.  One handle
+ * per thread: SQLite handles are not shared across threads here.  Returns
+ * the handle or NULL with a reason in err.
+ */
+sqlite3	*db_open(const char *path, const struct db_migration *migrations, size_t n,
+	    char *err, size_t errlen);
+
+/*
+ * A statement prepared once per handle and reused: *slot caches it across
+ * calls (reset and bindings cleared on each fetch).  Returns NULL with the
+ * reason logged if sql does not compile.
+ */
+sqlite3_stmt *db_stmt(sqlite3 *db, sqlite3_stmt **slot, const char *sql);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK.  0 / -1. */
+int	db_begin(sqlite3 *db);
+int	db_commit(sqlite3 *db);
+void	db_rollback(sqlite3 *db);
+
+#endif

@@ -1,0 +1,95 @@
+/* dodo.h: the slice of the Dodo Payments API MailKit uses (checkouts, customers, credit ledger). */
+#ifndef MAILKIT_DODO_H
+#define MAILKIT_DODO_H
+
+#include "err.h"
+
+struct settings;
+
+#define DODO_ID_MAX	128
+#define DODO_AMOUNT_MAX	48	/* NUMERIC(38,28) as text */
+#define DODO_URL_MAX	2048
+
+/*
+ * Upstream statuses map to err->status as follows: 404 -> 404 (unknown
+ * customer or entitlement), 401/403 -> 502 (our key is wrong: an operator
+ * problem, logged), other 4xx -> 502 with Dodo's message, 5xx or transport
+ * failure -> 502, timeouts -> 504.
+ */
+
+struct dodo_checkout {
+	char	session_id[DODO_ID_MAX];
+	char	checkout_url[DODO_URL_MAX];
+};
+
+/* POST /checkouts for one unit of product_id.  Exactly one of customer_id or
+ * email (name optional) identifies the buyer. */
+int	dodo_create_checkout(const struct settings *s, const char *product_id,
+	    const char *customer_id, const char *email, const char *name,
+	    const char *return_url, struct dodo_checkout *out, struct mk_err *err);
+
+struct dodo_balance {
+	char	balance[DODO_AMOUNT_MAX];	/* decimal strings, as Dodo sends them */
+	char	overage[DODO_AMOUNT_MAX];
+	char	last_transaction_at[64];	/* "" when null */
+};
+
+/* GET /credit-entitlements/{cent}/balances/{customer_id}. */
+int	dodo_get_balance(const struct settings *s, const char *customer_id,
+	    struct dodo_balance *out, struct mk_err *err);
+
+enum dodo_entry_type { DODO_DEBIT, DODO_CREDIT };
+
+enum dodo_ledger_outcome {
+	DODO_LEDGER_APPLIED,		/* 201: entry created now */
+	DODO_LEDGER_DUPLICATE,		/* 409: the idempotency key was used before: already applied */
+	DODO_LEDGER_INSUFFICIENT,	/* 400 on a debit: not enough balance, nothing applied */
+};
+
+struct dodo_ledger_result {
+	enum dodo_ledger_outcome outcome;
+	char	entry_id[DODO_ID_MAX];		/* "" unless APPLIED */
+	char	balance_after[DODO_AMOUNT_MAX];	/* "" unless APPLIED */
+};
+
+/*
+ * POST .../balances/{customer_id}/ledger-entries with amount (a decimal
+ * string), reason and idempotency_key (required: every call that moves
+ * credits carries one, so it is retried safely).  Returns 0 with out filled
+ * for the three outcomes above, -1 otherwise.
+ */
+int	dodo_ledger_entry(const struct settings *s, const char *customer_id,
+	    enum dodo_entry_type type, const char *amount, const char *reason,
+	    const char *idempotency_key, struct dodo_ledger_result *out, struct mk_err *err);
+
+struct dodo_customer {
+	char	customer_id[DODO_ID_MAX];
+	char	email[256];
+	char	name[256];
+};
+
+/* GET /customers/{customer_id}. */
+int	dodo_get_customer(const struct settings *s, const char *customer_id,
+	    struct dodo_customer *out, struct mk_err *err);
+
+enum dodo_purchase_kind { DODO_SUBSCRIPTION, DODO_PAYMENT };
+
+/*
+ * GET /subscriptions/{id} or GET /payments/{id}: who bought, and the
+ * status ("active", "succeeded", ...).  Used when a buyer comes back from
+ * the hosted checkout with ?subscription_id= or ?payment_id= in the URL:
+ * the redirect itself is no proof, this lookup is.
+ */
+int	dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
+	    const char *id, struct dodo_customer *customer, char *status, size_t statuslen,
+	    struct mk_err *err);
+
+/*
+ * GET .../balances/{customer_id}/ledger?page_size=N (newest first, N <= 100).
+ * Returns the parsed {"items": [...]} object (caller puts it) or NULL with err.
+ */
+struct json_object;
+struct json_object *dodo_list_ledger(const struct settings *s, const char *customer_id,
+	    int page_size, struct mk_err *err);
+
+#endif

@@ -1,0 +1,94 @@
+/* fields.c: reading request JSON through declared, typed fields. */
+#include <string.h>
+
+#include "fields.h"
+#include "valid.h"
+
+static int
+fields_check_string(const struct field_spec *sp, const char *s, size_t len,
+    struct mk_err *err)
+{
+	if (sp->max_len > 0 && len > sp->max_len)
+		return mk_fail(err, 400, "%s is longer than %zu bytes", sp->name, sp->max_len);
+	if (memchr(s, '\0', len) != NULL)
+		return mk_fail(err, 400, "%s must not contain NUL characters", sp->name);
+	switch (sp->type) {
+	case FIELD_TEXT:
+		break;
+	case FIELD_HEADER_TEXT:
+		if (!valid_header_text(s, len))
+			return mk_fail(err, 400, "%s must not contain line breaks", sp->name);
+		break;
+	case FIELD_EMAIL:
+	case FIELD_EMAIL_LIST:
+		if (!valid_email(s))
+			return mk_fail(err, 400, "%s is not a valid email address", sp->name);
+		break;
+	case FIELD_CUSTOMER_ID:
+		if (!valid_customer_id(s))
+			return mk_fail(err, 400, "%s must be 1-%d letters, digits, '_' or '-'",
+			    sp->name, CUSTOMER_ID_MAX);
+		break;
+	}
+	return 0;
+}
+
+static int
+fields_read_one(json_object *v, const struct field_spec *sp, struct field_value *out,
+    struct mk_err *err)
+{
+	if (sp->type == FIELD_EMAIL_LIST && json_object_is_type(v, json_type_array)) {
+		size_t n = json_object_array_length(v);
+
+		if (n == 0 && sp->required)
+			return mk_fail(err, 400, "%s must list at least one address", sp->name);
+		if (n > MAIL_MAX_RECIPIENTS)
+			return mk_fail(err, 400, "%s lists more than %d addresses", sp->name,
+			    MAIL_MAX_RECIPIENTS);
+		for (size_t i = 0; i < n; i++) {
+			json_object *item = json_object_array_get_idx(v, i);
+
+			if (!json_object_is_type(item, json_type_string))
+				return mk_fail(err, 400, "%s must be a list of strings", sp->name);
+			if (fields_check_string(sp, json_object_get_string(item),
+			    (size_t)json_object_get_string_len(item), err) == -1)
+				return -1;
+			out->list[i] = json_object_get_string(item);
+		}
+		out->nlist = n;
+		out->str = n > 0 ? out->list[0] : NULL;
+		out->len = n > 0 ? strlen(out->list[0]) : 0;
+		return 0;
+	}
+	if (!json_object_is_type(v, json_type_string))
+		return mk_fail(err, 400, "%s must be a string", sp->name);
+	out->str = json_object_get_string(v);
+	out->len = (size_t)json_object_get_string_len(v);
+	if (out->len == 0) {
+		out->str = NULL;
+		return 0;
+	}
+	if (fields_check_string(sp, out->str, out->len, err) == -1)
+		return -1;
+	out->list[0] = out->str;
+	out->nlist = 1;
+	return 0;
+}
+
+int
+fields_read(json_object *root, const struct field_spec *specs, size_t n,
+    struct field_value *out, struct mk_err *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct field_spec	*sp = &specs[i];
+		json_object		*v = NULL;
+
+		memset(&out[i], 0, sizeof out[i]);
+		if (json_object_object_get_ex(root, sp->name, &v) && v != NULL &&
+		    fields_read_one(v, sp, &out[i], err) == -1)
+			return -1;
+		if (sp->required && out[i].str == NULL)
+			return mk_fail(err, 400, "%s is required", sp->name);
+	}
+	return 0;
+}

@@ -1,0 +1,50 @@
+/* mail.h: the mail provider interface; each provider is one module (Resend first). */
+#ifndef MAILKIT_MAIL_H
+#define MAILKIT_MAIL_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "fields.h"
+
+struct settings;
+
+#define MAIL_ID_MAX	128
+
+/* Every string has been validated by the caller (fields.h, valid.h). */
+struct mail_message {
+	const char	*from;			/* "Name <addr>" or "addr" */
+	const char	*to[MAIL_MAX_RECIPIENTS];
+	size_t		 nto;
+	const char	*subject;
+	const char	*html;			/* may be NULL if text is set */
+	const char	*text;			/* may be NULL */
+	const char	*idempotency_key;	/* required: same key + same message = same send */
+};
+
+struct mail_result {
+	char	id[MAIL_ID_MAX];		/* the provider's message id */
+};
+
+/*
+ * A provider.  send() returns 0 when the provider accepted the message,
+ * -1 otherwise with err filled: err->maybe_done = 0 means the provider
+ * definitely did not send (a 4xx refusal: err->status 400 for bad
+ * recipients or content, 502 otherwise); maybe_done = 1 means the outcome
+ * is unknown (timeout, 5xx after retries) and a later call with the same
+ * idempotency key resolves it.
+ */
+struct mail_provider {
+	const char	*name;
+	/* Check the settings this provider needs; 0 / -1 with a message naming the key. */
+	int		(*check)(const struct settings *s, char *errbuf, size_t errlen);
+	int		(*send)(const struct settings *s, const struct mail_message *msg,
+			    struct mail_result *out, struct mk_err *err);
+};
+
+/* The provider named by settings (MAIL_PROVIDER), or NULL if unknown. */
+const struct mail_provider	*mail_provider_find(const char *name);
+
+extern const struct mail_provider mail_resend;
+
+#endif

@@ -1,0 +1,29 @@
+/*
+ * mailkit.h: the support library behind every MailKit program, in one include.
+ *
+ * A request flows: server (FastCGI loop, owned request copy, routing, one
+ * response writer) -> the program's handler -> fields/valid (allowlisted
+ * input) -> dodo (payments and the credit ledger) and mail (the provider
+ * interface; mail_resend is one provider), both over upstream (the one
+ * outbound HTTP client: timeouts, retries, keep-alive, capped replies) ->
+ * response_json/response_fail.  whsig verifies and signs webhooks; store
+ * keeps MailKit's durable state in SQLite (db); settings and log are read
+ * and opened once per process.
+ */
+#ifndef MAILKIT_H
+#define MAILKIT_H
+
+#include "err.h"
+#include "log.h"
+#include "buf.h"
+#include "valid.h"
+#include "url.h"
+#include "settings.h"
+#include "server.h"
+#include "fields.h"
+#include "upstream.h"
+#include "dodo.h"
+#include "mail.h"
+#include "whsig.h"
+
+#endif

@@ -1,0 +1,603 @@
+/* server.c: the FastCGI accept loop, request copying, routing and the one response writer. */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fcgiapp.h>
+
+#include "log.h"
+#include "server.h"
+#include "settings.h"
+#include "upstream.h"
+#include "url.h"
+
+#define SERVER_LISTEN_BACKLOG	128	/* for $MAILKIT_SOCKET; spawn-fcgi sets its own */
+#define SERVER_READ_CHUNK	(64 * 1024)	/* FCGX_GetStr takes an int length */
+#define SERVER_THREADS_MAX	64
+
+static int		server_listen_fd;
+static pthread_mutex_t	server_accept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct worker {
+	const struct app	*app;
+	FCGX_Request		 fcgx;
+	struct request		 req;
+	struct response		 resp;
+	struct buf		 body;		/* request body storage, reused */
+};
+
+static const struct {
+	int		 status;
+	const char	*reason;
+} http_reasons[] = {
+	{ 200, "OK" }, { 201, "Created" }, { 204, "No Content" },
+	{ 302, "Found" }, { 303, "See Other" }, { 304, "Not Modified" },
+	{ 400, "Bad Request" }, { 401, "Unauthorized" }, { 402, "Payment Required" },
+	{ 403, "Forbidden" }, { 404, "Not Found" }, { 405, "Method Not Allowed" },
+	{ 409, "Conflict" }, { 410, "Gone" }, { 411, "Length Required" },
+	{ 413, "Content Too Large" }, { 414, "URI Too Long" },
+	{ 415, "Unsupported Media Type" }, { 422, "Unprocessable Content" },
+	{ 429, "Too Many Requests" }, { 500, "Internal Server Error" },
+	{ 502, "Bad Gateway" }, { 503, "Service Unavailable" }, { 504, "Gateway Timeout" },
+};
+
+const char *
+http_reason(int status)
+{
+	for (size_t i = 0; i < sizeof http_reasons / sizeof http_reasons[0]; i++)
+		if (http_reasons[i].status == status)
+			return http_reasons[i].reason;
+	return status < 400 ? "OK" : status < 500 ? "Bad Request" : "Internal Server Error";
+}
+
+/* ------------------------------------------------------------------ response */
+
+static void
+response_reset(struct response *resp)
+{
+	resp->status = 0;
+	resp->content_type = NULL;
+	buf_reset(&resp->body);
+	resp->headers_len = 0;
+	resp->headers[0] = '\0';
+	resp->drop = 0;
+}
+
+void
+response_body(struct response *resp, int status, const char *content_type,
+    const char *data, size_t len)
+{
+	buf_reset(&resp->body);
+	if (buf_append(&resp->body, data, len) == -1) {
+		log_error("response of %zu bytes exceeds the %d-byte ceiling", len, RESPONSE_MAX);
+		response_error(resp, 500, "internal error");
+		return;
+	}
+	resp->status = status;
+	resp->content_type = content_type;
+}
+
+void
+response_json(struct response *resp, int status, json_object *obj)
+{
+	const char *text;
+
+	if (obj == NULL) {
+		response_error(resp, 500, "internal error");
+		return;
+	}
+	text = json_object_to_json_string_ext(obj,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	response_body(resp, status, "application/json", text, strlen(text));
+	json_object_put(obj);
+}
+
+void
+response_error(struct response *resp, int status, const char *fmt, ...)
+{
+	char		 msg[MK_ERR_MSG_MAX];
+	json_object	*obj;
+	const char	*text;
+	va_list		 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	obj = json_object_new_object();
+	json_object_object_add(obj, "error", json_object_new_string(msg));
+	text = json_object_to_json_string_ext(obj,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	buf_reset(&resp->body);
+	if (buf_puts(&resp->body, text) == -1)
+		buf_reset(&resp->body);
+	json_object_put(obj);
+	resp->status = status;
+	resp->content_type = "application/json";
+}
+
+void
+response_fail(struct response *resp, const struct mk_err *err)
+{
+	int status = err->status >= 400 && err->status <= 599 ? err->status : 500;
+
+	response_error(resp, status, "%s", err->msg[0] ? err->msg : http_reason(status));
+}
+
+int
+response_header(struct response *resp, const char *name, const char *value)
+{
+	size_t	nl = strlen(name), vl = strlen(value);
+
+	for (size_t i = 0; i < nl; i++)
+		if (!isalnum((unsigned char)name[i]) && name[i] != '-')
+			return -1;
+	for (size_t i = 0; i < vl; i++)
+		if (value[i] == '\r' || value[i] == '\n')
+			return -1;
+	if (nl == 0 || resp->headers_len + nl + vl + 5 > sizeof resp->headers)
+		return -1;
+	resp->headers_len += snprintf(resp->headers + resp->headers_len,
+	    sizeof resp->headers - resp->headers_len, "%s: %s\r\n", name, value);
+	return 0;
+}
+
+void
+response_redirect(struct response *resp, const char *location)
+{
+	if (response_header(resp, "Location", location) == -1) {
+		response_error(resp, 500, "internal error");
+		return;
+	}
+	response_body(resp, 303, "text/plain; charset=utf-8", "", 0);
+}
+
+/* The one place bytes of a reply are written. */
+static void
+server_write(FCGX_Request *fcgx, const struct response *resp)
+{
+	char	head[RESPONSE_HEADERS_MAX + 512];
+	int	n;
+
+	n = snprintf(head, sizeof head,
+	    "Status: %d %s\r\n"
+	    "Content-Type: %s\r\n"
+	    "Content-Length: %zu\r\n"
+	    "Cache-Control: no-store\r\n"
+	    "X-Content-Type-Options: nosniff\r\n"
+	    "%s\r\n",
+	    resp->status, http_reason(resp->status),
+	    resp->content_type ? resp->content_type : "application/json",
+	    resp->body.len, resp->headers);
+	if (n < 0 || (size_t)n >= sizeof head)
+		return;
+	FCGX_PutStr(head, n, fcgx->out);
+	if (resp->body.len > 0)
+		FCGX_PutStr(resp->body.data, (int)resp->body.len, fcgx->out);
+}
+
+/* ------------------------------------------------------------------ request */
+
+json_object *
+request_json(const struct request *req, struct mk_err *err)
+{
+	json_tokener	*tok;
+	json_object	*obj;
+	size_t		 end;
+
+	if (req->body_len == 0) {
+		mk_fail(err, 400, "request body is empty: expected a JSON object");
+		return NULL;
+	}
+	if ((tok = json_tokener_new_ex(JSON_MAX_DEPTH)) == NULL) {
+		mk_fail(err, 500, "out of memory");
+		return NULL;
+	}
+	obj = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+	end = json_tokener_get_parse_end(tok);
+	if (obj != NULL && json_tokener_get_error(tok) == json_tokener_success)
+		while (end < req->body_len && isspace((unsigned char)req->body[end]))
+			end++;
+	if (obj == NULL || json_tokener_get_error(tok) != json_tokener_success ||
+	    end != req->body_len) {
+		if (json_tokener_get_error(tok) == json_tokener_error_depth)
+			mk_fail(err, 400, "request body is nested deeper than %d levels",
+			    JSON_MAX_DEPTH);
+		else
+			mk_fail(err, 400, "request body is not valid JSON");
+		json_object_put(obj);
+		obj = NULL;
+	} else if (!json_object_is_type(obj, json_type_object)) {
+		mk_fail(err, 400, "request body must be a JSON object");
+		json_object_put(obj);
+		obj = NULL;
+	}
+	json_tokener_free(tok);
+	return obj;
+}
+
+/* Copy a FastCGI parameter into dst; -1 if it does not fit. */
+static int
+server_param(FCGX_Request *fcgx, const char *name, char *dst, size_t dstlen)
+{
+	const char	*v = FCGX_GetParam(name, fcgx->envp);
+	size_t		 n;
+
+	dst[0] = '\0';
+	if (v == NULL)
+		return 0;
+	if ((n = strlen(v)) >= dstlen)
+		return -1;
+	memcpy(dst, v, n + 1);
+	return 0;
+}
+
+static const struct {
+	const char	*param;
+	const char	*header;	/* for the error message */
+	size_t		 offset;
+	size_t		 size;
+} server_headers[] = {
+#define H(p, h, f) { p, h, offsetof(struct request, f), sizeof ((struct request *)0)->f }
+	H("REQUEST_METHOD", "method", method),
+	H("CONTENT_TYPE", "Content-Type", content_type),
+	H("HTTP_AUTHORIZATION", "Authorization", authorization),
+	H("HTTP_IDEMPOTENCY_KEY", "Idempotency-Key", idempotency_key),
+	H("HTTP_WEBHOOK_ID", "webhook-id", webhook_id),
+	H("HTTP_WEBHOOK_TIMESTAMP", "webhook-timestamp", webhook_timestamp),
+	H("HTTP_WEBHOOK_SIGNATURE", "webhook-signature", webhook_signature),
+	H("REMOTE_ADDR", "remote address", remote_addr),
+	H("HTTP_HOST", "Host", host),
+	H("HTTP_USER_AGENT", "User-Agent", user_agent),
+#undef H
+};
+
+/*
+ * Fill req from the FastCGI parameters.  Returns 0, or an HTTP status
+ * (with resp filled) when the request must be refused before routing.
+ */
+static int
+server_read_head(struct worker *w)
+{
+	FCGX_Request	*fcgx = &w->fcgx;
+	struct request	*req = &w->req;
+	const char	*uri, *q, *mount = w->app->mount;
+	size_t		 pathlen, mlen;
+
+	for (size_t i = 0; i < sizeof server_headers / sizeof server_headers[0]; i++)
+		if (server_param(fcgx, server_headers[i].param,
+		    (char *)req + server_headers[i].offset, server_headers[i].size) == -1) {
+			response_error(&w->resp, 400, "%s header is too long",
+			    server_headers[i].header);
+			return 400;
+		}
+	if ((uri = FCGX_GetParam("REQUEST_URI", fcgx->envp)) == NULL)
+		uri = FCGX_GetParam("SCRIPT_NAME", fcgx->envp);
+	if (uri == NULL || uri[0] != '/') {
+		response_error(&w->resp, 400, "request has no path");
+		return 400;
+	}
+	q = strchr(uri, '?');
+	pathlen = q ? (size_t)(q - uri) : strlen(uri);
+	if (pathlen >= sizeof req->path || (q && strlen(q + 1) >= sizeof req->query)) {
+		response_error(&w->resp, 414, "request URI is too long");
+		return 414;
+	}
+	memcpy(req->path, uri, pathlen);
+	req->path[pathlen] = '\0';
+	strcpy(req->query, q ? q + 1 : "");	/* lengths checked above */
+	if (mount != NULL && (mlen = strlen(mount)) > 0) {
+		if (strncmp(req->path, mount, mlen) != 0 ||
+		    (req->path[mlen] != '/' && req->path[mlen] != '\0')) {
+			response_error(&w->resp, 404, "no such resource");
+			return 404;
+		}
+		memmove(req->path, req->path + mlen, pathlen - mlen + 1);
+		if (req->path[0] == '\0')
+			strcpy(req->path, "/");
+	}
+	return 0;
+}
+
+static int
+server_is_json(const char *content_type)
+{
+	const char	*ct = content_type;
+	size_t		 n;
+
+	while (*ct == ' ')
+		ct++;
+	n = strcspn(ct, "; ");
+	return n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0;
+}
+
+/*
+ * Read the body: exactly CONTENT_LENGTH bytes, or to EOF when there is none
+ * (Apache's mod_proxy_fcgi with a chunked request).  The ceiling is checked
+ * against CONTENT_LENGTH before a byte is read.  Returns 0 or a status.
+ */
+static int
+server_read_body(struct worker *w)
+{
+	FCGX_Request	*fcgx = &w->fcgx;
+	const char	*cl = FCGX_GetParam("CONTENT_LENGTH", fcgx->envp);
+	size_t		 max = w->app->max_body, want = 0, got = 0;
+	int		 known = 0;
+	char		 chunk[SERVER_READ_CHUNK];
+
+	if (cl != NULL && *cl != '\0') {
+		char *end;
+		unsigned long long v;
+
+		errno = 0;
+		v = strtoull(cl, &end, 10);
+		if (!isdigit((unsigned char)cl[0]) || *end != '\0' || errno != 0) {
+			response_error(&w->resp, 400, "invalid Content-Length");
+			return 400;
+		}
+		if (v > max) {
+			response_error(&w->resp, 413, "request body is larger than %zu bytes", max);
+			return 413;
+		}
+		want = (size_t)v;
+		known = 1;
+	}
+	buf_reset(&w->body);
+	for (;;) {
+		size_t	room = known ? want - got : max + 1 - got;
+		int	n;
+
+		if (room == 0)
+			break;
+		if (room > sizeof chunk)
+			room = sizeof chunk;
+		if ((n = FCGX_GetStr(chunk, (int)room, fcgx->in)) <= 0)
+			break;
+		if (buf_append(&w->body, chunk, (size_t)n) == -1) {
+			response_error(&w->resp, 413, "request body is larger than %zu bytes", max);
+			return 413;
+		}
+		got += (size_t)n;
+	}
+	if (!known && got > max) {
+		response_error(&w->resp, 413, "request body is larger than %zu bytes", max);
+		return 413;
+	}
+	if (known && got < want) {
+		response_error(&w->resp, 400, "request body is shorter than its Content-Length");
+		return 400;
+	}
+	w->req.body = w->body.data ? w->body.data : (char *)"";
+	w->req.body_len = got;
+	return 0;
+}
+
+int
+server_match(const char *pattern, const char *path, struct request *req)
+{
+	const char	*p = pattern, *s = path;
+	size_t		 n = 0;
+
+	for (;;) {
+		if (p[0] == '/' && p[1] == '*' && p[2] == '\0')
+			return *s == '/' || *s == '\0';
+		if (p[0] == '{' && p[1] == '}') {
+			size_t len = strcspn(s, "/");
+
+			if (len == 0 || n >= REQUEST_PARAMS_MAX)
+				return 0;
+			if (req != NULL && url_decode(s, len, req->params[n],
+			    sizeof req->params[n], 0) == -1)
+				return -1;
+			n++;
+			p += 2;
+			s += len;
+			continue;
+		}
+		if (*p != *s)
+			return 0;
+		if (*p == '\0')
+			break;
+		p++;
+		s++;
+	}
+	if (req != NULL)
+		req->nparams = n;
+	return 1;
+}
+
+/* Route w->req, run its handler or answer 404/405. */
+static void
+server_dispatch(struct worker *w)
+{
+	const struct app	*app = w->app;
+	struct request		*req = &w->req;
+	char			 allow[128] = "";
+	int			 matched = 0;
+
+	for (size_t i = 0; i < app->nroutes; i++) {
+		const struct route *r = &app->routes[i];
+		int m = server_match(r->pattern, req->path, NULL);
+
+		if (m == 0)
+			continue;
+		matched = 1;
+		if (strcmp(r->method, req->method) != 0) {
+			if (strstr(allow, r->method) == NULL) {
+				size_t len = strlen(allow);
+
+				snprintf(allow + len, sizeof allow - len, "%s%s",
+				    len ? ", " : "", r->method);
+			}
+			continue;
+		}
+		if (server_match(r->pattern, req->path, req) == -1) {
+			response_error(&w->resp, 400, "malformed percent-encoding in the path");
+			return;
+		}
+		if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+			if (server_read_body(w) != 0)
+				return;
+			if (app->json_only && req->body_len > 0 && req->content_type[0] != '\0' &&
+			    !server_is_json(req->content_type)) {
+				response_error(&w->resp, 415,
+				    "Content-Type must be application/json");
+				return;
+			}
+		}
+		r->handler(req, &w->resp);
+		if (w->resp.status == 0) {
+			log_error("%s %s: handler set no response", req->method, req->path);
+			response_error(&w->resp, 500, "internal error");
+		}
+		return;
+	}
+	if (matched) {
+		response_header(&w->resp, "Allow", allow);
+		response_error(&w->resp, 405, "method %s is not allowed here; use %s",
+		    req->method, allow);
+	} else
+		response_error(&w->resp, 404, "no such resource");
+}
+
+static void
+server_handle(struct worker *w)
+{
+	memset(&w->req, 0, offsetof(struct request, body));
+	w->req.body = (char *)"";
+	w->req.body_len = 0;
+	response_reset(&w->resp);
+	if (server_read_head(w) == 0)
+		server_dispatch(w);
+	if (w->resp.drop)
+		return;
+	if (w->resp.status >= 500)
+		log_warn("%s %s -> %d %s", w->req.method, w->req.path, w->resp.status,
+		    w->resp.body.data ? w->resp.body.data : "");
+	server_write(&w->fcgx, &w->resp);
+}
+
+static void *
+server_worker(void *arg)
+{
+	struct worker	*w = arg;
+	int		 rc;
+
+	if (FCGX_InitRequest(&w->fcgx, server_listen_fd, 0) != 0) {
+		log_error("FCGX_InitRequest failed");
+		return NULL;
+	}
+	for (;;) {
+		pthread_mutex_lock(&server_accept_lock);
+		rc = FCGX_Accept_r(&w->fcgx);
+		pthread_mutex_unlock(&server_accept_lock);
+		if (rc < 0)
+			break;
+		server_handle(w);
+		FCGX_Finish_r(&w->fcgx);
+	}
+	FCGX_Free(&w->fcgx, 1);
+	return NULL;
+}
+
+static void
+server_on_signal(int sig)
+{
+	(void)sig;
+	FCGX_ShutdownPending();
+	/* wakes every thread blocked in accept(), not just the one the signal hit */
+	shutdown(server_listen_fd, SHUT_RDWR);
+}
+
+int
+server_run(const struct app *app)
+{
+	struct sigaction	 sa;
+	struct worker		*workers;
+	pthread_t		 tids[SERVER_THREADS_MAX];
+	const char		*sock = getenv("MAILKIT_SOCKET");
+	int			 nthreads = app->threads, started = 0;
+
+	if (getenv("MAILKIT_CHECK_ONLY") != NULL)
+		return 0;	/* settings were checked by the caller: report success */
+	if (nthreads < 1)
+		nthreads = 1;
+	if (nthreads > SERVER_THREADS_MAX)
+		nthreads = SERVER_THREADS_MAX;
+	if (FCGX_Init() != 0) {
+		log_error("FCGX_Init failed");
+		return 1;
+	}
+	server_listen_fd = 0;
+	if (sock != NULL && *sock != '\0') {
+		unlink(sock);
+		if ((server_listen_fd = FCGX_OpenSocket(sock, SERVER_LISTEN_BACKLOG)) < 0) {
+			log_error("cannot listen on %s", sock);
+			return 1;
+		}
+	} else if (FCGX_IsCGI()) {
+		log_error("%s is a FastCGI program: start it with spawn-fcgi or from the "
+		    "web server (or set MAILKIT_SOCKET)", app->name);
+		return 1;
+	}
+	/* after FCGX_Init, which installs handlers of its own */
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = server_on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((workers = calloc(nthreads, sizeof *workers)) == NULL) {
+		log_error("out of memory");
+		return 1;
+	}
+	for (int i = 0; i < nthreads; i++) {
+		workers[i].app = app;
+		buf_init(&workers[i].body, app->max_body);
+		buf_init(&workers[i].resp.body, RESPONSE_MAX);
+	}
+	log_info("%s ready (%d thread%s)", app->name, nthreads, nthreads == 1 ? "" : "s");
+	for (int i = 1; i < nthreads; i++) {
+		if (pthread_create(&tids[i], NULL, server_worker, &workers[i]) != 0) {
+			log_error("pthread_create failed: %s", strerror(errno));
+			break;
+		}
+		started = i;
+	}
+	server_worker(&workers[0]);
+	for (int i = 1; i <= started; i++)
+		pthread_join(tids[i], NULL);
+	for (int i = 0; i < nthreads; i++) {
+		buf_free(&workers[i].body);
+		buf_free(&workers[i].resp.body);
+	}
+	free(workers);
+	log_info("%s stopped", app->name);
+	return 0;
+}
+
+int
+server_main(struct app *app, struct settings *s, unsigned need)
+{
+	char	err[512];
+
+	log_init(app->name, NULL);
+	if (settings_load(s, need, err, sizeof err) == -1)
+		fatal("bad settings: %s", err);
+	if (log_init(app->name, s->log_file) == -1)
+		fatal("cannot open MAILKIT_LOG_FILE %s: %s", s->log_file, strerror(errno));
+	upstream_configure(s);
+	if (app->init != NULL && app->init(s, err, sizeof err) == -1)
+		fatal("%s", err);
+	app->threads = (int)s->threads;
+	app->max_body = (size_t)s->max_body;
+	return server_run(app);
+}

@@ -1,0 +1,463 @@
+/* settings.c: dotenv file + environment -> struct settings, checked once at start. */
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mail.h"
+#include "settings.h"
+#include "valid.h"
+#include "whsig.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define SETTINGS_DEFAULT_FILE	SYSCONFDIR "/mailkit/mailkit.env"
+#define SETTINGS_FILE_MAX	(256 * 1024)	/* a dotenv file is a few hundred bytes */
+#define SETTINGS_VALUE_MAX	4096		/* longest accepted value */
+
+extern char **environ;
+
+enum setting_type {
+	SET_TEXT,	/* printable, no spaces */
+	SET_PHRASE,	/* printable, spaces allowed */
+	SET_ID,		/* [A-Za-z0-9_-]: safe in an upstream path */
+	SET_URL,	/* http:// or https://, trailing '/' removed */
+	SET_WHSEC,	/* Standard Webhooks secret */
+	SET_FROM,	/* "addr" or "Name <addr>" */
+	SET_PATH,	/* file path; "" allowed */
+	SET_LONG,	/* decimal within [min, max] */
+};
+
+struct setting_def {
+	const char		*name;
+	const char		*alias;		/* second accepted name, or NULL */
+	enum setting_type	 type;
+	size_t			 offset;
+	const char		*def;		/* NULL: no default */
+	long			 min, max;
+	unsigned		 need;		/* required when the program needs any of these */
+	int			 secret;
+};
+
+#define S(field)	offsetof(struct settings, field)
+
+static const struct setting_def setting_defs[] = {
+	{ "DODO_PAYMENTS_API_KEY", NULL, SET_TEXT, S(dodo_api_key), NULL, 0, 0,
+	    SETTINGS_NEED_DODO, 1 },
+	{ "DODO_PAYMENTS_BASE_URL", NULL, SET_URL, S(dodo_base_url),
+	    "https://test.dodopayments.com", 0, 0, 0, 0 },
+	{ "DODO_WEBHOOK_KEY", "DODO_PAYMENTS_WEBHOOK_KEY", SET_WHSEC, S(webhook_key), NULL,
+	    0, 0, SETTINGS_NEED_WEBHOOK, 1 },
+	{ "CREDIT_ENTITLEMENT_ID", NULL, SET_ID, S(credit_entitlement_id), NULL, 0, 0,
+	    SETTINGS_NEED_CREDITS, 0 },
+	{ "PLAN_PRODUCT_ID", NULL, SET_ID, S(plan_product_id), NULL, 0, 0,
+	    SETTINGS_NEED_PRODUCTS, 0 },
+	{ "TOPUP_PRODUCT_ID", NULL, SET_ID, S(topup_product_id), NULL, 0, 0,
+	    SETTINGS_NEED_PRODUCTS, 0 },
+	{ "MAIL_PROVIDER", NULL, SET_ID, S(mail_provider), "resend", 0, 0, 0, 0 },
+	{ "RESEND_API_KEY", NULL, SET_TEXT, S(resend_api_key), NULL, 0, 0, 0, 1 },
+	{ "RESEND_BASE_URL", NULL, SET_URL, S(resend_base_url), "https://api.resend.com",
+	    0, 0, 0, 0 },
+	{ "MAIL_FROM", NULL, SET_FROM, S(mail_from), "MailKit <onboarding@resend.dev>",
+	    0, 0, 0, 0 },
+	{ "BASE_URL", NULL, SET_URL, S(base_url), "http://localhost:8080", 0, 0, 0, 0 },
+	{ "PORT", NULL, SET_LONG, S(port), "8080", 1, 65535, 0, 0 },
+	{ "MAILKIT_LOG_FILE", NULL, SET_PATH, S(log_file), "", 0, 0, 0, 0 },
+	{ "MAILKIT_THREADS", NULL, SET_LONG, S(threads), "1", 1, 64, 0, 0 },
+	{ "MAX_BODY_BYTES", NULL, SET_LONG, S(max_body), "1048576", 1024,
+	    64L * 1024 * 1024, 0, 0 },
+	{ "MAILKIT_DB", NULL, SET_PATH, S(db_path), LOCALSTATEDIR "/lib/mailkit/mailkit.db",
+	    0, 0, 0, 0 },
+	{ "PLAN_CREDITS", NULL, SET_LONG, S(plan_credits), "5000", 1, 1000000000L, 0, 0 },
+	{ "LOW_BALANCE_PERCENT", NULL, SET_LONG, S(low_balance_percent), "20", 0, 100,
+	    0, 0 },
+	{ "UPSTREAM_CONNECT_TIMEOUT_MS", NULL, SET_LONG, S(connect_timeout_ms), "3000",
+	    50, 60000, 0, 0 },
+	{ "UPSTREAM_TIMEOUT_MS", NULL, SET_LONG, S(timeout_ms), "10000", 100, 120000, 0, 0 },
+	{ "UPSTREAM_MAX_RETRIES", NULL, SET_LONG, S(max_retries), "2", 0, 10, 0, 0 },
+};
+
+#define NSETTINGS (sizeof setting_defs / sizeof setting_defs[0])
+
+/* Where each value came from while loading; values are owned copies. */
+struct staging {
+	char	*value[NSETTINGS];
+	int	 from_alias[NSETTINGS];
+};
+
+static int
+settings_fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
+{
+	snprintf(err, errlen, fmt, a, b);
+	return -1;
+}
+
+static const struct setting_def *
+settings_def(const char *name, int *is_alias)
+{
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		if (strcmp(setting_defs[i].name, name) == 0) {
+			*is_alias = 0;
+			return &setting_defs[i];
+		}
+		if (setting_defs[i].alias != NULL && strcmp(setting_defs[i].alias, name) == 0) {
+			*is_alias = 1;
+			return &setting_defs[i];
+		}
+	}
+	return NULL;
+}
+
+int
+settings_is_secret(const char *name)
+{
+	int				 alias;
+	const struct setting_def	*d = settings_def(name, &alias);
+
+	return d != NULL && d->secret;
+}
+
+/* Store one raw value; the canonical name beats its alias from the same source. */
+static int
+settings_stage(const char *key, const char *value, void *arg)
+{
+	struct staging			*st = arg;
+	const struct setting_def	*d;
+	int				 alias;
+	size_t				 i;
+	char				*copy;
+
+	if ((d = settings_def(key, &alias)) == NULL)
+		return 0;	/* unknown keys belong to other tools: ignored on purpose */
+	i = d - setting_defs;
+	if (alias && st->value[i] != NULL && !st->from_alias[i])
+		return 0;
+	if ((copy = strdup(value)) == NULL)
+		return -1;
+	free(st->value[i]);
+	st->value[i] = copy;
+	st->from_alias[i] = alias;
+	return 0;
+}
+
+int
+settings_parse_dotenv(const char *text, size_t len,
+    int (*cb)(const char *, const char *, void *), void *arg, char *err, size_t errlen)
+{
+	char		 key[128], value[SETTINGS_VALUE_MAX];
+	const char	*p = text, *end = text + len;
+	int		 lineno = 0, rc;
+
+	while (p < end) {
+		const char	*eol = memchr(p, '\n', end - p);
+		const char	*q, *lend = eol ? eol : end;
+		size_t		 k = 0, v = 0;
+
+		lineno++;
+		if (lend > p && lend[-1] == '\r')
+			lend--;
+		for (q = p; q < lend && (*q == ' ' || *q == '\t'); q++)
+			;
+		if (q == lend || *q == '#')
+			goto next;
+		if (lend - q > 7 && strncmp(q, "export", 6) == 0 && (q[6] == ' ' || q[6] == '\t'))
+			for (q += 6; q < lend && (*q == ' ' || *q == '\t'); q++)
+				;
+		while (q < lend && (isalnum((unsigned char)*q) || *q == '_')) {
+			if (k + 1 >= sizeof key)
+				goto bad_key;
+			key[k++] = *q++;
+		}
+		key[k] = '\0';
+		while (q < lend && (*q == ' ' || *q == '\t'))
+			q++;
+		if (k == 0 || isdigit((unsigned char)key[0]) || q == lend || *q != '=')
+			goto bad_key;
+		for (q++; q < lend && (*q == ' ' || *q == '\t'); q++)
+			;
+		if (q < lend && (*q == '"' || *q == '\'')) {
+			char quote = *q++;
+
+			for (; q < lend && *q != quote; q++) {
+				char c = *q;
+
+				if (quote == '"' && c == '\\' && q + 1 < lend) {
+					c = *++q;
+					if (c == 'n')
+						c = '\n';
+					else if (c == 't')
+						c = '\t';
+					else if (c == 'r')
+						c = '\r';
+				}
+				if (v + 1 >= sizeof value)
+					goto too_long;
+				value[v++] = c;
+			}
+			if (q == lend) {
+				snprintf(err, errlen, "line %d: unterminated quoted value for %s",
+				    lineno, key);
+				return -1;
+			}
+			for (q++; q < lend && (*q == ' ' || *q == '\t'); q++)
+				;
+			if (q < lend && *q != '#') {
+				snprintf(err, errlen, "line %d: text after the quoted value of %s",
+				    lineno, key);
+				return -1;
+			}
+		} else {
+			const char *vend = lend;
+
+			/* " #" starts a comment in an unquoted value */
+			for (const char *c = q; c < lend; c++)
+				if (*c == '#' && c > q && (c[-1] == ' ' || c[-1] == '\t')) {
+					vend = c;
+					break;
+				}
+			while (vend > q && (vend[-1] == ' ' || vend[-1] == '\t'))
+				vend--;
+			if ((size_t)(vend - q) >= sizeof value)
+				goto too_long;
+			memcpy(value, q, vend - q);
+			v = vend - q;
+		}
+		value[v] = '\0';
+		if ((rc = cb(key, value, arg)) != 0)
+			return rc;
+next:
+		p = eol ? eol + 1 : end;
+		continue;
+bad_key:
+		snprintf(err, errlen, "line %d: expected KEY=value", lineno);
+		return -1;
+too_long:
+		snprintf(err, errlen, "line %d: value of %s is longer than %d bytes", lineno,
+		    key, SETTINGS_VALUE_MAX);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+settings_read_file(const char *path, struct staging *st, char *err, size_t errlen)
+{
+	FILE	*f;
+	char	*text;
+	size_t	 n;
+	char	 why[200];
+	int	 rc;
+
+	if ((f = fopen(path, "r")) == NULL)
+		return settings_fail(err, errlen, "cannot open settings file %s: %s", path,
+		    strerror(errno));
+	if ((text = malloc(SETTINGS_FILE_MAX + 1)) == NULL) {
+		fclose(f);
+		return settings_fail(err, errlen, "%s%s: out of memory", path, "");
+	}
+	n = fread(text, 1, SETTINGS_FILE_MAX + 1, f);
+	fclose(f);
+	if (n > SETTINGS_FILE_MAX) {
+		free(text);
+		return settings_fail(err, errlen, "settings file %s is larger than %s", path,
+		    "256 KiB");
+	}
+	rc = settings_parse_dotenv(text, n, settings_stage, st, why, sizeof why);
+	free(text);
+	if (rc != 0)
+		return settings_fail(err, errlen, "%s: %s", path, rc == -1 ? why : "out of memory");
+	return 0;
+}
+
+/* The tutorial's .env ships placeholders; starting with them fails later and obscurely. */
+static int
+settings_placeholder(const char *v)
+{
+	return strncmp(v, "your_", 5) == 0 || strstr(v, "xxxxxxxx") != NULL;
+}
+
+static int
+settings_check_from(const char *v)
+{
+	const char	*lt = strrchr(v, '<');
+	char		 addr[EMAIL_MAX + 1];
+	size_t		 n;
+
+	if (!valid_header_text(v, strlen(v)))
+		return 0;
+	if (lt == NULL)
+		return valid_email(v);
+	n = strlen(lt + 1);
+	if (n < 2 || lt[n] != '>' || n - 1 > EMAIL_MAX)
+		return 0;
+	memcpy(addr, lt + 1, n - 1);
+	addr[n - 1] = '\0';
+	return valid_email(addr);
+}
+
+/* Check one value and store it; on failure write the reason (naming the key) to err. */
+static int
+settings_convert(struct settings *s, const struct setting_def *d, const char *v,
+    char *err, size_t errlen)
+{
+	char		**str = (char **)((char *)s + d->offset);
+	long		 *num = (long *)((char *)s + d->offset);
+	struct whsig_key key;
+	const char	 *why = NULL;
+	size_t		 len = strlen(v);
+
+	switch (d->type) {
+	case SET_LONG: {
+		char *end;
+
+		errno = 0;
+		*num = strtol(v, &end, 10);
+		if (len == 0 || !isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 ||
+		    *num < d->min || *num > d->max) {
+			snprintf(err, errlen, "%s must be a whole number from %ld to %ld",
+			    d->name, d->min, d->max);
+			return -1;
+		}
+		return 0;
+	}
+	case SET_TEXT:
+		for (size_t i = 0; i < len; i++)
+			if (!isgraph((unsigned char)v[i]))
+				why = "must not contain spaces or control characters";
+		break;
+	case SET_PHRASE:
+	case SET_PATH:
+		if (!valid_header_text(v, len))
+			why = "must not contain line breaks";
+		break;
+	case SET_ID:
+		if (!valid_customer_id(v))
+			why = "may only contain letters, digits, '_' and '-'";
+		break;
+	case SET_URL:
+		if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+			why = "must start with http:// or https://";
+		for (size_t i = 0; i < len; i++)
+			if (!isgraph((unsigned char)v[i]) || v[i] == '?' || v[i] == '#')
+				why = "must be a plain URL without spaces, query or fragment";
+		break;
+	case SET_WHSEC:
+		if (whsig_key_from_secret(v, &key) == -1)
+			why = "must be a Standard Webhooks secret (whsec_ followed by base64)";
+		break;
+	case SET_FROM:
+		if (!settings_check_from(v))
+			why = "must be an address or \"Name <address>\"";
+		break;
+	}
+	if (why == NULL && len > 0 && d->type != SET_PATH && settings_placeholder(v))
+		why = "still holds the tutorial's placeholder value";
+	if (why == NULL && len == 0 && d->type != SET_PATH)
+		why = "is empty";
+	if (why != NULL) {
+		snprintf(err, errlen, "%s %s", d->name, why);
+		return -1;
+	}
+	if ((*str = strdup(v)) == NULL) {
+		snprintf(err, errlen, "%s: out of memory", d->name);
+		return -1;
+	}
+	if (d->type == SET_URL)
+		while (len > 0 && (*str)[len - 1] == '/')
+			(*str)[--len] = '\0';
+	return 0;
+}
+
+int
+settings_load_from(struct settings *s, const char *path, char *const *env, unsigned need,
+    char *err, size_t errlen)
+{
+	struct staging		 file = { 0 }, envst = { 0 };
+	const struct mail_provider *mp;
+	int			 rc = -1;
+
+	memset(s, 0, sizeof *s);
+	if (path != NULL && settings_read_file(path, &file, err, errlen) == -1)
+		goto out;
+	for (char *const *e = env; e != NULL && *e != NULL; e++) {
+		const char	*eq = strchr(*e, '=');
+		char		 name[128];
+
+		if (eq == NULL || (size_t)(eq - *e) >= sizeof name)
+			continue;
+		memcpy(name, *e, eq - *e);
+		name[eq - *e] = '\0';
+		if (settings_stage(name, eq + 1, &envst) == -1) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const struct setting_def	*d = &setting_defs[i];
+		const char			*v = envst.value[i];
+
+		if (v == NULL)
+			v = file.value[i];
+		if (v == NULL)
+			v = d->def;
+		if (v == NULL) {
+			if (d->need & need) {
+				snprintf(err, errlen, "%s is not set (put it in the environment "
+				    "or the settings file)", d->name);
+				goto out;
+			}
+			continue;
+		}
+		if (settings_convert(s, d, v, err, errlen) == -1)
+			goto out;
+	}
+	if ((mp = mail_provider_find(s->mail_provider)) == NULL) {
+		snprintf(err, errlen, "MAIL_PROVIDER names no known provider");
+		goto out;
+	}
+	if ((need & SETTINGS_NEED_MAIL) && mp->check(s, err, errlen) == -1)
+		goto out;
+	rc = 0;
+out:
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		free(file.value[i]);
+		free(envst.value[i]);
+	}
+	if (rc == -1)
+		settings_free(s);
+	return rc;
+}
+
+int
+settings_load(struct settings *s, unsigned need, char *err, size_t errlen)
+{
+	const char	*path = getenv("MAILKIT_ENV_FILE");
+	FILE		*f;
+
+	if (path == NULL || *path == '\0') {
+		path = NULL;
+		if ((f = fopen(SETTINGS_DEFAULT_FILE, "r")) != NULL) {
+			fclose(f);
+			path = SETTINGS_DEFAULT_FILE;
+		}
+	}
+	return settings_load_from(s, path, environ, need, err, errlen);
+}
+
+void
+settings_free(struct settings *s)
+{
+	for (size_t i = 0; i < NSETTINGS; i++) {
+		const struct setting_def *d = &setting_defs[i];
+
+		if (d->type != SET_LONG) {
+			char **str = (char **)((char *)s + d->offset);
+
+			free(*str);
+			*str = NULL;
+		}
+	}
+}

@@ -1,0 +1,81 @@
+/* settings.h: configuration from a dotenv file and the environment, checked once at start. */
+#ifndef MAILKIT_SETTINGS_H
+#define MAILKIT_SETTINGS_H
+
+#include <stddef.h>
+
+/*
+ * Names are the tutorial's .env names plus the ones the official SDKs read,
+ * so a user can drop in the tutorial's .env unchanged.  Sources, lowest
+ * precedence first: compiled-in defaults, the dotenv file, the environment.
+ * The dotenv file is $MAILKIT_ENV_FILE if set (it must then exist), else
+ * SETTINGS_DEFAULT_FILE if it exists.
+ */
+struct settings {
+	/* Dodo Payments */
+	char	*dodo_api_key;		/* DODO_PAYMENTS_API_KEY (secret) */
+	char	*dodo_base_url;		/* DODO_PAYMENTS_BASE_URL */
+	char	*webhook_key;		/* DODO_WEBHOOK_KEY or DODO_PAYMENTS_WEBHOOK_KEY (secret, whsec_...) */
+	char	*credit_entitlement_id;	/* CREDIT_ENTITLEMENT_ID */
+	char	*plan_product_id;	/* PLAN_PRODUCT_ID */
+	char	*topup_product_id;	/* TOPUP_PRODUCT_ID */
+	/* mail */
+	char	*mail_provider;		/* MAIL_PROVIDER, "resend" */
+	char	*resend_api_key;	/* RESEND_API_KEY (secret) */
+	char	*resend_base_url;	/* RESEND_BASE_URL */
+	char	*mail_from;		/* MAIL_FROM, "Name <addr>" or "addr" */
+	/* the app */
+	char	*base_url;		/* BASE_URL, where the page is served */
+	long	 port;			/* PORT */
+	char	*log_file;		/* MAILKIT_LOG_FILE, "" = stderr */
+	long	 threads;		/* MAILKIT_THREADS, request threads per process */
+	long	 max_body;		/* MAX_BODY_BYTES, request body ceiling (413 above) */
+	char	*db_path;		/* MAILKIT_DB, SQLite file shared by the workers */
+	long	 plan_credits;		/* PLAN_CREDITS, emails per cycle (the page's bar) */
+	long	 low_balance_percent;	/* LOW_BALANCE_PERCENT, Dodo's threshold setting */
+	/* outbound HTTP */
+	long	 connect_timeout_ms;	/* UPSTREAM_CONNECT_TIMEOUT_MS */
+	long	 timeout_ms;		/* UPSTREAM_TIMEOUT_MS, per attempt */
+	long	 max_retries;		/* UPSTREAM_MAX_RETRIES, for requests safe to repeat */
+};
+
+/* What a program needs beyond the always-checked settings; OR them together. */
+#define SETTINGS_NEED_DODO	0x01	/* API key (+ base URL) */
+#define SETTINGS_NEED_CREDITS	0x02	/* credit entitlement id */
+#define SETTINGS_NEED_PRODUCTS	0x04	/* plan and top-up product ids */
+#define SETTINGS_NEED_MAIL	0x08	/* the mail provider's key and the sender */
+#define SETTINGS_NEED_WEBHOOK	0x10	/* the webhook signing secret */
+
+/*
+ * Load and check every setting.  On failure returns -1 with a message in
+ * err that names the offending key (and the file and line for a malformed
+ * dotenv line) but never its value.  On success the strings in *s are owned
+ * by *s until settings_free().
+ */
+int	settings_load(struct settings *s, unsigned need, char *err, size_t errlen);
+
+/*
+ * The same, with every source explicit, for tests: `path` is the dotenv
+ * file (NULL for none) and `env` a NULL-terminated "KEY=value" array used in
+ * place of the process environment.
+ */
+int	settings_load_from(struct settings *s, const char *path, char *const *env,
+	    unsigned need, char *err, size_t errlen);
+
+/*
+ * Parse dotenv text: `KEY=value`, optional `export `, `#` comments, blank
+ * lines, 'single' (literal) and "double" quoted values (\n \" \\ escapes),
+ * and ` #` trailing comments after unquoted values.  Calls cb for each pair;
+ * a non-zero return from cb stops parsing and is returned.  Returns 0, or -1
+ * with "line N: reason" in err.
+ */
+int	settings_parse_dotenv(const char *text, size_t len,
+	    int (*cb)(const char *key, const char *value, void *arg), void *arg,
+	    char *err, size_t errlen);
+
+/* 1 if the named setting is a secret that must never be logged. */
+int	settings_is_secret(const char *name);
+
+void	settings_free(struct settings *s);
+
+#endif

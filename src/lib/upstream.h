@@ -1,0 +1,58 @@
+/* upstream.h: the one outbound HTTP client, shared by the payments and mail modules. */
+#ifndef MAILKIT_UPSTREAM_H
+#define MAILKIT_UPSTREAM_H
+
+#include <json-c/json.h>
+
+#include "err.h"
+
+struct settings;
+
+#define UPSTREAM_RESPONSE_MAX	(1024 * 1024)	/* 1M: larger replies abort the transfer */
+#define UPSTREAM_BACKOFF_BASE_MS 500		/* the official SDKs' schedule: 0.5 s * 2^n ... */
+#define UPSTREAM_BACKOFF_MAX_MS	8000		/* ... capped at 8 s, times jitter in (0.75, 1] */
+#define UPSTREAM_RETRY_AFTER_MAX_MS 10000	/* a longer Retry-After is not waited for */
+
+struct upstream_request {
+	const char	*method;	/* "GET", "POST", ... */
+	const char	*base_url;	/* "https://test.dodopayments.com" (no trailing slash needed) */
+	const char	*path;		/* built with url_path(); may carry "?query" */
+	const char	*bearer;	/* Authorization: Bearer <bearer>; never logged */
+	const char	*idempotency_key; /* sent as Idempotency-Key when non-NULL */
+	const char	*body;		/* JSON text, or NULL */
+	int		 retry_safe;	/* 1: GET, or a POST the server deduplicates */
+};
+
+struct upstream_response {
+	long		 status;	/* HTTP status of the last attempt */
+	json_object	*json;		/* parsed body or NULL if empty/not JSON; caller puts it */
+	long		 retry_after_ms; /* from retry-after-ms / Retry-After, -1 if none */
+	int		 attempts;
+};
+
+/*
+ * Call process-wide settings once before any request: timeouts, retries,
+ * CA bundle.  Not thread-safe; call from main before server_run().
+ */
+void	upstream_configure(const struct settings *s);
+
+/*
+ * Perform the request on this thread's reused libcurl handle (keep-alive
+ * across requests), with connect and total timeouts from the settings.
+ * When retry_safe, 408/429/5xx and connection errors are retried up to
+ * max_retries times with the official SDKs' backoff, honouring
+ * x-should-retry, retry-after-ms and Retry-After.  (409 is never retried: on
+ * Dodo's ledger it means "idempotency key already used".)
+ *
+ * Returns 0 when an HTTP response arrived (any status: the caller maps it),
+ * -1 on transport failure: err->status 504 for a timeout, 502 otherwise,
+ * and err->maybe_done set if the request may have reached the server.
+ * On 0 the caller owns resp->json.
+ */
+int	upstream_call(const struct upstream_request *req, struct upstream_response *resp,
+	    struct mk_err *err);
+
+/* Release resp->json and reset resp.  Safe on a zeroed struct. */
+void	upstream_response_free(struct upstream_response *resp);
+
+#endif

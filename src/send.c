@@ -1,0 +1,95 @@
+/* send.c: send.fcgi — POST /send, one email for one credit. */
+#include <stdio.h>
+#include <string.h>
+
+#include "billing.h"
+#include "mailkit.h"
+
+#define SUBJECT_MAX	998	/* RFC 5322 line length limit */
+
+static struct settings			 settings;
+static const struct mail_provider	*provider;
+
+/* POST /send {customer_id, to, subject, html[, text]} -> {id} */
+static void
+send_email(const struct request *req, struct response *resp)
+{
+	static const struct field_spec specs[] = {
+		{ "customer_id", FIELD_CUSTOMER_ID, 1, CUSTOMER_ID_MAX },
+		{ "to", FIELD_EMAIL_LIST, 1, EMAIL_MAX },
+		{ "subject", FIELD_HEADER_TEXT, 1, SUBJECT_MAX },
+		{ "html", FIELD_TEXT, 0, 0 },
+		{ "text", FIELD_TEXT, 0, 0 },
+	};
+	enum { F_CUSTOMER, F_TO, F_SUBJECT, F_HTML, F_TEXT, F_COUNT };
+	struct field_value	 v[F_COUNT];
+	struct mail_message	 msg;
+	struct mail_result	 result;
+	struct mk_err		 err;
+	json_object		*root, *out;
+	const char		*client_key = NULL;
+
+	if (req->idempotency_key[0] != '\0') {
+		if (!valid_idempotency_key(req->idempotency_key)) {
+			response_error(resp, 400, "Idempotency-Key must be 1-%d printable characters",
+			    IDEMPOTENCY_KEY_MAX);
+			return;
+		}
+		client_key = req->idempotency_key;
+	}
+	if ((root = request_json(req, &err)) == NULL ||
+	    fields_read(root, specs, F_COUNT, v, &err) == -1) {
+		response_fail(resp, &err);
+		goto out;
+	}
+	if (v[F_HTML].str == NULL && v[F_TEXT].str == NULL) {
+		response_error(resp, 400, "html or text is required");
+		goto out;
+	}
+	memset(&msg, 0, sizeof msg);
+	msg.from = settings.mail_from;
+	memcpy(msg.to, v[F_TO].list, v[F_TO].nlist * sizeof msg.to[0]);
+	msg.nto = v[F_TO].nlist;
+	msg.subject = v[F_SUBJECT].str;
+	msg.html = v[F_HTML].str;
+	msg.text = v[F_TEXT].str;
+	if (billing_send(&settings, provider, v[F_CUSTOMER].str, client_key, &msg, &result,
+	    &err) == -1) {
+		response_fail(resp, &err);
+		goto out;
+	}
+	out = json_object_new_object();
+	json_object_object_add(out, "id", json_object_new_string(result.id));
+	response_json(resp, 200, out);
+out:
+	json_object_put(root);
+}
+
+static int
+send_init(const struct settings *s, char *err, size_t errlen)
+{
+	if ((provider = mail_provider_find(s->mail_provider)) == NULL) {
+		snprintf(err, errlen, "MAIL_PROVIDER names no known provider");
+		return -1;
+	}
+	return 0;
+}
+
+static const struct route routes[] = {
+	{ "POST", "/send", send_email },
+};
+
+int
+main(void)
+{
+	struct app app = {
+		.name = "send.fcgi",
+		.routes = routes,
+		.nroutes = sizeof routes / sizeof routes[0],
+		.json_only = 1,
+		.init = send_init,
+	};
+
+	return server_main(&app, &settings, SETTINGS_NEED_DODO | SETTINGS_NEED_CREDITS |
+	    SETTINGS_NEED_MAIL);
+}

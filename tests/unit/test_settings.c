@@ -1,0 +1,180 @@
+/* test_settings.c: dotenv parsing and the checks settings_load applies. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "settings.h"
+
+#define WHSEC "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+struct pairs {
+	char	k[16][64];
+	char	v[16][128];
+	int	n;
+};
+
+static int
+collect(const char *k, const char *v, void *arg)
+{
+	struct pairs *p = arg;
+
+	snprintf(p->k[p->n], sizeof p->k[0], "%s", k);
+	snprintf(p->v[p->n], sizeof p->v[0], "%s", v);
+	p->n++;
+	return 0;
+}
+
+Test(settings, dotenv_syntax)
+{
+	const char *text =
+	    "# Dodo Payments\n"
+	    "DODO_PAYMENTS_API_KEY=abc123\n"
+	    "\n"
+	    "export BASE_URL = http://localhost:3000   # the page\n"
+	    "MAIL_FROM=\"MailKit <hi@x.io>\"\r\n"
+	    "RAW='no $expansion \\n here'\n"
+	    "ESC=\"line1\\nline2 \\\"q\\\"\"\n"
+	    "HASH=a#b\n"
+	    "EMPTY=\n";
+	struct pairs	p = { 0 };
+	char		err[128];
+
+	cr_assert_eq(settings_parse_dotenv(text, strlen(text), collect, &p, err, sizeof err), 0,
+	    "%s", err);
+	cr_assert_eq(p.n, 7);
+	cr_expect_str_eq(p.k[0], "DODO_PAYMENTS_API_KEY");
+	cr_expect_str_eq(p.v[0], "abc123");
+	cr_expect_str_eq(p.k[1], "BASE_URL");
+	cr_expect_str_eq(p.v[1], "http://localhost:3000");
+	cr_expect_str_eq(p.v[2], "MailKit <hi@x.io>");
+	cr_expect_str_eq(p.v[3], "no $expansion \\n here");
+	cr_expect_str_eq(p.v[4], "line1\nline2 \"q\"");
+	cr_expect_str_eq(p.v[5], "a#b");
+	cr_expect_str_eq(p.k[6], "EMPTY");
+	cr_expect_str_eq(p.v[6], "");
+}
+
+Test(settings, dotenv_errors_name_the_line)
+{
+	struct pairs	p = { 0 };
+	char		err[128];
+	const char	*bad[] = { "OK=1\nthis is not a setting\n", "OK=1\nA=\"open\n",
+	    "OK=1\n=value\n", "OK=1\n9LIVES=x\n", "OK=1\nA='x' trailing\n" };
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		p.n = 0;
+		cr_expect_eq(settings_parse_dotenv(bad[i], strlen(bad[i]), collect, &p, err,
+		    sizeof err), -1, "accepted: %s", bad[i]);
+		cr_expect(strncmp(err, "line 2:", 7) == 0, "err: %s", err);
+	}
+}
+
+static char *const good_env[] = {
+	"DODO_PAYMENTS_API_KEY=test_key_123",
+	"DODO_WEBHOOK_KEY=" WHSEC,
+	"CREDIT_ENTITLEMENT_ID=cde_1",
+	"PLAN_PRODUCT_ID=pdt_plan",
+	"TOPUP_PRODUCT_ID=pdt_topup",
+	"RESEND_API_KEY=re_123",
+	"UNRELATED=ignored",
+	NULL,
+};
+
+#define NEED_ALL (SETTINGS_NEED_DODO | SETTINGS_NEED_CREDITS | SETTINGS_NEED_PRODUCTS | \
+	SETTINGS_NEED_MAIL | SETTINGS_NEED_WEBHOOK)
+
+Test(settings, defaults_and_required)
+{
+	struct settings	s;
+	char		err[256];
+
+	cr_assert_eq(settings_load_from(&s, NULL, good_env, NEED_ALL, err, sizeof err), 0,
+	    "%s", err);
+	cr_expect_str_eq(s.dodo_base_url, "https://test.dodopayments.com");
+	cr_expect_str_eq(s.resend_base_url, "https://api.resend.com");
+	cr_expect_eq(s.port, 8080);
+	cr_expect_eq(s.max_body, 1048576);
+	cr_expect_leq(s.timeout_ms, 10000);
+	cr_expect_leq(s.connect_timeout_ms, 10000);
+	cr_expect_str_eq(s.mail_provider, "resend");
+	settings_free(&s);
+
+	/* without the webhook secret only the webhook program fails */
+	char *const env2[] = { "DODO_PAYMENTS_API_KEY=k", NULL };
+	cr_expect_eq(settings_load_from(&s, NULL, env2, SETTINGS_NEED_DODO, err, sizeof err), 0);
+	settings_free(&s);
+	cr_expect_eq(settings_load_from(&s, NULL, env2, SETTINGS_NEED_WEBHOOK, err,
+	    sizeof err), -1);
+	cr_expect_not_null(strstr(err, "DODO_WEBHOOK_KEY"), "%s", err);
+}
+
+Test(settings, file_then_environment_wins)
+{
+	char		 path[] = "/tmp/mailkit-test-env-XXXXXX";
+	int		 fd = mkstemp(path);
+	const char	*text = "PORT=3000\nBASE_URL=http://file.example/\n"
+	    "DODO_PAYMENTS_WEBHOOK_KEY=" WHSEC "\nDODO_PAYMENTS_API_KEY=from_file\n";
+	char *const	 env[] = { "PORT=9090", NULL };
+	struct settings	 s;
+	char		 err[256];
+
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	cr_assert_eq(settings_load_from(&s, path, env, SETTINGS_NEED_WEBHOOK |
+	    SETTINGS_NEED_DODO, err, sizeof err), 0, "%s", err);
+	cr_expect_eq(s.port, 9090);
+	cr_expect_str_eq(s.base_url, "http://file.example");	/* trailing '/' removed */
+	cr_expect_str_eq(s.webhook_key, WHSEC);	/* the SDK's name is accepted too */
+	cr_expect_str_eq(s.dodo_api_key, "from_file");
+	settings_free(&s);
+	unlink(path);
+	cr_expect_eq(settings_load_from(&s, path, env, 0, err, sizeof err), -1);
+	cr_expect_not_null(strstr(err, path), "%s", err);
+}
+
+/* Each malformed value stops the load with a message naming the key, never the value. */
+Test(settings, malformed_values_are_named)
+{
+	const struct { const char *kv; const char *name; } cases[] = {
+		{ "PORT=80a", "PORT" }, { "PORT=0", "PORT" }, { "PORT=70000", "PORT" },
+		{ "UPSTREAM_TIMEOUT_MS=-1", "UPSTREAM_TIMEOUT_MS" },
+		{ "DODO_PAYMENTS_BASE_URL=ftp://x", "DODO_PAYMENTS_BASE_URL" },
+		{ "RESEND_BASE_URL=http://x/?q", "RESEND_BASE_URL" },
+		{ "DODO_WEBHOOK_KEY=whsec_", "DODO_WEBHOOK_KEY" },
+		{ "DODO_WEBHOOK_KEY=whsec_%%%%", "DODO_WEBHOOK_KEY" },
+		{ "CREDIT_ENTITLEMENT_ID=cde/../x", "CREDIT_ENTITLEMENT_ID" },
+		{ "CREDIT_ENTITLEMENT_ID=cent_xxxxxxxxxxxx", "CREDIT_ENTITLEMENT_ID" },
+		{ "DODO_PAYMENTS_API_KEY=your_dodo_test_api_key", "DODO_PAYMENTS_API_KEY" },
+		{ "DODO_PAYMENTS_API_KEY=has space", "DODO_PAYMENTS_API_KEY" },
+		{ "MAIL_FROM=MailKit <nobody>", "MAIL_FROM" },
+		{ "MAIL_PROVIDER=carrier-pigeon", "MAIL_PROVIDER" },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char		kv[128];
+		char *const	env[] = { kv, NULL };
+		struct settings	s;
+		char		err[256];
+
+		snprintf(kv, sizeof kv, "%s", cases[i].kv);
+		cr_expect_eq(settings_load_from(&s, NULL, env, 0, err, sizeof err), -1,
+		    "accepted %s", cases[i].kv);
+		cr_expect_not_null(strstr(err, cases[i].name), "%s: %s", cases[i].kv, err);
+		/* values long enough not to occur in the message by chance */
+		if (strlen(strchr(cases[i].kv, '=') + 1) > 6)
+			cr_expect_null(strstr(err, strchr(cases[i].kv, '=') + 1),
+			    "value echoed: %s", err);
+	}
+}
+
+Test(settings, secrets_are_known)
+{
+	cr_expect(settings_is_secret("DODO_PAYMENTS_API_KEY"));
+	cr_expect(settings_is_secret("DODO_WEBHOOK_KEY"));
+	cr_expect(settings_is_secret("DODO_PAYMENTS_WEBHOOK_KEY"));
+	cr_expect(settings_is_secret("RESEND_API_KEY"));
+	cr_expect(!settings_is_secret("PORT"));
+}
