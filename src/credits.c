@@ -79,7 +79,7 @@ credits_ledger(const struct request *req, struct response *resp)
 		}
 		n = (int)v;
 	}
-	if ((page = dodo_list_ledger(&settings, customer_id, n, &err)) == NULL) {
+	if ((page = dodo_list_ledger(&settings, customer_id, n, 0, &err)) == NULL) {
 		response_fail(resp, &err);
 		return;
 	}

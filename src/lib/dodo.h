@@ -55,12 +55,15 @@ struct dodo_ledger_result {
 /*
  * POST .../balances/{customer_id}/ledger-entries with amount (a decimal
  * string), reason and idempotency_key (required: every call that moves
- * credits carries one, so it is retried safely).  Returns 0 with out filled
- * for the three outcomes above, -1 otherwise.
+ * credits carries one, so it is retried safely).  ref, when not NULL, is
+ * stored as metadata {"mailkit_ref": ref} so reconciliation can match the
+ * entry to MailKit's record.  Returns 0 with out filled for the three
+ * outcomes above, -1 otherwise.
  */
 int	dodo_ledger_entry(const struct settings *s, const char *customer_id,
 	    enum dodo_entry_type type, const char *amount, const char *reason,
-	    const char *idempotency_key, struct dodo_ledger_result *out, struct mk_err *err);
+	    const char *idempotency_key, const char *ref, struct dodo_ledger_result *out,
+	    struct mk_err *err);
 
 struct dodo_customer {
 	char	customer_id[DODO_ID_MAX];
@@ -85,11 +88,12 @@ int	dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
 	    struct mk_err *err);
 
 /*
- * GET .../balances/{customer_id}/ledger?page_size=N (newest first, N <= 100).
- * Returns the parsed {"items": [...]} object (caller puts it) or NULL with err.
+ * GET .../balances/{customer_id}/ledger?page_size=N&page_number=P (newest
+ * first, N <= 100, P from 0; an empty page ends the list).  Returns the
+ * parsed {"items": [...]} object (caller puts it) or NULL with err.
  */
 struct json_object;
 struct json_object *dodo_list_ledger(const struct settings *s, const char *customer_id,
-	    int page_size, struct mk_err *err);
+	    int page_size, int page_number, struct mk_err *err);
 
 #endif

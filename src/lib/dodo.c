@@ -1,0 +1,486 @@
+/* dodo.c: the Dodo Payments client (checkouts, customers, purchases, credit balances and ledger). */
+#include <stdio.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "err.h"
+#include "log.h"
+#include "settings.h"
+#include "upstream.h"
+#include "url.h"
+#include "dodo.h"
+
+#define DODO_PATH_MAX		1024	/* bytes: a path with two encoded ids and a query */
+#define DODO_LEDGER_PAGE_MAX	100	/* Dodo's page_size maximum */
+#define DODO_CODE_MAX		64	/* an error code we echo must be this short ... */
+#define DODO_LOG_TEXT_MAX	200	/* ... and Dodo's message is cut here in logs */
+
+#define DODO_JSON_FLAGS	(JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+
+/* Perform one call against Dodo with our key. */
+static int
+dodo_call(const struct settings *s, const char *method, const char *path, const char *body,
+    int retry_safe, struct upstream_response *resp, struct mk_err *err)
+{
+	struct upstream_request req = {
+		.method = method,
+		.base_url = s->dodo_base_url,
+		.path = path,
+		.bearer = s->dodo_api_key,
+		.idempotency_key = NULL,	/* Dodo has none; ledger keys go in the body */
+		.body = body,
+		.retry_safe = retry_safe,
+	};
+
+	if (s->dodo_base_url == NULL || s->dodo_api_key == NULL) {
+		log_error("dodo: DODO_PAYMENTS_API_KEY or DODO_PAYMENTS_BASE_URL is not set");
+		return mk_fail(err, 500, "payments service not configured");
+	}
+	if (upstream_call(&req, resp, err) == -1) {
+		int maybe = err != NULL ? err->maybe_done : 0;
+
+		/* keep status and maybe_done, replace the text with ours */
+		if (err != NULL && err->status == 504)
+			mk_fail(err, 504, "payments service timed out");
+		else
+			mk_fail(err, 502, "payments service unavailable");
+		if (err != NULL)
+			err->maybe_done = maybe;
+		return -1;
+	}
+	return 0;
+}
+
+/* The string member `key` of obj, or NULL if absent, null or not a scalar. */
+static const char *
+dodo_json_str(json_object *obj, const char *key)
+{
+	json_object *v;
+
+	if (obj == NULL || !json_object_is_type(obj, json_type_object) ||
+	    !json_object_object_get_ex(obj, key, &v) || v == NULL)
+		return NULL;
+	switch (json_object_get_type(v)) {
+	case json_type_string:
+	case json_type_int:	/* amounts are documented as strings; accept numbers too */
+	case json_type_double:
+		return json_object_get_string(v);
+	default:
+		return NULL;
+	}
+}
+
+/* Copy member `key` into dst; absent/null gives "" unless required.  0 / -1. */
+static int
+dodo_copy(json_object *obj, const char *key, char *dst, size_t dstlen, int required)
+{
+	const char	*v = dodo_json_str(obj, key);
+	int		 n;
+
+	dst[0] = '\0';
+	if (v == NULL)
+		return required ? -1 : 0;
+	n = snprintf(dst, dstlen, "%s", v);
+	if (n < 0 || (size_t)n >= dstlen) {
+		dst[0] = '\0';
+		return -1;
+	}
+	return 0;
+}
+
+static int
+dodo_unexpected(const char *what, struct mk_err *err)
+{
+	log_warn("dodo: %s: unexpected response body", what);
+	return mk_fail(err, 502, "payments service unavailable");
+}
+
+/* An UPPER_SNAKE error code is safe to show a client; Dodo's message is not. */
+static int
+dodo_code_safe(const char *code)
+{
+	size_t	i;
+
+	if (code == NULL || code[0] == '\0' || strlen(code) > DODO_CODE_MAX)
+		return 0;
+	for (i = 0; code[i] != '\0'; i++)
+		if (!((code[i] >= 'A' && code[i] <= 'Z') || code[i] == '_' ||
+		    (code[i] >= '0' && code[i] <= '9')))
+			return 0;
+	return 1;
+}
+
+/*
+ * Map an HTTP answer that is not a success (see dodo.h): log Dodo's
+ * {code, message}, give the client a short generic text.  `notfound` is the
+ * text for a 404, or NULL to treat 404 like any other refusal.
+ */
+static int
+dodo_fail_status(const char *what, const struct upstream_response *r, const char *notfound,
+    struct mk_err *err)
+{
+	const char	*code = dodo_json_str(r->json, "code");
+	const char	*message = dodo_json_str(r->json, "message");
+
+	log_warn("dodo: %s: HTTP %ld %.*s: %.*s", what, r->status,
+	    DODO_CODE_MAX, code != NULL ? code : "-",
+	    DODO_LOG_TEXT_MAX, message != NULL ? message : "-");
+	if (r->status == 404 && notfound != NULL)
+		return mk_fail(err, 404, "%s", notfound);
+	if (r->status == 401 || r->status == 403) {
+		log_error("dodo: %s: our API key was refused (check DODO_PAYMENTS_API_KEY "
+		    "matches DODO_PAYMENTS_BASE_URL's mode and has write access)", what);
+		return mk_fail(err, 502, "payments service unavailable");
+	}
+	if (r->status >= 400 && r->status < 500 && r->status != 408 && r->status != 429) {
+		if (dodo_code_safe(code))
+			return mk_fail(err, 502, "payments service refused the request (%s)", code);
+		return mk_fail(err, 502, "payments service refused the request");
+	}
+	return mk_fail(err, 502, "payments service unavailable");
+}
+
+static int
+dodo_success(const struct upstream_response *r)
+{
+	return r->status >= 200 && r->status < 300;
+}
+
+int
+dodo_create_checkout(const struct settings *s, const char *product_id,
+    const char *customer_id, const char *email, const char *name,
+    const char *return_url, struct dodo_checkout *out, struct mk_err *err)
+{
+	struct upstream_response	 resp = { .json = NULL };
+	json_object			*body = NULL, *cart, *item, *customer;
+	const char			*text;
+	int				 result = -1;
+
+	memset(out, 0, sizeof *out);
+	if (product_id == NULL || (customer_id == NULL) == (email == NULL)) {
+		mk_fail(err, 500, "internal error");
+		goto out;
+	}
+	if ((body = json_object_new_object()) == NULL ||
+	    (cart = json_object_new_array()) == NULL)
+		goto nomem;
+	json_object_object_add(body, "product_cart", cart);
+	if ((item = json_object_new_object()) == NULL)
+		goto nomem;
+	json_object_array_add(cart, item);
+	json_object_object_add(item, "product_id", json_object_new_string(product_id));
+	json_object_object_add(item, "quantity", json_object_new_int(1));
+	if ((customer = json_object_new_object()) == NULL)
+		goto nomem;
+	json_object_object_add(body, "customer", customer);
+	if (customer_id != NULL)
+		json_object_object_add(customer, "customer_id", json_object_new_string(customer_id));
+	else {
+		json_object_object_add(customer, "email", json_object_new_string(email));
+		if (name != NULL && name[0] != '\0')
+			json_object_object_add(customer, "name", json_object_new_string(name));
+	}
+	if (return_url != NULL)
+		json_object_object_add(body, "return_url", json_object_new_string(return_url));
+	if ((text = json_object_to_json_string_ext(body, DODO_JSON_FLAGS)) == NULL)
+		goto nomem;
+
+	/* not retried: Dodo has no idempotency for checkouts, a retry could make two */
+	if (dodo_call(s, "POST", "/checkouts", text, 0, &resp, err) == -1)
+		goto out;
+	if (!dodo_success(&resp)) {
+		dodo_fail_status("create checkout", &resp,
+		    customer_id != NULL ? "unknown customer" : NULL, err);
+		goto out;
+	}
+	if (dodo_copy(resp.json, "session_id", out->session_id, sizeof out->session_id, 1) == -1 ||
+	    dodo_copy(resp.json, "checkout_url", out->checkout_url, sizeof out->checkout_url, 1) == -1) {
+		dodo_unexpected("create checkout", err);
+		goto out;
+	}
+	result = 0;
+	goto out;
+nomem:
+	mk_fail(err, 500, "out of memory");
+out:
+	if (body != NULL)
+		json_object_put(body);
+	upstream_response_free(&resp);
+	return result;
+}
+
+static int
+dodo_need_entitlement(const struct settings *s, struct mk_err *err)
+{
+	if (s->credit_entitlement_id == NULL || s->credit_entitlement_id[0] == '\0') {
+		log_error("dodo: CREDIT_ENTITLEMENT_ID is not set");
+		return mk_fail(err, 500, "payments service not configured");
+	}
+	return 0;
+}
+
+int
+dodo_get_balance(const struct settings *s, const char *customer_id,
+    struct dodo_balance *out, struct mk_err *err)
+{
+	struct upstream_response	resp = { .json = NULL };
+	char				path[DODO_PATH_MAX];
+	int				result = -1;
+
+	memset(out, 0, sizeof *out);
+	if (dodo_need_entitlement(s, err) == -1)
+		goto out;
+	if (url_path(path, sizeof path, "/credit-entitlements/{}/balances/{}",
+	    s->credit_entitlement_id, customer_id) == -1) {
+		mk_fail(err, 400, "customer_id too long");
+		goto out;
+	}
+	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+		goto out;
+	if (!dodo_success(&resp)) {
+		dodo_fail_status("get balance", &resp, "unknown customer", err);
+		goto out;
+	}
+	if (dodo_copy(resp.json, "balance", out->balance, sizeof out->balance, 1) == -1 ||
+	    dodo_copy(resp.json, "overage", out->overage, sizeof out->overage, 0) == -1 ||
+	    dodo_copy(resp.json, "last_transaction_at", out->last_transaction_at,
+	    sizeof out->last_transaction_at, 0) == -1) {
+		dodo_unexpected("get balance", err);
+		goto out;
+	}
+	if (out->overage[0] == '\0')
+		snprintf(out->overage, sizeof out->overage, "0");
+	result = 0;
+out:
+	upstream_response_free(&resp);
+	return result;
+}
+
+/* A plain non-negative decimal: digits, optionally '.' and digits. */
+static int
+dodo_amount_valid(const char *a)
+{
+	size_t	i = 0, digits = 0;
+
+	if (a == NULL || strlen(a) >= DODO_AMOUNT_MAX)
+		return 0;
+	for (; a[i] >= '0' && a[i] <= '9'; i++)
+		digits++;
+	if (digits == 0)
+		return 0;
+	if (a[i] == '.') {
+		for (i++, digits = 0; a[i] >= '0' && a[i] <= '9'; i++)
+			digits++;
+		if (digits == 0)
+			return 0;
+	}
+	return a[i] == '\0';
+}
+
+int
+dodo_ledger_entry(const struct settings *s, const char *customer_id,
+    enum dodo_entry_type type, const char *amount, const char *reason,
+    const char *idempotency_key, const char *ref, struct dodo_ledger_result *out,
+    struct mk_err *err)
+{
+	struct upstream_response	 resp = { .json = NULL };
+	json_object			*body = NULL;
+	const char			*text, *what;
+	char				 path[DODO_PATH_MAX];
+	int				 result = -1;
+
+	memset(out, 0, sizeof *out);
+	what = type == DODO_DEBIT ? "ledger debit" : "ledger credit";
+	if (idempotency_key == NULL || idempotency_key[0] == '\0' || !dodo_amount_valid(amount)) {
+		mk_fail(err, 500, "internal error");
+		goto out;
+	}
+	if (dodo_need_entitlement(s, err) == -1)
+		goto out;
+	if (url_path(path, sizeof path, "/credit-entitlements/{}/balances/{}/ledger-entries",
+	    s->credit_entitlement_id, customer_id) == -1) {
+		mk_fail(err, 400, "customer_id too long");
+		goto out;
+	}
+	if ((body = json_object_new_object()) == NULL) {
+		mk_fail(err, 500, "out of memory");
+		goto out;
+	}
+	json_object_object_add(body, "entry_type",
+	    json_object_new_string(type == DODO_DEBIT ? "debit" : "credit"));
+	json_object_object_add(body, "amount", json_object_new_string(amount));
+	json_object_object_add(body, "reason", reason != NULL ? json_object_new_string(reason) : NULL);
+	json_object_object_add(body, "idempotency_key", json_object_new_string(idempotency_key));
+	if (ref != NULL) {
+		json_object *meta = json_object_new_object();
+
+		json_object_object_add(meta, "mailkit_ref", json_object_new_string(ref));
+		json_object_object_add(body, "metadata", meta);
+	}
+	if ((text = json_object_to_json_string_ext(body, DODO_JSON_FLAGS)) == NULL) {
+		mk_fail(err, 500, "out of memory");
+		goto out;
+	}
+
+	/* retried safely: the idempotency key makes a repeat a 409, not a second entry */
+	if (dodo_call(s, "POST", path, text, 1, &resp, err) == -1)
+		goto out;
+	if (dodo_success(&resp)) {
+		out->outcome = DODO_LEDGER_APPLIED;
+		/* the entry exists now: a body we cannot read must not turn it into a failure */
+		if (dodo_copy(resp.json, "id", out->entry_id, sizeof out->entry_id, 1) == -1 ||
+		    dodo_copy(resp.json, "balance_after", out->balance_after,
+		    sizeof out->balance_after, 1) == -1)
+			log_warn("dodo: %s: applied, but the response lacks id/balance_after", what);
+		result = 0;
+	} else if (resp.status == 409) {
+		out->outcome = DODO_LEDGER_DUPLICATE;
+		result = 0;
+	} else if (resp.status == 400 && type == DODO_DEBIT) {
+		const char *code = dodo_json_str(resp.json, "code");
+
+		log_info("dodo: %s refused with 400 (%.*s): treated as insufficient balance",
+		    what, DODO_CODE_MAX, code != NULL ? code : "-");
+		out->outcome = DODO_LEDGER_INSUFFICIENT;
+		result = 0;
+	} else
+		dodo_fail_status(what, &resp, "unknown customer", err);
+out:
+	if (body != NULL)
+		json_object_put(body);
+	upstream_response_free(&resp);
+	return result;
+}
+
+/* Fill c from a Customer object (or the customer member of a purchase). */
+static int
+dodo_read_customer(json_object *obj, struct dodo_customer *c)
+{
+	if (dodo_copy(obj, "customer_id", c->customer_id, sizeof c->customer_id, 1) == -1 ||
+	    dodo_copy(obj, "email", c->email, sizeof c->email, 0) == -1 ||
+	    dodo_copy(obj, "name", c->name, sizeof c->name, 0) == -1)
+		return -1;
+	return 0;
+}
+
+int
+dodo_get_customer(const struct settings *s, const char *customer_id,
+    struct dodo_customer *out, struct mk_err *err)
+{
+	struct upstream_response	resp = { .json = NULL };
+	char				path[DODO_PATH_MAX];
+	int				result = -1;
+
+	memset(out, 0, sizeof *out);
+	if (url_path(path, sizeof path, "/customers/{}", customer_id) == -1) {
+		mk_fail(err, 400, "customer_id too long");
+		goto out;
+	}
+	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+		goto out;
+	if (!dodo_success(&resp)) {
+		dodo_fail_status("get customer", &resp, "unknown customer", err);
+		goto out;
+	}
+	if (dodo_read_customer(resp.json, out) == -1) {
+		dodo_unexpected("get customer", err);
+		goto out;
+	}
+	result = 0;
+out:
+	upstream_response_free(&resp);
+	return result;
+}
+
+int
+dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
+    const char *id, struct dodo_customer *customer, char *status, size_t statuslen,
+    struct mk_err *err)
+{
+	struct upstream_response	 resp = { .json = NULL };
+	json_object			*cust = NULL;
+	const char			*what, *notfound;
+	char				 path[DODO_PATH_MAX];
+	int				 result = -1;
+
+	memset(customer, 0, sizeof *customer);
+	if (statuslen > 0)
+		status[0] = '\0';
+	if (kind == DODO_SUBSCRIPTION) {
+		what = "get subscription";
+		notfound = "unknown subscription";
+	} else {
+		what = "get payment";
+		notfound = "unknown payment";
+	}
+	if (url_path(path, sizeof path, kind == DODO_SUBSCRIPTION ? "/subscriptions/{}" :
+	    "/payments/{}", id) == -1) {
+		mk_fail(err, 400, "id too long");
+		goto out;
+	}
+	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+		goto out;
+	if (!dodo_success(&resp)) {
+		dodo_fail_status(what, &resp, notfound, err);
+		goto out;
+	}
+	if (resp.json == NULL || !json_object_object_get_ex(resp.json, "customer", &cust) ||
+	    dodo_read_customer(cust, customer) == -1 ||
+	    dodo_copy(resp.json, "status", status, statuslen, 0) == -1) {
+		dodo_unexpected(what, err);
+		goto out;
+	}
+	result = 0;
+out:
+	upstream_response_free(&resp);
+	return result;
+}
+
+struct json_object *
+dodo_list_ledger(const struct settings *s, const char *customer_id, int page_size,
+    int page_number, struct mk_err *err)
+{
+	struct upstream_response	 resp = { .json = NULL };
+	json_object			*items, *result = NULL;
+	char				 path[DODO_PATH_MAX];
+	size_t				 n;
+	int				 len;
+
+	if (page_size < 1)
+		page_size = 1;
+	if (page_size > DODO_LEDGER_PAGE_MAX)
+		page_size = DODO_LEDGER_PAGE_MAX;
+	if (dodo_need_entitlement(s, err) == -1)
+		goto out;
+	if (url_path(path, sizeof path, "/credit-entitlements/{}/balances/{}/ledger",
+	    s->credit_entitlement_id, customer_id) == -1) {
+		mk_fail(err, 400, "customer_id too long");
+		goto out;
+	}
+	n = strlen(path);
+	if (page_number < 0)
+		page_number = 0;
+	len = snprintf(path + n, sizeof path - n, "?page_size=%d&page_number=%d", page_size,
+	    page_number);
+	if (len < 0 || (size_t)len >= sizeof path - n) {
+		mk_fail(err, 400, "customer_id too long");
+		goto out;
+	}
+	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+		goto out;
+	if (!dodo_success(&resp)) {
+		dodo_fail_status("list ledger", &resp, "unknown customer", err);
+		goto out;
+	}
+	if (resp.json == NULL || !json_object_object_get_ex(resp.json, "items", &items) ||
+	    !json_object_is_type(items, json_type_array)) {
+		dodo_unexpected("list ledger", err);
+		goto out;
+	}
+	result = resp.json;
+	resp.json = NULL;	/* ownership passes to the caller */
+out:
+	upstream_response_free(&resp);
+	return result;
+}

@@ -1,0 +1,772 @@
+/* store.c: MailKit's own tables over db.h, one SQLite handle per thread. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "log.h"
+#include "settings.h"
+#include "store.h"
+
+#define STORE_ERR_MAX	256	/* bytes of a db_open() failure reason */
+
+/*
+ * The schema, one step per migration (db.h): append new tables (the send
+ * journal, ...) as new entries; never edit an entry that has shipped.
+ */
+static const struct db_migration store_migrations[] = {
+	/* 1: webhook deliveries seen.  claimed_at is the live claim (NULL when
+	 * released), done_at when handling finished. */
+	{ "CREATE TABLE webhook_events ("
+	  " id TEXT PRIMARY KEY,"
+	  " type TEXT NOT NULL,"
+	  " received_at INTEGER NOT NULL,"
+	  " claimed_at INTEGER,"
+	  " done_at INTEGER);"
+	  "CREATE INDEX webhook_events_received_at ON webhook_events(received_at);" },
+	/* 2: the last low-balance notice per customer. */
+	{ "CREATE TABLE low_balance ("
+	  " customer_id TEXT PRIMARY KEY,"
+	  " available TEXT NOT NULL,"
+	  " threshold TEXT NOT NULL,"
+	  " notified_at INTEGER NOT NULL,"
+	  " cleared_at INTEGER);" },
+	/* 3: the send journal (store.h).  owner_pid/owner_token/lease_until are
+	 * the live claim, NULL when no worker holds the row. */
+	{ "CREATE TABLE sends ("
+	  " key TEXT PRIMARY KEY,"
+	  " customer_id TEXT NOT NULL,"
+	  " request_hash TEXT NOT NULL,"
+	  " message TEXT NOT NULL,"
+	  " state INTEGER NOT NULL,"
+	  " status INTEGER NOT NULL DEFAULT 0,"
+	  " reply TEXT NOT NULL DEFAULT '',"
+	  " email_id TEXT NOT NULL DEFAULT '',"
+	  " owner_pid INTEGER,"
+	  " owner_token INTEGER,"
+	  " lease_until INTEGER,"
+	  " created_at INTEGER NOT NULL,"
+	  " updated_at INTEGER NOT NULL);"
+	  "CREATE INDEX sends_pending ON sends(state, updated_at);"
+	  "CREATE INDEX sends_created ON sends(created_at);" },
+	/* 4: which credit.balance_low event opened the current low period: only
+	 * that event's handler emails the customer (one notice per crossing). */
+	{ "ALTER TABLE low_balance ADD COLUMN notice_event TEXT;" },
+};
+
+/* Every statement, prepared once per handle (db_stmt) and kept in a slot. */
+enum store_sql {
+	SQL_CLAIM,
+	SQL_CLAIM_STATE,
+	SQL_PRUNE,
+	SQL_DONE,
+	SQL_RELEASE,
+	SQL_LOW_SET,
+	SQL_LOW_GET,
+	SQL_LOW_OWNER,
+	SQL_LOW_CLEAR,
+	SQL_SEND_GET,
+	SQL_SEND_INSERT,
+	SQL_SEND_TAKE,
+	SQL_SEND_ADVANCE,
+	SQL_SEND_RELEASE,
+	SQL_SEND_PENDING,
+	SQL_SEND_LIST,
+	SQL_SEND_PRUNE,
+	SQL_COUNT
+};
+
+static const char *const store_sql_text[SQL_COUNT] = {
+	/* New id, or a claim left behind by a dead worker (lease expired). */
+	[SQL_CLAIM] =
+	    "INSERT INTO webhook_events (id, type, received_at, claimed_at)"
+	    " VALUES (?1, ?2, ?3, ?3)"
+	    " ON CONFLICT (id) DO UPDATE SET claimed_at = excluded.claimed_at"
+	    " WHERE webhook_events.done_at IS NULL AND"
+	    " (webhook_events.claimed_at IS NULL OR webhook_events.claimed_at <= ?4)",
+	[SQL_CLAIM_STATE] =
+	    "SELECT done_at IS NOT NULL FROM webhook_events WHERE id = ?1",
+	[SQL_PRUNE] =
+	    "DELETE FROM webhook_events WHERE received_at < ?1",
+	[SQL_DONE] =
+	    "UPDATE webhook_events SET done_at = ?2, claimed_at = NULL WHERE id = ?1",
+	[SQL_RELEASE] =
+	    "UPDATE webhook_events SET claimed_at = NULL"
+	    " WHERE id = ?1 AND done_at IS NULL",
+	/* Newer than the last notice and than the last clear (a clear wins ties). */
+	[SQL_LOW_SET] =
+	    "INSERT INTO low_balance (customer_id, available, threshold, notified_at,"
+	    " notice_event) VALUES (?1, ?2, ?3, ?4, ?5)"
+	    " ON CONFLICT (customer_id) DO UPDATE SET available = excluded.available,"
+	    " threshold = excluded.threshold, notified_at = excluded.notified_at,"
+	    " notice_event = CASE WHEN low_balance.cleared_at IS NULL"
+	    "  THEN coalesce(low_balance.notice_event, excluded.notice_event)"
+	    "  ELSE excluded.notice_event END,"
+	    " cleared_at = NULL"
+	    " WHERE excluded.notified_at >= low_balance.notified_at AND"
+	    " (low_balance.cleared_at IS NULL OR excluded.notified_at > low_balance.cleared_at)",
+	[SQL_LOW_OWNER] =
+	    "SELECT notice_event = ?2 FROM low_balance"
+	    " WHERE customer_id = ?1 AND cleared_at IS NULL",
+	[SQL_LOW_GET] =
+	    "SELECT available, threshold, notified_at FROM low_balance"
+	    " WHERE customer_id = ?1 AND cleared_at IS NULL",
+	[SQL_LOW_CLEAR] =
+	    "UPDATE low_balance SET cleared_at = ?2"
+	    " WHERE customer_id = ?1 AND cleared_at IS NULL AND notified_at <= ?2",
+#define SEND_COLUMNS "key, customer_id, request_hash, state, status, reply, email_id," \
+	" message, created_at, updated_at, owner_pid, lease_until"
+	[SQL_SEND_GET] =
+	    "SELECT " SEND_COLUMNS " FROM sends WHERE key = ?1",
+	[SQL_SEND_INSERT] =
+	    "INSERT INTO sends (key, customer_id, request_hash, message, state, owner_pid,"
+	    " owner_token, lease_until, created_at, updated_at)"
+	    " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8)",
+	[SQL_SEND_TAKE] =
+	    "UPDATE sends SET owner_pid = ?2, owner_token = ?3, lease_until = ?4, updated_at = ?5"
+	    " WHERE key = ?1",
+	/* only the owner may move a row; a final state releases it */
+	[SQL_SEND_ADVANCE] =
+	    "UPDATE sends SET state = ?3,"
+	    " status = CASE WHEN ?4 = 0 THEN status ELSE ?4 END,"
+	    " reply = coalesce(?5, reply), email_id = coalesce(?6, email_id),"
+	    " lease_until = CASE WHEN ?3 >= 4 THEN NULL ELSE ?7 END,"
+	    " owner_pid = CASE WHEN ?3 >= 4 THEN NULL ELSE owner_pid END,"
+	    " owner_token = CASE WHEN ?3 >= 4 THEN NULL ELSE owner_token END,"
+	    " updated_at = ?8"
+	    " WHERE key = ?1 AND owner_token = ?2",
+	[SQL_SEND_RELEASE] =
+	    "UPDATE sends SET status = ?3, reply = ?4, owner_pid = NULL, owner_token = NULL,"
+	    " lease_until = NULL, updated_at = ?5 WHERE key = ?1 AND owner_token = ?2",
+	[SQL_SEND_PENDING] =
+	    "SELECT " SEND_COLUMNS " FROM sends WHERE state < 4 AND updated_at < ?1"
+	    " ORDER BY updated_at",
+	[SQL_SEND_LIST] =
+	    "SELECT " SEND_COLUMNS " FROM sends WHERE created_at >= ?1 ORDER BY created_at",
+	[SQL_SEND_PRUNE] =
+	    "DELETE FROM sends WHERE state >= 4 AND updated_at < ?1",
+};
+
+/* This thread's handle. */
+struct store_thread {
+	sqlite3		*db;
+	char		*path;
+	unsigned	 claims;	/* for STORE_PRUNE_EVERY */
+	sqlite3_stmt	*stmt[SQL_COUNT];
+};
+
+static pthread_key_t	store_key;
+static pthread_once_t	store_once = PTHREAD_ONCE_INIT;
+static int		store_key_ok;
+
+static void
+store_thread_close(struct store_thread *t)
+{
+	size_t	i;
+
+	for (i = 0; i < SQL_COUNT; i++) {
+		sqlite3_finalize(t->stmt[i]);
+		t->stmt[i] = NULL;
+	}
+	sqlite3_close_v2(t->db);
+	t->db = NULL;
+	free(t->path);
+	t->path = NULL;
+}
+
+static void
+store_thread_free(void *arg)
+{
+	struct store_thread *t = arg;
+
+	store_thread_close(t);
+	free(t);
+}
+
+static void
+store_key_create(void)
+{
+	store_key_ok = pthread_key_create(&store_key, store_thread_free) == 0;
+}
+
+/* This thread's open handle, opening it (and migrating) on first use. */
+static struct store_thread *
+store_thread(const struct settings *s, struct mk_err *err)
+{
+	struct store_thread	*t;
+	char			 why[STORE_ERR_MAX];
+
+	pthread_once(&store_once, store_key_create);
+	if (!store_key_ok) {
+		mk_fail(err, 500, "state store unavailable");
+		return NULL;
+	}
+	if ((t = pthread_getspecific(store_key)) == NULL) {
+		if ((t = calloc(1, sizeof(*t))) == NULL) {
+			mk_fail(err, 503, "out of memory");
+			return NULL;
+		}
+		if (pthread_setspecific(store_key, t) != 0) {
+			free(t);
+			mk_fail(err, 500, "state store unavailable");
+			return NULL;
+		}
+	}
+	if (t->db != NULL && strcmp(t->path, s->db_path != NULL ? s->db_path : "") == 0)
+		return t;
+
+	store_thread_close(t);
+	if (s->db_path == NULL || *s->db_path == '\0') {
+		log_error("store: MAILKIT_DB is not set");
+		mk_fail(err, 503, "state store unavailable");
+		return NULL;
+	}
+	if ((t->path = strdup(s->db_path)) == NULL) {
+		mk_fail(err, 503, "out of memory");
+		return NULL;
+	}
+	t->db = db_open(s->db_path, store_migrations,
+	    sizeof(store_migrations) / sizeof(store_migrations[0]), why, sizeof(why));
+	if (t->db == NULL) {
+		log_error("store: %s", why);
+		free(t->path);
+		t->path = NULL;
+		mk_fail(err, 503, "state store unavailable");
+		return NULL;
+	}
+	return t;
+}
+
+/* The cached statement for `which`, reset and unbound. */
+static sqlite3_stmt *
+store_stmt(struct store_thread *t, enum store_sql which, struct mk_err *err)
+{
+	sqlite3_stmt	*st;
+
+	if ((st = db_stmt(t->db, &t->stmt[which], store_sql_text[which])) == NULL)
+		mk_fail(err, 503, "state store unavailable");
+	return st;
+}
+
+/* Step a statement that returns no rows; -1 with err on failure. */
+static int
+store_step_done(struct store_thread *t, sqlite3_stmt *st, const char *what,
+    struct mk_err *err)
+{
+	int	rc;
+
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		log_error("store: %s: %s", what, sqlite3_errmsg(t->db));
+		return mk_fail(err, 503, "state store unavailable");
+	}
+	return 0;
+}
+
+static int
+store_bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+	return sqlite3_bind_text(st, i, v != NULL ? v : "", -1, SQLITE_TRANSIENT);
+}
+
+int
+store_open(const struct settings *s, struct mk_err *err)
+{
+	return store_thread(s, err) != NULL ? 0 : -1;
+}
+
+void
+store_close(void)
+{
+	struct store_thread *t;
+
+	pthread_once(&store_once, store_key_create);
+	if (!store_key_ok || (t = pthread_getspecific(store_key)) == NULL)
+		return;
+	pthread_setspecific(store_key, NULL);
+	store_thread_free(t);
+}
+
+/* Drop ids past STORE_WEBHOOK_KEEP_SEC; failure only logs (it is housekeeping). */
+static void
+store_webhook_prune(struct store_thread *t, time_t now)
+{
+	sqlite3_stmt	*st;
+	struct mk_err	 ignored;
+
+	if ((st = store_stmt(t, SQL_PRUNE, &ignored)) == NULL)
+		return;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)now - STORE_WEBHOOK_KEEP_SEC);
+	(void)store_step_done(t, st, "pruning webhook ids", &ignored);
+}
+
+int
+store_webhook_claim(const struct settings *s, const char *id, const char *type,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	time_t			 now = time(NULL);
+	int			 rc;
+
+	if (id == NULL || *id == '\0' || strlen(id) >= STORE_ID_MAX)
+		return mk_fail(err, 400, "invalid webhook id");
+	if ((t = store_thread(s, err)) == NULL)
+		return -1;
+	if (t->claims++ % STORE_PRUNE_EVERY == 0)
+		store_webhook_prune(t, now);
+
+	if ((st = store_stmt(t, SQL_CLAIM, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, id);
+	store_bind_text(st, 2, type);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)now);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)now - STORE_WEBHOOK_LEASE_SEC);
+	if (store_step_done(t, st, "claiming a webhook id", err) == -1)
+		return -1;
+	if (sqlite3_changes(t->db) > 0)
+		return STORE_CLAIM_NEW;
+
+	/* Someone has it: finished, or still working on it? */
+	if ((st = store_stmt(t, SQL_CLAIM_STATE, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		rc = sqlite3_column_int(st, 0) ? STORE_CLAIM_SEEN : STORE_CLAIM_BUSY;
+	else if (rc == SQLITE_DONE)
+		rc = STORE_CLAIM_BUSY;	/* pruned in between: let the sender retry */
+	else {
+		log_error("store: reading a webhook claim: %s", sqlite3_errmsg(t->db));
+		rc = mk_fail(err, 503, "state store unavailable");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* SQL_DONE / SQL_RELEASE on id. */
+static int
+store_webhook_update(const struct settings *s, enum store_sql which, const char *id,
+    const char *what, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, which, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, id);
+	if (which == SQL_DONE)
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
+	return store_step_done(t, st, what, err);
+}
+
+int
+store_webhook_done(const struct settings *s, const char *id, struct mk_err *err)
+{
+	return store_webhook_update(s, SQL_DONE, id, "finishing a webhook claim", err);
+}
+
+int
+store_webhook_release(const struct settings *s, const char *id, struct mk_err *err)
+{
+	return store_webhook_update(s, SQL_RELEASE, id, "releasing a webhook claim", err);
+}
+
+int
+store_low_balance_set(const struct settings *s, const char *customer_id,
+    const char *available, const char *threshold, time_t at, const char *event_id,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_LOW_SET, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, customer_id);
+	store_bind_text(st, 2, available);
+	store_bind_text(st, 3, threshold);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)(at != 0 ? at : time(NULL)));
+	store_bind_text(st, 5, event_id);
+	return store_step_done(t, st, "recording a low balance", err);
+}
+
+int
+store_low_balance_owner(const struct settings *s, const char *customer_id,
+    const char *event_id, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	int			 rc;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_LOW_OWNER, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, customer_id);
+	store_bind_text(st, 2, event_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		rc = sqlite3_column_int(st, 0) == 1;
+	else if (rc == SQLITE_DONE)
+		rc = 0;
+	else {
+		log_error("store: reading a low-balance owner: %s", sqlite3_errmsg(t->db));
+		rc = mk_fail(err, 503, "state store unavailable");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* Copy a text column into dst[dstlen]; "" for NULL. */
+static void
+store_column_text(sqlite3_stmt *st, int col, char *dst, size_t dstlen)
+{
+	const unsigned char	*v = sqlite3_column_text(st, col);
+	size_t			 n = v != NULL ? strlen((const char *)v) : 0;
+
+	if (n >= dstlen)
+		n = dstlen - 1;
+	if (n > 0)
+		memcpy(dst, v, n);
+	dst[n] = '\0';
+}
+
+int
+store_low_balance_get(const struct settings *s, const char *customer_id,
+    struct store_low_balance *out, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	int			 rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_LOW_GET, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, customer_id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		store_column_text(st, 0, out->available, sizeof(out->available));
+		store_column_text(st, 1, out->threshold, sizeof(out->threshold));
+		out->notified_at = (time_t)sqlite3_column_int64(st, 2);
+		rc = 1;
+	} else if (rc == SQLITE_DONE)
+		rc = 0;
+	else {
+		log_error("store: reading a low balance: %s", sqlite3_errmsg(t->db));
+		rc = mk_fail(err, 503, "state store unavailable");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+int
+store_low_balance_clear(const struct settings *s, const char *customer_id, time_t at,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_LOW_CLEAR, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, customer_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)(at != 0 ? at : time(NULL)));
+	return store_step_done(t, st, "clearing a low balance", err);
+}
+
+/* ------------------------------------------------------------ send journal */
+
+_Static_assert(SEND_SENT == 4 && SEND_REFUNDED == 5 && SEND_REJECTED == 6,
+    "the SQL above treats states >= 4 as final");
+
+static const char *const store_send_states[] = {
+	[SEND_NEW] = "new", [SEND_DEBITED] = "debited", [SEND_SENDING] = "sending",
+	[SEND_REFUNDING] = "refunding", [SEND_SENT] = "sent", [SEND_REFUNDED] = "refunded",
+	[SEND_REJECTED] = "rejected",
+};
+
+const char *
+store_send_state_name(enum store_send_state state)
+{
+	if ((unsigned)state >= sizeof store_send_states / sizeof store_send_states[0])
+		return "unknown";
+	return store_send_states[state];
+}
+
+void
+store_send_free(struct store_send *row)
+{
+	free(row->message);
+	row->message = NULL;
+}
+
+/* Fill row from a SEND_COLUMNS result; *owner_pid and *lease get the claim. */
+static int
+store_send_read(sqlite3_stmt *st, struct store_send *row, long long *owner_pid,
+    long long *lease)
+{
+	const unsigned char *msg;
+
+	store_column_text(st, 0, row->key, sizeof row->key);
+	store_column_text(st, 1, row->customer_id, sizeof row->customer_id);
+	store_column_text(st, 2, row->request_hash, sizeof row->request_hash);
+	row->state = (enum store_send_state)sqlite3_column_int(st, 3);
+	row->status = sqlite3_column_int(st, 4);
+	store_column_text(st, 5, row->reply, sizeof row->reply);
+	store_column_text(st, 6, row->email_id, sizeof row->email_id);
+	free(row->message);
+	msg = sqlite3_column_text(st, 7);
+	if ((row->message = strdup(msg != NULL ? (const char *)msg : "")) == NULL)
+		return -1;
+	row->created_at = (time_t)sqlite3_column_int64(st, 8);
+	row->updated_at = (time_t)sqlite3_column_int64(st, 9);
+	if (owner_pid != NULL)
+		*owner_pid = sqlite3_column_type(st, 10) == SQLITE_NULL ? 0 :
+		    sqlite3_column_int64(st, 10);
+	if (lease != NULL)
+		*lease = sqlite3_column_int64(st, 11);
+	return 0;
+}
+
+/* A claim is live while its lease runs and its process exists. */
+static int
+store_send_claim_live(long long owner_pid, long long lease, time_t now)
+{
+	if (owner_pid <= 0 || lease <= (long long)now)
+		return 0;
+	return kill((pid_t)owner_pid, 0) == 0 || errno == EPERM;
+}
+
+static long long
+store_send_token(void)
+{
+	static _Atomic unsigned long long counter;
+	unsigned long long c = ++counter;
+
+	/* unique per begin within a host: pid in the high bits, a counter below */
+	return (long long)(((unsigned long long)getpid() << 32 | (c & 0xffffffffULL)) &
+	    0x7fffffffffffffffULL);
+}
+
+int
+store_send_begin(const struct settings *s, const char *key, const char *customer_id,
+    const char *request_hash, const char *message, struct store_send *out,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	time_t			 now = time(NULL);
+	long long		 owner_pid = 0, lease = 0;
+	int			 rc, result = -1;
+
+	memset(out, 0, sizeof *out);
+	if ((t = store_thread(s, err)) == NULL)
+		return -1;
+	if (t->claims++ % STORE_PRUNE_EVERY == 0 &&
+	    (st = store_stmt(t, SQL_SEND_PRUNE, err)) != NULL) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)now - STORE_SEND_KEEP_SEC);
+		(void)store_step_done(t, st, "pruning old sends", err);
+	}
+	if (db_begin(t->db) == -1)
+		return mk_fail(err, 503, "state store unavailable");
+	if ((st = store_stmt(t, SQL_SEND_GET, err)) == NULL)
+		goto out;
+	store_bind_text(st, 1, key);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && store_send_read(st, out, &owner_pid, &lease) == -1) {
+		sqlite3_reset(st);
+		mk_fail(err, 503, "out of memory");
+		goto out;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		log_error("store: reading a send: %s", sqlite3_errmsg(t->db));
+		mk_fail(err, 503, "state store unavailable");
+		goto out;
+	}
+	out->owner_token = store_send_token();
+	if (rc == SQLITE_DONE && message == NULL) {
+		mk_fail(err, 404, "no such send");
+		goto out;
+	}
+	if (rc == SQLITE_DONE) {
+		if ((st = store_stmt(t, SQL_SEND_INSERT, err)) == NULL)
+			goto out;
+		store_bind_text(st, 1, key);
+		store_bind_text(st, 2, customer_id);
+		store_bind_text(st, 3, request_hash);
+		store_bind_text(st, 4, message);
+		sqlite3_bind_int64(st, 5, (sqlite3_int64)getpid());
+		sqlite3_bind_int64(st, 6, out->owner_token);
+		sqlite3_bind_int64(st, 7, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
+		sqlite3_bind_int64(st, 8, (sqlite3_int64)now);
+		if (store_step_done(t, st, "recording a send", err) == -1)
+			goto out;
+		snprintf(out->key, sizeof out->key, "%s", key);
+		snprintf(out->customer_id, sizeof out->customer_id, "%s", customer_id);
+		snprintf(out->request_hash, sizeof out->request_hash, "%s", request_hash);
+		if ((out->message = strdup(message)) == NULL) {
+			mk_fail(err, 503, "out of memory");
+			goto out;
+		}
+		out->state = SEND_NEW;
+		out->created_at = out->updated_at = now;
+		result = STORE_SEND_OWNED;
+	} else if (strcmp(out->customer_id, customer_id) != 0 ||
+	    (request_hash != NULL && strcmp(out->request_hash, request_hash) != 0))
+		result = STORE_SEND_MISMATCH;
+	else if (out->state >= SEND_SENT)
+		result = STORE_SEND_FINAL;
+	else if (store_send_claim_live(owner_pid, lease, now))
+		result = STORE_SEND_BUSY;
+	else {
+		if ((st = store_stmt(t, SQL_SEND_TAKE, err)) == NULL)
+			goto out;
+		store_bind_text(st, 1, key);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)getpid());
+		sqlite3_bind_int64(st, 3, out->owner_token);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
+		sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
+		if (store_step_done(t, st, "taking over a send", err) == -1)
+			goto out;
+		if (owner_pid != 0)
+			log_warn("send %.12s…: taking over from process %lld (state %s)", key,
+			    owner_pid, store_send_state_name(out->state));
+		result = STORE_SEND_OWNED;
+	}
+out:
+	if (result == -1) {
+		db_rollback(t->db);
+		store_send_free(out);
+		return -1;
+	}
+	if (db_commit(t->db) == -1) {
+		db_rollback(t->db);
+		store_send_free(out);
+		return mk_fail(err, 503, "state store unavailable");
+	}
+	if (result != STORE_SEND_OWNED)
+		out->owner_token = 0;
+	return result;
+}
+
+int
+store_send_advance(const struct settings *s, struct store_send *row,
+    enum store_send_state state, int status, const char *reply, const char *email_id,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	time_t			 now = time(NULL);
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_SEND_ADVANCE, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, row->key);
+	sqlite3_bind_int64(st, 2, row->owner_token);
+	sqlite3_bind_int(st, 3, (int)state);
+	sqlite3_bind_int(st, 4, status);
+	if (reply != NULL)
+		store_bind_text(st, 5, reply);
+	if (email_id != NULL)
+		store_bind_text(st, 6, email_id);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)now);
+	if (store_step_done(t, st, "advancing a send", err) == -1)
+		return -1;
+	if (sqlite3_changes(t->db) == 0) {
+		log_error("send %.12s…: lost ownership before reaching state %s", row->key,
+		    store_send_state_name(state));
+		return mk_fail(err, 503, "send taken over by another worker");
+	}
+	row->state = state;
+	if (status != 0)
+		row->status = status;
+	if (reply != NULL)
+		snprintf(row->reply, sizeof row->reply, "%s", reply);
+	if (email_id != NULL)
+		snprintf(row->email_id, sizeof row->email_id, "%s", email_id);
+	row->updated_at = now;
+	if (state >= SEND_SENT)
+		row->owner_token = 0;
+	return 0;
+}
+
+int
+store_send_release(const struct settings *s, struct store_send *row, int status,
+    const char *reply, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_SEND_RELEASE, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, row->key);
+	sqlite3_bind_int64(st, 2, row->owner_token);
+	sqlite3_bind_int(st, 3, status);
+	store_bind_text(st, 4, reply);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)time(NULL));
+	if (store_step_done(t, st, "releasing a send", err) == -1)
+		return -1;
+	row->owner_token = 0;
+	return 0;
+}
+
+/* Run a SEND_COLUMNS query bound to `when`, calling cb per row (live claims skipped if asked). */
+static int
+store_send_each(const struct settings *s, enum store_sql which, time_t when, int skip_live,
+    int (*cb)(const struct store_send *, void *), void *arg, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	struct store_send	 row;
+	long long		 owner_pid, lease;
+	time_t			 now = time(NULL);
+	int			 rc, n = 0;
+
+	if ((t = store_thread(s, err)) == NULL || (st = store_stmt(t, which, err)) == NULL)
+		return -1;
+	memset(&row, 0, sizeof row);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)when);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (store_send_read(st, &row, &owner_pid, &lease) == -1) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		if (skip_live && store_send_claim_live(owner_pid, lease, now))
+			continue;
+		n++;
+		if (cb(&row, arg) != 0)
+			break;
+	}
+	sqlite3_reset(st);
+	store_send_free(&row);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		log_error("store: listing sends: %s", sqlite3_errmsg(t->db));
+		return mk_fail(err, 503, "state store unavailable");
+	}
+	return n;
+}
+
+int
+store_send_pending(const struct settings *s, time_t older_than,
+    int (*cb)(const struct store_send *, void *), void *arg, struct mk_err *err)
+{
+	return store_send_each(s, SQL_SEND_PENDING, older_than, 1, cb, arg, err);
+}
+
+int
+store_send_list(const struct settings *s, time_t since,
+    int (*cb)(const struct store_send *, void *), void *arg, struct mk_err *err)
+{
+	return store_send_each(s, SQL_SEND_LIST, since, 0, cb, arg, err);
+}

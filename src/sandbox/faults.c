@@ -1,0 +1,436 @@
+/* faults.c: injected upstream failures and the sandbox's admin JSON API (tests drive both). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+#include "sandbox.h"
+#include "url.h"
+
+#define FAULT_STALL_DEFAULT_MS	15000	/* longer than MailKit's per-attempt timeout in tests */
+#define FAULT_STALL_MAX_MS	60000	/* a stalled request thread is lost this long */
+#define FAULT_COUNT_MAX		1000
+#define ADMIN_LIST_MAX		200	/* rows returned by /admin/emails and /admin/webhooks */
+#define FAULT_RETRY_AFTER	"1"	/* seconds, sent with injected 429s */
+
+static const char *const fault_targets[] = {
+	"checkout", "customer", "balance_read", "ledger_debit", "ledger_credit",
+	"email_send", "webhook",
+};
+static const char *const fault_modes[] = { "500", "429", "stall", "drop" };
+
+static int
+fault_known(const char *s, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(s, list[i]) == 0)
+			return 1;
+	return 0;
+}
+
+void
+fault_sleep_ms(long ms)
+{
+	struct timespec	ts;
+
+	if (ms <= 0)
+		return;
+	if (ms > FAULT_STALL_MAX_MS)
+		ms = FAULT_STALL_MAX_MS;
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/*
+ * Count one call of target and take one pending fault for it, atomically
+ * (all threads and processes share the table).  Returns 1 with mode and
+ * stall_ms filled when a fault applies, 0 when not, -1 on database errors.
+ */
+static int
+fault_take(sqlite3 *db, const char *target, char *mode, size_t modelen, long *stall_ms)
+{
+	sqlite3_stmt	*st;
+	int		 remaining = 0, found = 0;
+
+	if (db == NULL || db_begin(db) == -1)
+		return -1;
+	if (state_exec(db, "INSERT INTO calls (target, n) VALUES (?1, 1)"
+	    " ON CONFLICT (target) DO UPDATE SET n = n + 1", 1, target) == -1)
+		goto fail;
+	if ((st = state_prepare(db, "SELECT mode, remaining, stall_ms FROM faults"
+	    " WHERE target = ?1")) == NULL)
+		goto fail;
+	sqlite3_bind_text(st, 1, target, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		found = 1;
+		snprintf(mode, modelen, "%s", state_text(st, 0));
+		remaining = sqlite3_column_int(st, 1);
+		*stall_ms = (long)sqlite3_column_int64(st, 2);
+	}
+	sqlite3_finalize(st);
+	if (found && state_exec(db, remaining <= 1 ?
+	    "DELETE FROM faults WHERE target = ?1" :
+	    "UPDATE faults SET remaining = remaining - 1 WHERE target = ?1", 1, target) == -1)
+		goto fail;
+	if (db_commit(db) == -1)
+		return -1;
+	return found;
+fail:
+	db_rollback(db);
+	return -1;
+}
+
+int
+fault_check(const char *target, enum fault_api api, struct response *resp, long *stall_out)
+{
+	char	mode[16];
+	long	stall_ms = 0;
+
+	if (fault_take(state_db(), target, mode, sizeof(mode), &stall_ms) != 1)
+		return 0;
+	log_info("sandbox: injecting fault %s into %s", mode, target);
+	if (strcmp(mode, "stall") == 0) {
+		if (stall_out != NULL)
+			*stall_out = stall_ms;
+		else
+			fault_sleep_ms(stall_ms);
+		return 0;
+	}
+	if (strcmp(mode, "drop") == 0) {
+		resp->drop = 1;	/* the loop finishes the request without a reply */
+		resp->status = 500;
+		return 1;
+	}
+	if (strcmp(mode, "429") == 0) {
+		response_header(resp, "Retry-After", FAULT_RETRY_AFTER);
+		if (api == FAULT_API_RESEND)
+			resend_api_error(resp, 429, "rate_limit_exceeded",
+			    "Too many requests. You can only make 5 requests per second.");
+		else
+			dodo_api_error(resp, 429, "TOO_MANY_REQUESTS", "Too many requests");
+		return 1;
+	}
+	if (api == FAULT_API_RESEND)
+		resend_api_error(resp, 500, "internal_server_error",
+		    "An unexpected error occurred, please try again later.");
+	else
+		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "Internal server error");
+	return 1;
+}
+
+int
+fault_webhook_should_fail(sqlite3 *db)
+{
+	char	mode[16];
+	long	stall_ms = 0;
+
+	if (fault_take(db, "webhook", mode, sizeof(mode), &stall_ms) != 1)
+		return 0;
+	if (strcmp(mode, "stall") == 0) {
+		fault_sleep_ms(stall_ms);	/* then deliver normally */
+		return 0;
+	}
+	return 1;	/* 500, 429 and drop all count as a failed attempt */
+}
+
+/* ------------------------------------------------------------ admin API */
+
+static void
+admin_error(struct response *resp, int status, const char *msg)
+{
+	response_error(resp, status, "%s", msg);
+}
+
+/* POST /admin/faults {"target", "mode", "count", "stall_ms"} */
+void
+faults_post(const struct request *req, struct response *resp)
+{
+	struct mk_err	 err;
+	json_object	*root, *v, *out;
+	const char	*target = NULL, *mode = NULL;
+	char		 count_text[24], stall_text[24];
+	int64_t		 count = 1, stall = FAULT_STALL_DEFAULT_MS;
+
+	if ((root = request_json(req, &err)) == NULL) {
+		response_fail(resp, &err);
+		return;
+	}
+	if (json_object_object_get_ex(root, "target", &v) && json_object_is_type(v, json_type_string))
+		target = json_object_get_string(v);
+	if (json_object_object_get_ex(root, "mode", &v)) {
+		if (json_object_is_type(v, json_type_string))
+			mode = json_object_get_string(v);
+		else if (json_object_is_type(v, json_type_int))
+			mode = json_object_get_int(v) == 500 ? "500" :
+			    json_object_get_int(v) == 429 ? "429" : NULL;
+	}
+	if (target == NULL || !fault_known(target, fault_targets,
+	    sizeof(fault_targets) / sizeof(fault_targets[0]))) {
+		admin_error(resp, 400, "target must be one of checkout, customer, balance_read,"
+		    " ledger_debit, ledger_credit, email_send, webhook");
+		goto out;
+	}
+	if (mode == NULL || !fault_known(mode, fault_modes,
+	    sizeof(fault_modes) / sizeof(fault_modes[0]))) {
+		admin_error(resp, 400, "mode must be one of \"500\", \"429\", \"stall\", \"drop\"");
+		goto out;
+	}
+	if (json_object_object_get_ex(root, "count", &v) && v != NULL) {
+		if (!json_object_is_type(v, json_type_int) ||
+		    (count = json_object_get_int64(v)) < 1 || count > FAULT_COUNT_MAX) {
+			admin_error(resp, 400, "count must be an integer 1..1000");
+			goto out;
+		}
+	}
+	if (json_object_object_get_ex(root, "stall_ms", &v) && v != NULL) {
+		if (!json_object_is_type(v, json_type_int) ||
+		    (stall = json_object_get_int64(v)) < 0 || stall > FAULT_STALL_MAX_MS) {
+			admin_error(resp, 400, "stall_ms must be an integer 0..60000");
+			goto out;
+		}
+	}
+	snprintf(count_text, sizeof(count_text), "%lld", (long long)count);
+	snprintf(stall_text, sizeof(stall_text), "%lld", (long long)stall);
+	if (state_exec(state_db(), "INSERT INTO faults (target, mode, remaining, stall_ms)"
+	    " VALUES (?1, ?2, CAST(?3 AS INTEGER), CAST(?4 AS INTEGER))"
+	    " ON CONFLICT (target) DO UPDATE SET mode = excluded.mode,"
+	    " remaining = excluded.remaining, stall_ms = excluded.stall_ms",
+	    4, target, mode, count_text, stall_text) == -1) {
+		admin_error(resp, 500, "database error");
+		goto out;
+	}
+	out = json_object_new_object();
+	json_object_object_add(out, "target", json_object_new_string(target));
+	json_object_object_add(out, "mode", json_object_new_string(mode));
+	json_object_object_add(out, "count", json_object_new_int64(count));
+	json_object_object_add(out, "stall_ms", json_object_new_int64(stall));
+	response_json(resp, 200, out);
+out:
+	json_object_put(root);
+}
+
+/* DELETE /admin/faults: clear every pending fault. */
+void
+faults_delete(const struct request *req, struct response *resp)
+{
+	json_object	*out;
+
+	(void)req;
+	if (state_exec(state_db(), "DELETE FROM faults", 0) == -1) {
+		admin_error(resp, 500, "database error");
+		return;
+	}
+	out = json_object_new_object();
+	json_object_object_add(out, "cleared", json_object_new_boolean(1));
+	response_json(resp, 200, out);
+}
+
+/* GET /admin/faults */
+void
+faults_list(const struct request *req, struct response *resp)
+{
+	sqlite3_stmt	*st;
+	json_object	*items = json_object_new_array(), *o, *out;
+
+	(void)req;
+	if ((st = state_prepare(state_db(), "SELECT target, mode, remaining, stall_ms"
+	    " FROM faults ORDER BY target")) == NULL) {
+		json_object_put(items);
+		admin_error(resp, 500, "database error");
+		return;
+	}
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		o = json_object_new_object();
+		json_object_object_add(o, "target", json_object_new_string(state_text(st, 0)));
+		json_object_object_add(o, "mode", json_object_new_string(state_text(st, 1)));
+		json_object_object_add(o, "count", json_object_new_int(sqlite3_column_int(st, 2)));
+		json_object_object_add(o, "stall_ms",
+		    json_object_new_int64(sqlite3_column_int64(st, 3)));
+		json_object_array_add(items, o);
+	}
+	sqlite3_finalize(st);
+	out = json_object_new_object();
+	json_object_object_add(out, "items", items);
+	response_json(resp, 200, out);
+}
+
+/* GET /admin/emails[?to=addr]: what the Resend emulation "sent", newest first. */
+void
+admin_emails(const struct request *req, struct response *resp)
+{
+	sqlite3_stmt	*st;
+	json_object	*items = json_object_new_array(), *o, *out, *to;
+	char		 t[SANDBOX_TIME_MAX], filter[320];
+	int		 use_filter;
+
+	use_filter = url_query_get(req->query, "to", filter, sizeof(filter)) == 0;
+	st = state_prepare(state_db(), "SELECT id, from_addr, to_json, subject, html, text,"
+	    " status, idempotency_key, created_at FROM emails"
+	    " WHERE ?1 IS NULL OR instr(lower(to_json), lower(?1)) > 0"
+	    " ORDER BY seq DESC LIMIT ?2");
+	if (st == NULL) {
+		json_object_put(items);
+		admin_error(resp, 500, "database error");
+		return;
+	}
+	if (use_filter)
+		sqlite3_bind_text(st, 1, filter, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, ADMIN_LIST_MAX);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		o = json_object_new_object();
+		json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
+		json_object_object_add(o, "from", json_object_new_string(state_text(st, 1)));
+		to = json_tokener_parse(state_text(st, 2));
+		json_object_object_add(o, "to", to != NULL ? to : json_object_new_array());
+		json_object_object_add(o, "subject", json_object_new_string(state_text(st, 3)));
+		json_object_object_add(o, "html", state_json_text(st, 4));
+		json_object_object_add(o, "text", state_json_text(st, 5));
+		json_object_object_add(o, "status", json_object_new_string(state_text(st, 6)));
+		json_object_object_add(o, "idempotency_key", state_json_text(st, 7));
+		state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
+		json_object_object_add(o, "created_at", json_object_new_string(t));
+		json_object_array_add(items, o);
+	}
+	sqlite3_finalize(st);
+	out = json_object_new_object();
+	json_object_object_add(out, "items", items);
+	response_json(resp, 200, out);
+}
+
+/* GET /admin/webhooks[?type=credit.added]: deliveries with status and attempts, newest first. */
+void
+admin_webhooks(const struct request *req, struct response *resp)
+{
+	sqlite3_stmt	*st;
+	json_object	*items = json_object_new_array(), *o, *out, *payload;
+	char		 t[SANDBOX_TIME_MAX], filter[64];
+	int		 use_filter;
+
+	use_filter = url_query_get(req->query, "type", filter, sizeof(filter)) == 0;
+	st = state_prepare(state_db(), "SELECT id, type, status, attempts, last_status,"
+	    " last_error, body, created_at, updated_at, next_attempt_at, last_timestamp,"
+	    " last_signature FROM deliveries"
+	    " WHERE ?1 IS NULL OR type = ?1 ORDER BY seq DESC LIMIT ?2");
+	if (st == NULL) {
+		json_object_put(items);
+		admin_error(resp, 500, "database error");
+		return;
+	}
+	if (use_filter)
+		sqlite3_bind_text(st, 1, filter, -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, ADMIN_LIST_MAX);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		o = json_object_new_object();
+		json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
+		json_object_object_add(o, "type", json_object_new_string(state_text(st, 1)));
+		json_object_object_add(o, "status", json_object_new_string(state_text(st, 2)));
+		json_object_object_add(o, "attempts", json_object_new_int(sqlite3_column_int(st, 3)));
+		json_object_object_add(o, "last_status", sqlite3_column_type(st, 4) == SQLITE_NULL ?
+		    NULL : json_object_new_int(sqlite3_column_int(st, 4)));
+		json_object_object_add(o, "last_error", state_json_text(st, 5));
+		payload = json_tokener_parse(state_text(st, 6));
+		json_object_object_add(o, "payload", payload);
+		/* the exact bytes and headers of the last attempt, for signature checks */
+		json_object_object_add(o, "body", json_object_new_string(state_text(st, 6)));
+		json_object_object_add(o, "webhook_timestamp", state_json_text(st, 10));
+		json_object_object_add(o, "webhook_signature", state_json_text(st, 11));
+		state_iso(sqlite3_column_int64(st, 7), t, sizeof(t));
+		json_object_object_add(o, "created_at", json_object_new_string(t));
+		state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
+		json_object_object_add(o, "updated_at", json_object_new_string(t));
+		if (strcmp(state_text(st, 2), "pending") == 0) {
+			state_iso(sqlite3_column_int64(st, 9), t, sizeof(t));
+			json_object_object_add(o, "next_attempt_at", json_object_new_string(t));
+		} else
+			json_object_object_add(o, "next_attempt_at", NULL);
+		json_object_array_add(items, o);
+	}
+	sqlite3_finalize(st);
+	out = json_object_new_object();
+	json_object_object_add(out, "items", items);
+	response_json(resp, 200, out);
+}
+
+/* One integer from a single-row query, 0 on errors. */
+static int64_t
+admin_count(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt	*st = state_prepare(db, sql);
+	int64_t		 n = 0;
+
+	if (st == NULL)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+/* GET /admin/stats */
+void
+admin_stats(const struct request *req, struct response *resp)
+{
+	sqlite3		*db = state_db();
+	sqlite3_stmt	*st;
+	json_object	*out, *calls, *hooks;
+	size_t		 i;
+
+	(void)req;
+	if (db == NULL) {
+		admin_error(resp, 500, "database error");
+		return;
+	}
+	out = json_object_new_object();
+	json_object_object_add(out, "emails_sent",
+	    json_object_new_int64(admin_count(db, "SELECT count(*) FROM emails")));
+	json_object_object_add(out, "debits", json_object_new_int64(admin_count(db,
+	    "SELECT count(*) FROM ledger WHERE is_credit = 0 AND"
+	    " transaction_type != 'credit_expired'")));
+	json_object_object_add(out, "credits", json_object_new_int64(admin_count(db,
+	    "SELECT count(*) FROM ledger WHERE is_credit = 1")));
+	json_object_object_add(out, "customers",
+	    json_object_new_int64(admin_count(db, "SELECT count(*) FROM customers")));
+	json_object_object_add(out, "checkouts",
+	    json_object_new_int64(admin_count(db, "SELECT count(*) FROM sessions")));
+	json_object_object_add(out, "payments",
+	    json_object_new_int64(admin_count(db, "SELECT count(*) FROM payments")));
+	hooks = json_object_new_object();
+	json_object_object_add(hooks, "pending", json_object_new_int64(admin_count(db,
+	    "SELECT count(*) FROM deliveries WHERE status = 'pending'")));
+	json_object_object_add(hooks, "succeeded", json_object_new_int64(admin_count(db,
+	    "SELECT count(*) FROM deliveries WHERE status = 'succeeded'")));
+	json_object_object_add(hooks, "failed", json_object_new_int64(admin_count(db,
+	    "SELECT count(*) FROM deliveries WHERE status = 'failed'")));
+	json_object_object_add(out, "webhooks", hooks);
+	calls = json_object_new_object();
+	for (i = 0; i < sizeof(fault_targets) / sizeof(fault_targets[0]); i++)
+		json_object_object_add(calls, fault_targets[i], json_object_new_int64(0));
+	if ((st = state_prepare(db, "SELECT target, n FROM calls")) != NULL) {
+		while (sqlite3_step(st) == SQLITE_ROW)
+			json_object_object_add(calls, state_text(st, 0),
+			    json_object_new_int64(sqlite3_column_int64(st, 1)));
+		sqlite3_finalize(st);
+	}
+	json_object_object_add(out, "calls", calls);
+	response_json(resp, 200, out);
+}
+
+/* POST /admin/reset: forget everything (tests start from a clean sandbox). */
+void
+admin_reset(const struct request *req, struct response *resp)
+{
+	json_object	*out;
+
+	(void)req;
+	if (state_reset(state_db()) == -1) {
+		admin_error(resp, 500, "database error");
+		return;
+	}
+	out = json_object_new_object();
+	json_object_object_add(out, "reset", json_object_new_boolean(1));
+	response_json(resp, 200, out);
+}

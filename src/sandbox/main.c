@@ -1,0 +1,171 @@
+/* main.c: sandbox.fcgi, the offline Dodo Payments + Resend emulation: settings and routes. */
+#include <sys/random.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "log.h"
+#include "sandbox.h"
+#include "settings.h"
+
+#define SANDBOX_DB_DEFAULT		"sandbox.db"	/* relative to the working directory */
+#define SANDBOX_THREADS_DEFAULT		"8"	/* request threads when MAILKIT_THREADS is unset */
+#define SANDBOX_ENTITLEMENT_DEFAULT	"cde_sandbox_email"
+#define SANDBOX_PLAN_DEFAULT		"pdt_sandbox_plan"
+#define SANDBOX_TOPUP_DEFAULT		"pdt_sandbox_topup"
+#define SANDBOX_RANDOM_KEY_BYTES	32	/* an unverifiable key when none is configured */
+
+struct sandbox_config sandbox;
+static struct settings settings;
+
+/* Routes below the /sandbox mount. */
+static const struct route routes[] = {
+	/* pages */
+	{ "GET", "/", pages_dashboard },
+	{ "GET", "/outbox", pages_outbox },
+	{ "GET", "/checkout/{}", pages_checkout },
+	{ "POST", "/checkout/{}", pages_checkout_pay },
+	{ "POST", "/customers/{}/adjust", pages_adjust },
+	/* Dodo Payments */
+	{ "POST", "/dodo/checkouts", dodo_api_checkout_create },
+	{ "GET", "/dodo/checkouts/{}", dodo_api_checkout_get },
+	{ "GET", "/dodo/customers", dodo_api_customer_list },
+	{ "GET", "/dodo/customers/{}", dodo_api_customer_get },
+	{ "GET", "/dodo/customers/{}/credit-entitlements", dodo_api_customer_entitlements },
+	{ "GET", "/dodo/subscriptions/{}", dodo_api_subscription_get },
+	{ "GET", "/dodo/payments/{}", dodo_api_payment_get },
+	{ "GET", "/dodo/credit-entitlements/{}/balances/{}", dodo_api_balance_get },
+	{ "POST", "/dodo/credit-entitlements/{}/balances/{}/ledger-entries", dodo_api_ledger_post },
+	{ "GET", "/dodo/credit-entitlements/{}/balances/{}/ledger", dodo_api_ledger_list },
+	{ "GET", "/dodo/credit-entitlements/{}/balances/{}/grants", dodo_api_grants_list },
+	/* Resend */
+	{ "POST", "/resend/emails", resend_api_send },
+	{ "GET", "/resend/emails/{}", resend_api_get },
+	/* tests and operators */
+	{ "GET", "/admin/faults", faults_list },
+	{ "POST", "/admin/faults", faults_post },
+	{ "DELETE", "/admin/faults", faults_delete },
+	{ "GET", "/admin/emails", admin_emails },
+	{ "GET", "/admin/webhooks", admin_webhooks },
+	{ "GET", "/admin/stats", admin_stats },
+	{ "POST", "/admin/reset", admin_reset },
+};
+
+static const char *
+sandbox_env(const char *name, const char *def)
+{
+	const char	*v = getenv(name);
+
+	return v != NULL && *v != '\0' ? v : def;
+}
+
+/* A whole number setting within [min, max].  0 / -1 with err naming the key. */
+static int
+sandbox_env_long(const char *name, long def, long min, long max, long *out, char *err,
+    size_t errlen)
+{
+	const char	*v = getenv(name);
+	char		*end;
+	long		 n;
+
+	*out = def;
+	if (v == NULL || *v == '\0')
+		return 0;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
+		snprintf(err, errlen, "%s must be a whole number in %ld..%ld", name, min, max);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+static const char *
+sandbox_setting(const char *value, const char *def)
+{
+	return value != NULL && *value != '\0' ? value : def;
+}
+
+/* Runs once the common settings are loaded, before the loop starts. */
+static int
+sandbox_init(const struct settings *s, char *err, size_t errlen)
+{
+	sandbox.db_path = sandbox_env("SANDBOX_DB", SANDBOX_DB_DEFAULT);
+	sandbox.webhook_url = sandbox_env("SANDBOX_WEBHOOK_URL", "");
+	sandbox.entitlement_id = sandbox_setting(s->credit_entitlement_id,
+	    SANDBOX_ENTITLEMENT_DEFAULT);
+	sandbox.plan_product_id = sandbox_setting(s->plan_product_id, SANDBOX_PLAN_DEFAULT);
+	sandbox.topup_product_id = sandbox_setting(s->topup_product_id, SANDBOX_TOPUP_DEFAULT);
+	if (sandbox_env_long("SANDBOX_PLAN_CREDITS", 5000, 1, 1000000000, &sandbox.plan_credits,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_TOPUP_CREDITS", 5000, 1, 1000000000, &sandbox.topup_credits,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_PLAN_PRICE", 1900, 0, 100000000, &sandbox.plan_price,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_TOPUP_PRICE", 900, 0, 100000000, &sandbox.topup_price,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_CREDIT_EXPIRY_DAYS", 30, 0, 3650, &sandbox.expiry_days,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_LOW_BALANCE_PERCENT", 20, 0, 100, &sandbox.low_percent,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_WEBHOOK_RETRY_DIVISOR", 1, 1, 1000000,
+	    &sandbox.retry_divisor, err, errlen) == -1)
+		return -1;
+
+	if (s->webhook_key != NULL && *s->webhook_key != '\0') {
+		if (whsig_key_from_secret(s->webhook_key, &sandbox.webhook_key) == -1) {
+			snprintf(err, errlen, "DODO_WEBHOOK_KEY is not a whsec_<base64> secret");
+			return -1;
+		}
+	} else {
+		if (getrandom(sandbox.webhook_key.bytes, SANDBOX_RANDOM_KEY_BYTES, 0) !=
+		    SANDBOX_RANDOM_KEY_BYTES) {
+			snprintf(err, errlen, "no randomness for a webhook key");
+			return -1;
+		}
+		sandbox.webhook_key.len = SANDBOX_RANDOM_KEY_BYTES;
+		log_warn("DODO_WEBHOOK_KEY is not set: webhooks are signed with a random key "
+		    "nobody can verify");
+	}
+	if (state_db() == NULL) {
+		snprintf(err, errlen, "cannot open SANDBOX_DB %s", sandbox.db_path);
+		return -1;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(err, errlen, "curl_global_init failed");
+		return -1;
+	}
+	if (getenv("MAILKIT_CHECK_ONLY") == NULL && deliver_start() == -1) {
+		snprintf(err, errlen, "cannot start the webhook delivery thread");
+		return -1;
+	}
+	log_info("sandbox: db %s, webhooks to %s, entitlement %s, plan %s, top-up %s",
+	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url : "(nowhere)",
+	    sandbox.entitlement_id, sandbox.plan_product_id, sandbox.topup_product_id);
+	return 0;
+}
+
+int
+main(void)
+{
+	struct app	app = {
+		.name = "sandbox.fcgi",
+		.routes = routes,
+		.nroutes = sizeof(routes) / sizeof(routes[0]),
+		.mount = SANDBOX_MOUNT,
+		.json_only = 0,		/* the pages post HTML forms */
+		.init = sandbox_init,
+	};
+	int		rc;
+
+	/* one process, several request threads: the sandbox's own default */
+	setenv("MAILKIT_THREADS", SANDBOX_THREADS_DEFAULT, 0);
+	rc = server_main(&app, &settings, 0);
+	deliver_stop();
+	return rc;
+}

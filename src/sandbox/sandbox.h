@@ -1,0 +1,208 @@
+/* sandbox.h: the offline emulation of Dodo Payments and Resend (sandbox.fcgi), shared declarations. */
+#ifndef MAILKIT_SANDBOX_H
+#define MAILKIT_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sqlite3.h>
+#include <json-c/json.h>
+
+#include "server.h"
+#include "whsig.h"
+
+/*
+ * Layout: main.c (settings, route table), state.c (SQLite schema, per-thread
+ * handle, ids, clocks), ledger.c (grants, FIFO debits, expiry, low-balance),
+ * dodo_api.c and resend_api.c (the two wire APIs), pages.c (dashboard,
+ * hosted checkout, outbox), deliver.c (signed webhook deliveries),
+ * faults.c (fault injection and the admin API).  Every piece of state lives
+ * in SQLite so that it survives restarts and all threads see it.
+ */
+
+#define SANDBOX_MOUNT		"/sandbox"	/* where the web server routes us */
+#define SANDBOX_BUSINESS_ID	"bus_sandbox"
+#define SANDBOX_ENTITLEMENT_NAME "Email Credits"
+#define SANDBOX_ID_MAX		64	/* "cus_" + 24 random characters, with room */
+#define SANDBOX_TIME_MAX	40	/* "2026-11-21T12:00:00.123000Z" */
+#define SANDBOX_AMOUNT_MAX	24	/* decimal text of an int64 */
+#define SANDBOX_URL_MAX		2048	/* return_url, checkout_url */
+#define SANDBOX_NAME_MAX	256	/* customer names */
+#define SANDBOX_METADATA_MAX	50	/* Dodo: at most 50 metadata pairs */
+#define SANDBOX_METADATA_KEY_MAX 40	/* Dodo ledger metadata: key <= 40 chars */
+#define SANDBOX_METADATA_VAL_MAX 500	/* ... value <= 500 chars */
+#define SANDBOX_PAGE_SIZE_MAX	100	/* Dodo list endpoints: page_size <= 100 */
+#define SANDBOX_PAGE_SIZE_DEFAULT 10
+#define SANDBOX_AMOUNT_LIMIT	10000000000LL	/* Dodo: integer part under 10^10 */
+#define SANDBOX_SESSION_TTL_MS	(24LL * 3600 * 1000)	/* checkout sessions live 24 h */
+#define DAY_MS			(24LL * 3600 * 1000)
+
+/* Settings read once in main() from the environment (see README.md). */
+struct sandbox_config {
+	const char	*db_path;		/* SANDBOX_DB */
+	const char	*webhook_url;		/* SANDBOX_WEBHOOK_URL, "" = record only */
+	struct whsig_key webhook_key;		/* DODO_WEBHOOK_KEY */
+	const char	*entitlement_id;	/* CREDIT_ENTITLEMENT_ID */
+	const char	*plan_product_id;	/* PLAN_PRODUCT_ID */
+	const char	*topup_product_id;	/* TOPUP_PRODUCT_ID */
+	long		 plan_credits;		/* SANDBOX_PLAN_CREDITS */
+	long		 topup_credits;		/* SANDBOX_TOPUP_CREDITS */
+	long		 plan_price;		/* SANDBOX_PLAN_PRICE, cents per month */
+	long		 topup_price;		/* SANDBOX_TOPUP_PRICE, cents */
+	long		 expiry_days;		/* SANDBOX_CREDIT_EXPIRY_DAYS */
+	long		 low_percent;		/* SANDBOX_LOW_BALANCE_PERCENT */
+	long		 retry_divisor;		/* SANDBOX_WEBHOOK_RETRY_DIVISOR: tests shrink the schedule */
+};
+extern struct sandbox_config sandbox;
+
+/* ------------------------------------------------------------ state.c */
+
+/* This thread's database handle, opened (and migrated) on first use.
+ * Returns NULL, with the reason logged, if the database cannot be opened. */
+sqlite3	*state_db(void);
+/* Prepare sql on db; NULL (logged) on failure.  Caller finalizes. */
+sqlite3_stmt *state_prepare(sqlite3 *db, const char *sql);
+/* Run sql (no result rows) with text parameters ?1..?n (NULL binds NULL).  0 / -1. */
+int	 state_exec(sqlite3 *db, const char *sql, int n, ...);
+/* Wall clock in milliseconds since the epoch. */
+int64_t	 state_now_ms(void);
+/* ISO 8601 UTC with microseconds, as Dodo prints times; "" for ms <= 0. */
+void	 state_iso(int64_t ms, char *out, size_t len);
+/* prefix + 24 random [0-9A-Za-z], e.g. "cus_Xk3..."; out >= SANDBOX_ID_MAX. */
+void	 state_id(const char *prefix, char *out, size_t len);
+/* A random (version 4) UUID, as Resend's email ids. */
+void	 state_uuid(char *out, size_t len);
+/* Column text or "" (never NULL). */
+const char *state_text(sqlite3_stmt *st, int col);
+/* New json string from column text, or json null for SQL NULL. */
+json_object *state_json_text(sqlite3_stmt *st, int col);
+/* Parse a stored JSON object column; an empty object when NULL/invalid. */
+json_object *state_json_object(sqlite3_stmt *st, int col);
+/* Wipe every table (POST /admin/reset).  0 / -1. */
+int	 state_reset(sqlite3 *db);
+/* Find a product: 1 plan, 2 top-up, 0 unknown. */
+int	 state_product_kind(const char *product_id);
+
+/* ------------------------------------------------------------ ledger.c */
+
+enum ledger_outcome {
+	LEDGER_APPLIED = 0,
+	LEDGER_INSUFFICIENT,	/* debit larger than the available balance */
+	LEDGER_DUPLICATE,	/* idempotency_key used before for this balance */
+	LEDGER_NO_CUSTOMER,	/* customer unknown */
+	LEDGER_FAILED		/* database error (logged) */
+};
+
+struct ledger_request {
+	const char	*customer_id;
+	int		 is_credit;
+	int64_t		 amount;		/* > 0 */
+	const char	*reason;		/* may be NULL */
+	const char	*idempotency_key;	/* may be NULL */
+	const char	*metadata;		/* JSON object text, or NULL for {} */
+	int64_t		 expires_at_ms;		/* credits: 0 = never */
+	const char	*source_type;		/* credits: grant source (api, subscription, one_time) */
+	const char	*source_id;		/* credits: sub_/pay_ id or NULL */
+	const char	*transaction_type;	/* NULL: credit_added / credit_deducted */
+	const char	*reference_type;	/* may be NULL */
+	const char	*reference_id;		/* may be NULL */
+	const char	*description;		/* may be NULL */
+};
+
+/*
+ * Apply one ledger entry inside the caller's open write transaction:
+ * notice expired grants first (credit.expired entries), then create a grant
+ * (credit) or draw the oldest non-expired grants first (debit), write the
+ * entry, and enqueue credit.added / credit.deducted and, when a debit takes
+ * the balance from >= threshold to below it, credit.balance_low.  The
+ * entry id goes to entry_id.  Nothing is written unless LEDGER_APPLIED.
+ */
+enum ledger_outcome ledger_apply(sqlite3 *db, const struct ledger_request *in,
+	    char *entry_id, size_t idlen);
+/* The same in its own BEGIN IMMEDIATE transaction; wakes the delivery thread. */
+enum ledger_outcome ledger_post(const struct ledger_request *in, char *entry_id, size_t idlen);
+/* Available balance (sum of non-expired grants) of a customer. */
+int64_t	 ledger_balance(sqlite3 *db, const char *customer_id, int64_t now_ms);
+/* Flag grants that expired since last noticed, in their own transaction.  0 / -1. */
+int	 ledger_expire_due(sqlite3 *db, const char *customer_id);
+/* The CreditLedgerEntry object of an entry (superset of the 201 reply), or NULL. */
+json_object *ledger_entry_json(sqlite3 *db, const char *entry_id);
+/* Threshold under which credit.balance_low fires (percent of the plan's credits). */
+int64_t	 ledger_low_threshold(void);
+
+/* ------------------------------------------------------------ deliver.c */
+
+/* Insert a webhook (envelope around data, which is taken) for delivery,
+ * inside the caller's transaction.  0 / -1. */
+int	 deliver_enqueue(sqlite3 *db, const char *type, json_object *data);
+/* Wake the delivery thread (call after COMMIT). */
+void	 deliver_wake(void);
+/* Start the delivery thread (from main, before server_run).  0 / -1. */
+int	 deliver_start(void);
+/* Ask the delivery thread to stop and wait for it. */
+void	 deliver_stop(void);
+
+/* ------------------------------------------------------------ faults.c */
+
+enum fault_api { FAULT_API_DODO, FAULT_API_RESEND, FAULT_API_NONE };
+
+/*
+ * Count a call of target and consume one pending fault for it.  Returns 1
+ * when the fault answered the request (resp filled: 500 / 429 in the API's
+ * error shape, or dropped), 0 to go on normally (after sleeping, for a
+ * stall).  With stall_out non-NULL a stall is not slept but its duration
+ * is returned there, for handlers that stall at a later point.
+ */
+int	 fault_check(const char *target, enum fault_api api, struct response *resp,
+	    long *stall_out);
+/* Sleep ms milliseconds (bounded by the fault API's maximum). */
+void	 fault_sleep_ms(long ms);
+/* For the delivery thread: 1 if this attempt must fail (target "webhook"). */
+int	 fault_webhook_should_fail(sqlite3 *db);
+
+void	 faults_post(const struct request *, struct response *);
+void	 faults_delete(const struct request *, struct response *);
+void	 faults_list(const struct request *, struct response *);
+void	 admin_emails(const struct request *, struct response *);
+void	 admin_webhooks(const struct request *, struct response *);
+void	 admin_stats(const struct request *, struct response *);
+void	 admin_reset(const struct request *, struct response *);
+
+/* ------------------------------------------------------------ dodo_api.c */
+
+/* {"code": code, "message": ...} with status, as Dodo's errors. */
+void	 dodo_api_error(struct response *resp, int status, const char *code,
+	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Shapes shared with the webhooks; NULL when the id is unknown. */
+json_object *dodo_api_customer_json(sqlite3 *db, const char *customer_id);
+json_object *dodo_api_payment_json(sqlite3 *db, const char *payment_id);
+json_object *dodo_api_subscription_json(sqlite3 *db, const char *subscription_id);
+
+void	 dodo_api_checkout_create(const struct request *, struct response *);
+void	 dodo_api_checkout_get(const struct request *, struct response *);
+void	 dodo_api_customer_get(const struct request *, struct response *);
+void	 dodo_api_customer_list(const struct request *, struct response *);
+void	 dodo_api_customer_entitlements(const struct request *, struct response *);
+void	 dodo_api_subscription_get(const struct request *, struct response *);
+void	 dodo_api_payment_get(const struct request *, struct response *);
+void	 dodo_api_balance_get(const struct request *, struct response *);
+void	 dodo_api_ledger_post(const struct request *, struct response *);
+void	 dodo_api_ledger_list(const struct request *, struct response *);
+void	 dodo_api_grants_list(const struct request *, struct response *);
+
+/* ------------------------------------------------------------ resend_api.c */
+
+/* {"statusCode": status, "name": name, "message": message}, as Resend's errors. */
+void	 resend_api_error(struct response *resp, int status, const char *name,
+	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void	 resend_api_send(const struct request *, struct response *);
+void	 resend_api_get(const struct request *, struct response *);
+
+/* ------------------------------------------------------------ pages.c */
+
+void	 pages_dashboard(const struct request *, struct response *);
+void	 pages_checkout(const struct request *, struct response *);
+void	 pages_checkout_pay(const struct request *, struct response *);
+void	 pages_adjust(const struct request *, struct response *);
+void	 pages_outbox(const struct request *, struct response *);
+
+#endif

@@ -1,0 +1,279 @@
+/* state.c: the sandbox's SQLite schema, per-thread handles, ids and clocks. */
+#include <sys/random.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+#include "sandbox.h"
+
+#define STATE_ID_RANDOM		24	/* random characters after an id's prefix */
+#define STATE_EXEC_PARAMS_MAX	16	/* text parameters of state_exec() */
+
+/*
+ * Amounts are whole credits (the entitlement's precision is 0) kept as
+ * INTEGER; times are INTEGER milliseconds since the epoch.  JSON columns
+ * hold objects exactly as they will be sent.
+ */
+static const struct db_migration state_migrations[] = {
+	{ "CREATE TABLE customers ("
+	  "  id TEXT PRIMARY KEY, email TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',"
+	  "  created_at INTEGER NOT NULL);"
+	  "CREATE INDEX customers_email ON customers (lower(email));"
+	  "CREATE TABLE sessions ("
+	  "  id TEXT PRIMARY KEY, product_id TEXT NOT NULL, quantity INTEGER NOT NULL,"
+	  "  customer_id TEXT, email TEXT, name TEXT, return_url TEXT, metadata TEXT,"
+	  "  created_at INTEGER NOT NULL, completed_at INTEGER, payment_id TEXT,"
+	  "  subscription_id TEXT);"
+	  "CREATE TABLE payments ("
+	  "  id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, session_id TEXT,"
+	  "  product_id TEXT NOT NULL, quantity INTEGER NOT NULL, subscription_id TEXT,"
+	  "  total_amount INTEGER NOT NULL, status TEXT NOT NULL, metadata TEXT,"
+	  "  created_at INTEGER NOT NULL);"
+	  "CREATE TABLE subscriptions ("
+	  "  id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, product_id TEXT NOT NULL,"
+	  "  quantity INTEGER NOT NULL, status TEXT NOT NULL, price INTEGER NOT NULL,"
+	  "  metadata TEXT, created_at INTEGER NOT NULL, next_billing_at INTEGER NOT NULL);"
+	  "CREATE TABLE balances ("
+	  "  id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, entitlement_id TEXT NOT NULL,"
+	  "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+	  "  last_transaction_at INTEGER, UNIQUE (customer_id, entitlement_id));"
+	  "CREATE TABLE grants ("
+	  "  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+	  "  customer_id TEXT NOT NULL, entitlement_id TEXT NOT NULL,"
+	  "  initial_amount INTEGER NOT NULL, remaining INTEGER NOT NULL,"
+	  "  source_type TEXT NOT NULL, source_id TEXT, metadata TEXT,"
+	  "  expires_at INTEGER, expired INTEGER NOT NULL DEFAULT 0,"
+	  "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+	  "CREATE INDEX grants_owner ON grants (customer_id, entitlement_id, seq);"
+	  "CREATE TABLE ledger ("
+	  "  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+	  "  customer_id TEXT NOT NULL, entitlement_id TEXT NOT NULL,"
+	  "  amount INTEGER NOT NULL, is_credit INTEGER NOT NULL,"
+	  "  balance_before INTEGER NOT NULL, balance_after INTEGER NOT NULL,"
+	  "  transaction_type TEXT NOT NULL, grant_id TEXT, reference_type TEXT,"
+	  "  reference_id TEXT, description TEXT, reason TEXT, idempotency_key TEXT,"
+	  "  metadata TEXT, created_at INTEGER NOT NULL);"
+	  "CREATE INDEX ledger_owner ON ledger (customer_id, entitlement_id, seq);"
+	  "CREATE UNIQUE INDEX ledger_idempotency ON ledger"
+	  "  (customer_id, entitlement_id, idempotency_key) WHERE idempotency_key IS NOT NULL;"
+	  "CREATE TABLE emails ("
+	  "  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+	  "  from_addr TEXT NOT NULL, to_json TEXT NOT NULL, subject TEXT NOT NULL,"
+	  "  html TEXT, text TEXT, status TEXT NOT NULL, idempotency_key TEXT,"
+	  "  created_at INTEGER NOT NULL);"
+	  "CREATE TABLE idempotency ("
+	  "  key TEXT PRIMARY KEY, body_hash TEXT NOT NULL, email_id TEXT,"
+	  "  created_at INTEGER NOT NULL);"
+	  "CREATE TABLE deliveries ("
+	  "  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+	  "  type TEXT NOT NULL, body TEXT NOT NULL, status TEXT NOT NULL,"
+	  "  attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL,"
+	  "  last_status INTEGER, last_error TEXT, created_at INTEGER NOT NULL,"
+	  "  updated_at INTEGER NOT NULL);"
+	  "CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);"
+	  "CREATE TABLE faults ("
+	  "  target TEXT PRIMARY KEY, mode TEXT NOT NULL, remaining INTEGER NOT NULL,"
+	  "  stall_ms INTEGER NOT NULL);"
+	  "CREATE TABLE calls (target TEXT PRIMARY KEY, n INTEGER NOT NULL);" },
+	/* the headers of the last attempt, so tests can verify what was signed */
+	{ "ALTER TABLE deliveries ADD COLUMN last_timestamp TEXT;"
+	  "ALTER TABLE deliveries ADD COLUMN last_signature TEXT;" },
+};
+
+static __thread sqlite3 *state_tls_db;
+
+sqlite3 *
+state_db(void)
+{
+	char	 why[256];
+
+	if (state_tls_db != NULL)
+		return state_tls_db;
+	state_tls_db = db_open(sandbox.db_path, state_migrations,
+	    sizeof(state_migrations) / sizeof(state_migrations[0]), why, sizeof(why));
+	if (state_tls_db == NULL)
+		log_error("sandbox database %s: %s", sandbox.db_path, why);
+	return state_tls_db;
+}
+
+sqlite3_stmt *
+state_prepare(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt	*st = NULL;
+
+	if (db == NULL)
+		return NULL;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_error("sandbox sql: %s", sqlite3_errmsg(db));
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	return st;
+}
+
+int
+state_exec(sqlite3 *db, const char *sql, int n, ...)
+{
+	sqlite3_stmt	*st;
+	va_list		 ap;
+	const char	*v;
+	int		 i, rc;
+
+	if (n > STATE_EXEC_PARAMS_MAX || (st = state_prepare(db, sql)) == NULL)
+		return -1;
+	va_start(ap, n);
+	for (i = 1; i <= n; i++) {
+		v = va_arg(ap, const char *);
+		if (v == NULL)
+			sqlite3_bind_null(st, i);
+		else
+			sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+	}
+	va_end(ap);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		;
+	if (rc != SQLITE_DONE)
+		log_error("sandbox sql: %s", sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int64_t
+state_now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+state_iso(int64_t ms, char *out, size_t len)
+{
+	struct tm	tm;
+	time_t		sec;
+	char		day[32];
+
+	if (len == 0)
+		return;
+	out[0] = '\0';
+	if (ms <= 0)
+		return;
+	sec = (time_t)(ms / 1000);
+	if (gmtime_r(&sec, &tm) == NULL ||
+	    strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+		return;
+	snprintf(out, len, "%s.%03d000Z", day, (int)(ms % 1000));
+}
+
+/* Fill p with n random bytes; getrandom() never fails for n <= 256 after boot. */
+static void
+state_random(unsigned char *p, size_t n)
+{
+	size_t	got = 0;
+	ssize_t	r;
+
+	while (got < n) {
+		r = getrandom(p + got, n - got, 0);
+		if (r <= 0)
+			continue;
+		got += (size_t)r;
+	}
+}
+
+void
+state_id(const char *prefix, char *out, size_t len)
+{
+	static const char	alphabet[] =
+	    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	unsigned char		r[STATE_ID_RANDOM];
+	char			tail[STATE_ID_RANDOM + 1];
+	size_t			i;
+
+	state_random(r, sizeof(r));
+	for (i = 0; i < STATE_ID_RANDOM; i++)
+		tail[i] = alphabet[r[i] % 62];	/* slight bias is fine for test ids */
+	tail[STATE_ID_RANDOM] = '\0';
+	snprintf(out, len, "%s%s", prefix, tail);
+}
+
+void
+state_uuid(char *out, size_t len)
+{
+	unsigned char	u[16];
+
+	state_random(u, sizeof(u));
+	u[6] = (u[6] & 0x0f) | 0x40;	/* version 4 */
+	u[8] = (u[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
+	snprintf(out, len,
+	    "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+	    u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11],
+	    u[12], u[13], u[14], u[15]);
+}
+
+const char *
+state_text(sqlite3_stmt *st, int col)
+{
+	const unsigned char	*t = sqlite3_column_text(st, col);
+
+	return t != NULL ? (const char *)t : "";
+}
+
+json_object *
+state_json_text(sqlite3_stmt *st, int col)
+{
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return NULL;
+	return json_object_new_string(state_text(st, col));
+}
+
+json_object *
+state_json_object(sqlite3_stmt *st, int col)
+{
+	json_object	*o = NULL;
+
+	if (sqlite3_column_type(st, col) != SQLITE_NULL)
+		o = json_tokener_parse(state_text(st, col));
+	if (o != NULL && !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		o = NULL;
+	}
+	return o != NULL ? o : json_object_new_object();
+}
+
+int
+state_reset(sqlite3 *db)
+{
+	static const char *const tables[] = { "customers", "sessions", "payments",
+	    "subscriptions", "balances", "grants", "ledger", "emails", "idempotency",
+	    "deliveries", "faults", "calls" };
+	char	sql[64];
+	size_t	i;
+
+	if (db_begin(db) == -1)
+		return -1;
+	for (i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+		snprintf(sql, sizeof(sql), "DELETE FROM %s", tables[i]);
+		if (state_exec(db, sql, 0) == -1) {
+			db_rollback(db);
+			return -1;
+		}
+	}
+	return db_commit(db);
+}
+
+int
+state_product_kind(const char *product_id)
+{
+	if (product_id == NULL)
+		return 0;
+	if (strcmp(product_id, sandbox.plan_product_id) == 0)
+		return 1;
+	if (strcmp(product_id, sandbox.topup_product_id) == 0)
+		return 2;
+	return 0;
+}

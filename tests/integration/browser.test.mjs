@@ -1,0 +1,396 @@
+// browser.test.mjs: the tutorial's "Test the Full Flow", clicked through
+// www/index.html in headless Chromium, behind lighttpd and behind Apache.
+//
+// What a person sees is asserted at each step: subscribe → pay on the
+// sandbox checkout → back on the page with the customer recognised →
+// "5,000 emails left" → send → 4,999 → debit 4,000 on the sandbox dashboard
+// → send → low-balance notice on the page and the low-balance email in the
+// sandbox outbox → top-up checkout → +5,000 → drain to zero → the 402 text.
+// A screenshot of each step goes to
+// $MAILKIT_BUILDDIR/tests/output/browser/<server>/NN-step.png.
+//
+// Prerequisites: playwright-core in tests/node_modules (npm ci --prefix tests),
+// /usr/bin/chromium, tests/integration/harness.mjs.  Without them the file
+// prints "1..0 # SKIP reason" and exits 0, unless MAILKIT_REQUIRE_ALL_TESTS=1.
+//
+// MAILKIT_BROWSER_URL=http://127.0.0.1:8080 runs the flow once against an
+// already-running stack (e.g. `make run`) instead of starting one per server.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const SRCDIR = process.env.MAILKIT_SRCDIR || path.resolve(HERE, '..', '..');
+const BUILDDIR = process.env.MAILKIT_BUILDDIR || SRCDIR;
+const CHROMIUM = process.env.MAILKIT_CHROMIUM || '/usr/bin/chromium';
+const EXTERNAL_URL = process.env.MAILKIT_BROWSER_URL || '';
+
+const EXPECT_MS = 15000;        // one expectation: what a person waits for, at most
+const POLL_MS = 200;            // how often an expectation is re-checked
+const FLOW_TIMEOUT_MS = 240000; // the whole flow for one server
+const NARROW_WIDTH = 375;       // phone width the page must fit without side-scrolling
+const LOW_BALANCE_TEXT = /low balance/i;
+const NO_CREDITS =
+  'No email credits remaining. Buy a top-up pack or upgrade your plan.';
+
+/* ---------------------------------------------------------------- prerequisites */
+function findPlaywright() {
+  const roots = [path.join(SRCDIR, 'tests'), path.join(BUILDDIR, 'tests'), path.resolve(HERE, '..')];
+  for (const root of roots) {
+    try {
+      return createRequire(path.join(root, 'package.json')).resolve('playwright-core');
+    } catch { /* try the next */ }
+  }
+  return null;
+}
+
+const missing = [];
+const playwrightPath = findPlaywright();
+if (!playwrightPath) missing.push('playwright-core not installed (npm ci --prefix tests)');
+if (!fs.existsSync(CHROMIUM)) missing.push(`${CHROMIUM} not found (apt-get install chromium)`);
+if (!EXTERNAL_URL && !fs.existsSync(path.join(HERE, 'harness.mjs')))
+  missing.push('tests/integration/harness.mjs not found');
+if (missing.length) {
+  const why = missing.join('; ');
+  if (process.env.MAILKIT_REQUIRE_ALL_TESTS === '1') {
+    console.log(`1..1\nnot ok 1 - browser prerequisites missing: ${why}`);
+    process.exit(1);
+  }
+  console.log(`1..0 # SKIP ${why}`);
+  process.exit(0);
+}
+
+// playwright-core is CommonJS: its exports arrive as the default export.
+const playwright = await import(pathToFileURL(playwrightPath).href);
+const { chromium } = playwright.default ?? playwright;
+const harness = EXTERNAL_URL ? null : await import(pathToFileURL(path.join(HERE, 'harness.mjs')).href);
+
+// The flags the machine needs (machines/c.md): no sandbox as root, no GPU,
+// and none of Chromium's own background traffic on this offline machine.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+/* ---------------------------------------------------------------- helpers */
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls until check() returns a truthy value or EXPECT_MS passes; the
+// error says what was expected and what was last seen.
+async function eventually(what, check, seen) {
+  const deadline = Date.now() + EXPECT_MS;
+  let last = '';
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) { last = `(${e.message.split('\n')[0]})`; }
+    if (Date.now() > deadline) {
+      if (seen) { try { last = await seen(); } catch (e) { /* keep previous */ } }
+      throw new Error(`expected ${what} within ${EXPECT_MS / 1000}s; saw: ${JSON.stringify(last)}`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+async function visibleText(page, selector) {
+  const loc = page.locator(selector);
+  if ((await loc.count()) === 0 || !(await loc.first().isVisible())) return null;
+  return (await loc.first().innerText()).trim();
+}
+
+async function expectText(page, selector, re) {
+  return eventually(`${selector} to show ${re}`, async () => {
+    const t = await visibleText(page, selector);
+    return t !== null && re.test(t) ? t : null;
+  }, async () => (await visibleText(page, selector)) ?? `${selector} hidden`);
+}
+
+async function expectHidden(page, selector) {
+  return eventually(`${selector} to be hidden`, async () =>
+    (await visibleText(page, selector)) === null,
+  async () => visibleText(page, selector));
+}
+
+// What the page says right now, for failure messages.
+async function pageSummary(page) {
+  try {
+    const parts = [];
+    for (const sel of ['#notice', '#lowBalance', '#balanceText', '#balError', '#subOut',
+      '#sendOut', '#topOut', '#historyError']) {
+      const t = await visibleText(page, sel);
+      if (t) parts.push(`${sel}: ${t.replace(/\s+/g, ' ')}`);
+    }
+    if (!parts.length) parts.push((await page.locator('body').innerText()).slice(0, 400));
+    return `${page.url()} | ${parts.join(' | ')}`;
+  } catch (e) {
+    return `(page unreadable: ${e.message})`;
+  }
+}
+
+function balanceRe(n) {
+  return new RegExp(`^${n.toLocaleString('en-US')} emails? left$`);
+}
+
+// Fills and submits the sandbox dashboard's "Adjust balance" form for cus.
+async function adjustOnDashboard(page, sandboxBase, cus, entryType, amount) {
+  await page.goto(new URL('/sandbox/', sandboxBase).href);
+  const form = page.locator(`form[action*="${cus}"][action*="adjust"]`);
+  await eventually(`an Adjust balance form for ${cus} on the dashboard`,
+    async () => (await form.count()) > 0,
+    async () => (await page.locator('body').innerText()).slice(0, 600));
+  const f = form.first();
+  const type = f.locator('[name="entry_type"]');
+  const tag = await type.first().evaluate((el) => `${el.tagName}:${el.type || ''}`);
+  if (tag.startsWith('SELECT')) await type.first().selectOption(entryType);
+  else if (/radio/.test(tag)) await f.locator(`[name="entry_type"][value="${entryType}"]`).check();
+  else await type.first().fill(entryType);
+  await f.locator('[name="amount"]').fill(String(amount));
+  const submit = f.locator('button[type="submit"], button:not([type]), input[type="submit"]').first();
+  // The form answers 303 back to the dashboard.
+  await Promise.all([page.waitForNavigation(), submit.click()]);
+}
+
+/* ---------------------------------------------------------------- the flow */
+async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
+  fs.mkdirSync(outDir, { recursive: true });
+  const context = await chromium.launchPersistentContext(contextDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1000, height: 900 },
+    locale: 'en-US',
+  });
+  const page = context.pages()[0] ?? await context.newPage();
+  page.setDefaultTimeout(EXPECT_MS);
+  page.setDefaultNavigationTimeout(EXPECT_MS);
+
+  const origin = new URL(baseUrl).origin;
+  const jsErrors = [];
+  const foreign = [];
+  page.on('pageerror', (e) => jsErrors.push(e.message));
+  context.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname) && u.protocol !== 'data:')
+      foreign.push(r.url());
+  });
+
+  let n = 0;
+  async function step(name, fn) {
+    n += 1;
+    const tag = `${String(n).padStart(2, '0')}-${name}`;
+    try {
+      await fn();
+      await page.screenshot({ path: path.join(outDir, `${tag}.png`), fullPage: true });
+    } catch (e) {
+      try {
+        await page.screenshot({ path: path.join(outDir, `${tag}-FAILED.png`), fullPage: true });
+      } catch { /* the page may be gone */ }
+      const summary = await pageSummary(page);
+      e.message = `[${server}] step ${tag} failed: ${e.message}\n  page: ${summary}`;
+      throw e;
+    }
+  }
+
+  const email = `browser-${server}-${Date.now()}@example.com`;
+  let cus = '';
+
+  try {
+    await step('page', async () => {
+      await page.goto(`${origin}/`);
+      await expectText(page, 'h1', /^MailKit$/);
+      await expectText(page, '#sandboxBadge', /Offline sandbox/);
+      await expectText(page, '#sandbox', /outbox[\s\S]*dashboard/i);
+      assert.equal(await page.getAttribute('#sandboxOutboxLink', 'href'), '/sandbox/outbox');
+      assert.equal(await page.getAttribute('#sandboxDashboardLink', 'href'), '/sandbox/');
+    });
+
+    await step('subscribe-checkout', async () => {
+      await page.getByLabel('Email', { exact: true }).fill(email);
+      await page.getByLabel('Name', { exact: true }).fill('Browser Test');
+      await Promise.all([
+        page.waitForURL(/\/sandbox\/checkout\//),
+        page.getByRole('button', { name: 'Subscribe' }).click(),
+      ]);
+      await page.locator('#pay').waitFor({ state: 'visible' });
+    });
+
+    await step('subscribed', async () => {
+      await Promise.all([
+        page.waitForURL((u) => u.origin === origin && u.pathname === '/'),
+        page.click('#pay'),
+      ]);
+      await expectText(page, '#notice', /Welcome, subscription active/);
+      // The redirect's query is cleaned from the address bar.
+      await eventually('the address bar without ?subscribed…', async () =>
+        new URL(page.url()).search === '', async () => page.url());
+      cus = await eventually('the customer id remembered', async () =>
+        page.evaluate(() => localStorage.getItem('mailkit.customer_id')));
+      assert.match(cus, /\S/);
+      assert.equal(await page.inputValue('#customerId'), cus);
+      await expectText(page, '#accountWho', new RegExp(email.replace(/[.+]/g, '\\$&')));
+      await expectText(page, '#balanceText', balanceRe(5000));
+      await expectText(page, '#balanceSub', /of 5,000/);
+      assert.ok(await page.locator('#meter').isVisible(), 'balance bar shown');
+      assert.ok(await page.locator('#meterThreshold').isVisible(), 'threshold marked on the bar');
+      await expectHidden(page, '#lowBalance');
+    });
+
+    await step('narrow-375px', async () => {
+      await page.setViewportSize({ width: NARROW_WIDTH, height: 800 });
+      await expectText(page, '#balanceText', balanceRe(5000));
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= NARROW_WIDTH, `page fits ${NARROW_WIDTH}px (scrollWidth ${width})`);
+    });
+
+    await step('reload-remembers', async () => {
+      await page.setViewportSize({ width: 1000, height: 900 });
+      await page.reload();
+      assert.equal(await page.inputValue('#customerId'), cus);
+      await expectText(page, '#balanceText', balanceRe(5000));
+    });
+
+    await step('send-first', async () => {
+      // Hold the request briefly so the loading state can be seen.
+      let key = null;
+      await page.route('**/send', async (route) => {
+        key = route.request().headers()['idempotency-key'] ?? '';
+        await sleep(400);
+        await route.continue();
+      });
+      const send = page.getByRole('button', { name: 'Send', exact: true });
+      await send.click();
+      await eventually('the Send button disabled and "Working…"', async () =>
+        (await page.locator('#sendBtn').isDisabled()) &&
+        (await page.locator('#sendBtn').innerText()).includes('Working'),
+      async () => page.locator('#sendBtn').innerText());
+      await expectText(page, '#sendOut', /^Sent\. Message id \S+/);
+      await page.unroute('**/send');
+      assert.match(key ?? '', /^\S{8,}$/, 'the send carries an Idempotency-Key');
+      await expectText(page, '#balanceText', balanceRe(4999));
+      await expectText(page, '#history', /Email sent[\s\S]*\u22121 email/);
+      await expectText(page, '#sendBtn', /^Send$/);
+    });
+
+    await step('dashboard-debit-4000', async () => {
+      await adjustOnDashboard(page, origin, cus, 'debit', 4000);
+    });
+
+    await step('low-balance-on-page', async () => {
+      await page.goto(`${origin}/`);
+      await expectText(page, '#balanceText', balanceRe(999));
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+      await expectText(page, '#sendOut', /^Sent\. Message id \S+/);
+      await expectText(page, '#balanceText', balanceRe(998));
+      await expectText(page, '#lowBalance', LOW_BALANCE_TEXT);
+      await expectText(page, '#lowBalance', /998 emails left/);
+      await expectText(page, '#history', /Balance adjustment[\s\S]*\u22124,000 emails/);
+    });
+
+    await step('low-balance-email-in-outbox', async () => {
+      // The notification is sent from the webhook, a moment after the debit.
+      await eventually(`a low-balance email to ${email} in /sandbox/outbox`, async () => {
+        await page.goto(new URL('/sandbox/outbox', origin).href);
+        return page.evaluate(([addr]) => {
+          // One email (a table row, list item or article) to the address
+          // that says "low": not the address and "low" in different emails.
+          for (const el of document.querySelectorAll('tr, li, article')) {
+            const t = el.innerText || '';
+            if (t.includes(addr) && /\blow\b/i.test(t)) return true;
+          }
+          return false;
+        }, [email]);
+      }, async () => (await page.locator('body').innerText()).slice(0, 600));
+    });
+
+    await step('topup-checkout', async () => {
+      await page.goto(`${origin}/`);
+      await expectText(page, '#balanceText', balanceRe(998));
+      await Promise.all([
+        page.waitForURL(/\/sandbox\/checkout\//),
+        page.getByRole('button', { name: /Buy 5,000 emails/ }).click(),
+      ]);
+      await page.locator('#pay').waitFor({ state: 'visible' });
+    });
+
+    await step('topped-up', async () => {
+      await Promise.all([
+        page.waitForURL((u) => u.origin === origin && u.pathname === '/'),
+        page.click('#pay'),
+      ]);
+      await expectText(page, '#notice', /Top-up complete/);
+      await expectText(page, '#balanceText', balanceRe(5998));
+      await expectHidden(page, '#lowBalance');
+      await expectText(page, '#history', /\+5,000 emails/);
+      assert.equal(new URL(page.url()).search, '', 'address bar cleaned');
+    });
+
+    await step('dashboard-drain', async () => {
+      await adjustOnDashboard(page, origin, cus, 'debit', 5998);
+    });
+
+    await step('send-refused', async () => {
+      await page.goto(`${origin}/`);
+      await expectText(page, '#balanceText', balanceRe(0));
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+      await expectText(page, '#sendOut', new RegExp(NO_CREDITS.replace(/\./g, '\\.')));
+      await expectText(page, '#sendBtn', /^Send$/);
+      assert.ok(await page.locator('#sendOut').getByRole('button', { name: 'Buy a top-up pack' }).isVisible(),
+        '"Buy a top-up pack" offered next to the 402');
+      await expectText(page, '#lowBalance', /out of email credits/i);
+    });
+
+    await step('errors-readable', async () => {
+      // An HTML error page from the web server is never shown raw.
+      await page.route(/\/credits\/[^/]+$/, (route) => route.fulfill({
+        status: 502, contentType: 'text/html', body: '<html><body><h1>502 Bad Gateway</h1></body></html>',
+      }));
+      await page.getByRole('button', { name: 'Refresh balance' }).click();
+      const shown = await expectText(page, '#balError', /HTTP 502/);
+      assert.ok(!shown.includes('<'), `no markup in the error: ${shown}`);
+      await page.unroute(/\/credits\/[^/]+$/);
+      // A network failure says so.
+      await page.route(/\/credits\/[^/]+$/, (route) => route.abort('connectionrefused'));
+      await page.getByRole('button', { name: 'Refresh balance' }).click();
+      await expectText(page, '#balError', /Could not reach MailKit/);
+      await page.unroute(/\/credits\/[^/]+$/);
+    });
+
+    assert.deepEqual(jsErrors, [], 'no JavaScript errors on the page');
+    assert.deepEqual(foreign, [], 'no requests leave the machine');
+  } finally {
+    await context.close();
+  }
+}
+
+/* ---------------------------------------------------------------- tests */
+const servers = EXTERNAL_URL ? ['external'] : ['lighttpd', 'apache'];
+const tmpDirs = [];
+
+before(() => fs.mkdirSync(path.join(BUILDDIR, 'tests', 'output', 'browser'), { recursive: true }));
+after(() => { for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true }); });
+
+for (const server of servers) {
+  test(`tutorial flow in Chromium behind ${server}`, { timeout: FLOW_TIMEOUT_MS }, async () => {
+    const outDir = path.join(BUILDDIR, 'tests', 'output', 'browser', server);
+    fs.rmSync(outDir, { recursive: true, force: true });
+    const contextDir = fs.mkdtempSync(path.join(os.tmpdir(), `mailkit-chromium-${server}-`));
+    tmpDirs.push(contextDir);
+    let stack = null;
+    try {
+      const baseUrl = EXTERNAL_URL || (stack = await harness.startStack({ server })).baseUrl;
+      try {
+        await tutorialFlow({ server, baseUrl, contextDir, outDir });
+      } catch (e) {
+        if (stack && stack.logs) e.message += `\n  stack logs:\n${await stack.logs()}`;
+        throw e;
+      }
+    } finally {
+      if (stack) await stack.stop();
+    }
+  });
+}

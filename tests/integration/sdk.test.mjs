@@ -1,0 +1,283 @@
+// sdk.test.mjs: the sandbox is wire-compatible with the official SDKs
+// (npm dodopayments, resend) and its webhooks verify with standardwebhooks.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+import { SRCDIR, missingPrerequisite, skipFile, startStack, request } from './harness.mjs';
+
+const HOOK_PORT_FIRST = 18300;	// our range for the test's webhook receiver: 18300-18399
+const HOOK_PORT_LAST = 18399;
+const WAIT_MS = 10_000;		// for webhook deliveries to arrive
+const POLL_MS = 100;
+
+// The SDKs live in tests/node_modules (npm ci --prefix tests).
+const requireTests = createRequire(path.join(SRCDIR, 'tests', 'package.json'));
+let DodoPayments, Resend, Webhook;
+try {
+	const dodo = requireTests('dodopayments');
+	DodoPayments = dodo.default ?? dodo.DodoPayments ?? dodo;
+	({ Resend } = requireTests('resend'));
+	({ Webhook } = requireTests('standardwebhooks'));
+} catch {
+	skipFile('node_modules missing');
+}
+{
+	const why = missingPrerequisite('lighttpd');
+	if (why)
+		skipFile(why);
+}
+
+// ------------------------------------------------------------- webhook receiver
+
+const received = [];	// { headers, body } exactly as delivered
+let hookServer;
+
+function portFree(port) {
+	return new Promise((resolve) => {
+		const s = net.createServer();
+		s.once('error', () => resolve(false));
+		s.listen({ port, host: '127.0.0.1', exclusive: true }, () => s.close(() => resolve(true)));
+	});
+}
+
+async function startReceiver() {
+	const span = HOOK_PORT_LAST - HOOK_PORT_FIRST + 1;
+	const start = Math.floor(Math.random() * span);
+	for (let i = 0; i < span; i++) {
+		const port = HOOK_PORT_FIRST + (start + i) % span;
+		if (!await portFree(port))
+			continue;
+		const server = http.createServer((req, res) => {
+			const chunks = [];
+			req.on('data', (c) => chunks.push(c));
+			req.on('end', () => {
+				received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+				res.writeHead(200, { 'Content-Type': 'application/json' });
+				res.end('{"received":true}');
+			});
+		});
+		const ok = await new Promise((resolve) => {
+			server.once('error', () => resolve(false));
+			server.listen(port, '127.0.0.1', () => resolve(true));
+		});
+		if (ok)
+			return { server, url: `http://127.0.0.1:${port}/webhooks/dodo` };
+	}
+	throw new Error(`no free port in ${HOOK_PORT_FIRST}-${HOOK_PORT_LAST}`);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Deliveries of `type` (captured by our receiver, or, when the stack routes
+// them to MailKit instead, the sandbox's record of the exact bytes it sent).
+async function deliveries(type, { min = 1 } = {}) {
+	const deadline = Date.now() + WAIT_MS;
+	for (;;) {
+		let found = received.filter((d) => JSON.parse(d.body).type === type);
+		if (found.length === 0) {
+			const r = await request(stack, 'GET', `/sandbox/admin/webhooks?type=${type}`);
+			found = (r.json?.items ?? []).filter((w) => w.webhook_signature).map((w) => ({
+				headers: { 'webhook-id': w.id, 'webhook-timestamp': w.webhook_timestamp,
+				    'webhook-signature': w.webhook_signature },
+				body: w.body,
+			}));
+		}
+		if (found.length >= min || Date.now() > deadline)
+			return found;
+		await sleep(POLL_MS);
+	}
+}
+
+// ------------------------------------------------------------- the stack
+
+let stack, dodo, resend, customerId, subscriptionId;
+const email = `sdk-${Date.now()}@example.org`;
+
+before(async () => {
+	const r = await startReceiver();
+	hookServer = r.server;
+	stack = await startStack({ env: { SANDBOX_WEBHOOK_URL: r.url } });
+	dodo = new DodoPayments({ bearerToken: stack.settings.DODO_PAYMENTS_API_KEY,
+	    baseURL: stack.settings.DODO_PAYMENTS_BASE_URL, maxRetries: 0, timeout: 30_000 });
+	resend = new Resend(stack.settings.RESEND_API_KEY,
+	    { baseUrl: stack.settings.RESEND_BASE_URL });
+});
+
+after(async () => {
+	await stack?.stop();
+	hookServer?.close();
+});
+
+const cent = () => stack.settings.CREDIT_ENTITLEMENT_ID;
+
+// ------------------------------------------------------------- Dodo Payments
+
+test('dodopayments: checkoutSessions.create and the hosted checkout form', async () => {
+	const returnUrl = `${stack.baseUrl}/?from=sdk`;
+	const session = await dodo.checkoutSessions.create({
+		product_cart: [{ product_id: stack.settings.PLAN_PRODUCT_ID, quantity: 1 }],
+		customer: { email, name: 'SDK <Tester>' },
+		return_url: returnUrl,
+		metadata: { source: 'sdk-test' },
+	});
+	assert.match(session.session_id, /^cks_/);
+	assert.equal(session.checkout_url, `${stack.sandboxUrl}/checkout/${session.session_id}`);
+
+	const page = await request(stack, 'GET', session.checkout_url);
+	assert.equal(page.status, 200);
+	assert.match(page.headers.get('content-type'), /^text\/html/);
+	assert.match(page.text, /id="pay"/);
+	assert.match(page.text, /4242 4242 4242 4242/);
+	assert.match(page.text, /\$19\.00 \/ month/);
+	assert.match(page.text, /SDK &lt;Tester&gt;/, 'reflected values are HTML-escaped');
+
+	const form = 'card=4242+4242+4242+4242&exp=12+%2F+34&cvc=123';
+	const pay = await request(stack, 'POST', session.checkout_url, { body: form,
+	    headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+	assert.equal(pay.status, 303);
+	const loc = new URL(pay.headers.get('location'));
+	assert.equal(loc.searchParams.get('from'), 'sdk', 'the existing query string is kept');
+	assert.equal(loc.searchParams.get('status'), 'active');
+	assert.equal(loc.searchParams.get('email'), email);
+	subscriptionId = loc.searchParams.get('subscription_id');
+	assert.match(subscriptionId, /^sub_/);
+
+	const again = await request(stack, 'POST', session.checkout_url, { body: form,
+	    headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+	assert.equal(again.status, 410, 'a consumed session cannot be paid twice');
+
+	const status = await dodo.checkoutSessions.retrieve(session.session_id);
+	assert.equal(status.payment_status, 'succeeded');
+
+	const sub = await dodo.subscriptions.retrieve(subscriptionId);
+	assert.equal(sub.status, 'active');
+	assert.equal(sub.product_id, stack.settings.PLAN_PRODUCT_ID);
+	customerId = sub.customer.customer_id;
+	assert.match(customerId, /^cus_/);
+
+	const cust = await dodo.customers.retrieve(customerId);
+	assert.equal(cust.email, email);
+	const list = await dodo.customers.list({ email });
+	assert.deepEqual(list.items.map((c) => c.customer_id), [customerId]);
+});
+
+test('dodopayments: unknown product and missing key are Dodo errors', async () => {
+	await assert.rejects(dodo.checkoutSessions.create({
+		product_cart: [{ product_id: 'pdt_nope', quantity: 1 }], customer: { email },
+	}), (e) => e instanceof DodoPayments.NotFoundError && e.status === 404);
+	const anon = await request(stack, 'POST', '/sandbox/dodo/checkouts', { json: {} });
+	assert.equal(anon.status, 401);
+	assert.equal(anon.json.code, 'UNAUTHORIZED');
+});
+
+test('dodopayments: balances, ledger entries, 400 insufficient and 409 reused key', async () => {
+	assert.ok(customerId, 'needs the checkout test');
+	const bal = await dodo.creditEntitlements.balances.retrieve(customerId,
+	    { credit_entitlement_id: cent() });
+	assert.equal(bal.balance, '5000');
+	assert.equal(bal.customer_id, customerId);
+
+	const key = `send/${Date.now()}`;
+	const entry = await dodo.creditEntitlements.balances.createLedgerEntry(customerId, {
+		credit_entitlement_id: cent(), entry_type: 'debit', amount: '1',
+		idempotency_key: key, reason: 'sdk test',
+	});
+	assert.equal(entry.balance_before, '5000');
+	assert.equal(entry.balance_after, '4999');
+	assert.equal(entry.is_credit, false);
+
+	await assert.rejects(dodo.creditEntitlements.balances.createLedgerEntry(customerId, {
+		credit_entitlement_id: cent(), entry_type: 'debit', amount: '1', idempotency_key: key,
+	}), (e) => e instanceof DodoPayments.ConflictError && e.status === 409);
+
+	await assert.rejects(dodo.creditEntitlements.balances.createLedgerEntry(customerId, {
+		credit_entitlement_id: cent(), entry_type: 'debit', amount: '1000000',
+	}), (e) => e instanceof DodoPayments.BadRequestError && e.status === 400);
+
+	// 4999 -> 999 crosses the 20 % threshold (1000): credit.balance_low
+	await dodo.creditEntitlements.balances.createLedgerEntry(customerId, {
+		credit_entitlement_id: cent(), entry_type: 'debit', amount: '4000',
+	});
+	const after = await dodo.creditEntitlements.balances.retrieve(customerId,
+	    { credit_entitlement_id: cent() });
+	assert.equal(after.balance, '999');
+
+	const ledger = await dodo.creditEntitlements.balances.listLedger(customerId,
+	    { credit_entitlement_id: cent(), page_size: 10 });
+	assert.deepEqual(ledger.items.map((e) => e.balance_after), ['999', '4999', '5000'],
+	    'newest first');
+	const grants = await dodo.creditEntitlements.balances.listGrants(customerId,
+	    { credit_entitlement_id: cent() });
+	assert.equal(grants.items.length, 1);
+	assert.equal(grants.items[0].source_type, 'subscription');
+	assert.equal(grants.items[0].remaining_amount, '999');
+});
+
+// ------------------------------------------------------------- Resend
+
+test('resend: emails.send with idempotencyKey', async () => {
+	const msg = { from: 'MailKit <notifications@mailkit.test>', to: 'delivered@resend.dev',
+	    subject: 'SDK test', html: '<p>Hello</p>' };
+	const key = `sdk/${Date.now()}`;
+	const first = await resend.emails.send(msg, { idempotencyKey: key });
+	assert.equal(first.error, null, JSON.stringify(first.error));
+	assert.match(first.data.id, /^[0-9a-f-]{36}$/);
+
+	const again = await resend.emails.send(msg, { idempotencyKey: key });
+	assert.equal(again.data?.id, first.data.id, 'same key and body: same email');
+
+	const changed = await resend.emails.send({ ...msg, subject: 'other' }, { idempotencyKey: key });
+	assert.equal(changed.data, null);
+	assert.equal(changed.error.name, 'invalid_idempotent_request');
+
+	const bad = await resend.emails.send({ ...msg, to: 'not-an-address' });
+	assert.equal(bad.error?.name, 'validation_error');
+
+	const got = await resend.emails.get(first.data.id);
+	assert.equal(got.data?.subject, 'SDK test');
+	assert.equal(got.data?.last_event, 'delivered');
+
+	const noUa = await request(stack, 'POST', '/sandbox/resend/emails', { json: msg,
+	    headers: { Authorization: `Bearer ${stack.settings.RESEND_API_KEY}`, 'User-Agent': '' } });
+	assert.equal(noUa.status, 403, 'Resend refuses requests without a User-Agent');
+});
+
+// ------------------------------------------------------------- webhooks
+
+test('webhooks: every event verifies with standardwebhooks', async (t) => {
+	assert.ok(customerId, 'needs the checkout test');
+	const wh = new Webhook(stack.settings.DODO_WEBHOOK_KEY);
+	for (const type of ['payment.succeeded', 'subscription.active', 'credit.added',
+	    'credit.deducted', 'credit.balance_low']) {
+		const found = await deliveries(type);
+		assert.ok(found.length > 0, `a ${type} delivery`);
+		for (const d of found) {
+			const env = wh.verify(d.body, d.headers);
+			assert.equal(env.type, type);
+			assert.match(d.headers['webhook-id'], /^msg_/);
+		}
+	}
+	const [low] = await deliveries('credit.balance_low');
+	const data = JSON.parse(low.body).data;
+	assert.equal(data.payload_type, 'CreditBalanceLow');
+	assert.equal(data.customer_id, customerId);
+	assert.equal(data.subscription_id, subscriptionId);
+	assert.equal(data.available_balance, '999');
+	assert.equal(data.threshold_amount, '1000');
+	assert.equal(data.threshold_percent, 20);
+
+	const [added] = await deliveries('credit.added');
+	const entry = JSON.parse(added.body).data;
+	assert.equal(entry.payload_type, 'CreditLedgerEntry');
+	assert.equal(entry.amount, '5000');
+	assert.equal(entry.metadata.source, 'sdk-test', 'checkout metadata reappears on the grant');
+
+	assert.throws(() => wh.verify(added.body.replace('5000', '9000'), added.headers),
+	    'a tampered body does not verify');
+	t.diagnostic(received.length > 0 ? `${received.length} deliveries captured on the wire` :
+	    'verified from the sandbox\'s delivery records (the stack sent them to MailKit)');
+});
