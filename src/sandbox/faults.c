@@ -19,7 +19,7 @@ static const char *const fault_targets[] = {
 	"checkout", "customer", "balance_read", "ledger_debit", "ledger_credit",
 	"email_send", "webhook",
 };
-static const char *const fault_modes[] = { "500", "429", "stall", "drop" };
+static const char *const fault_modes[] = { "500", "429", "422", "stall", "drop" };
 
 static int
 fault_known(const char *s, const char *const *list, size_t n)
@@ -105,6 +105,15 @@ fault_check(const char *target, enum fault_api api, struct response *resp, long 
 		resp->status = 500;
 		return 1;
 	}
+	if (strcmp(mode, "422") == 0) {
+		/* a definite refusal: the call was understood and did nothing */
+		if (api == FAULT_API_RESEND)
+			resend_api_error(resp, 422, "validation_error",
+			    "Injected refusal: the email was not sent.");
+		else
+			dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "Injected refusal");
+		return 1;
+	}
 	if (strcmp(mode, "429") == 0) {
 		response_header(resp, "Retry-After", FAULT_RETRY_AFTER);
 		if (api == FAULT_API_RESEND)
@@ -176,7 +185,8 @@ faults_post(const struct request *req, struct response *resp)
 	}
 	if (mode == NULL || !fault_known(mode, fault_modes,
 	    sizeof(fault_modes) / sizeof(fault_modes[0]))) {
-		admin_error(resp, 400, "mode must be one of \"500\", \"429\", \"stall\", \"drop\"");
+		admin_error(resp, 400,
+		    "mode must be one of \"500\", \"429\", \"422\", \"stall\", \"drop\"");
 		goto out;
 	}
 	if (json_object_object_get_ex(root, "count", &v) && v != NULL) {

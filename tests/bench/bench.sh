@@ -1,0 +1,403 @@
+#!/bin/bash
+# bench.sh: MailKit's CPU per request and memory, against a null FastCGI responder (the floor).
+#
+# Not a test: run by hand from a configured build directory (see README,
+# "Performance").  It starts, on 127.0.0.1 only:
+#   - a sandbox stack (mailkit-stack in sandbox mode), used only for its
+#     Dodo/Resend emulation, on its own lighttpd so its CPU is not MailKit's;
+#   - the MailKit stack under test (mailkit-stack with an env file pointing
+#     at that sandbox: "real" mode, no sandbox of its own);
+#   - the floor stack: the same mailkit-stack, web server config and worker
+#     counts, with every program replaced by null.fcgi ({"ok":true}).
+# It drives GET /credits/{id}, POST /send and POST /webhooks/dodo with wrk,
+# samples utime+stime of exactly the stack's processes (the pids in
+# STATE/run/*.pid, plus the web server's children: Apache's workers), their
+# VmRSS and PSS, runs a leak check, and repeats the routes through Apache.
+# Everything it started is stopped by pid on exit.
+
+set -u
+umask 022
+
+me=bench.sh
+here=$(cd "$(dirname "$0")" && pwd)
+srcdir=$(cd "$here/../.." && pwd)
+
+# ------------------------------------------------------------------ options
+duration=10		# seconds per measured wrk run
+connections=32
+wrk_threads=2
+workers=${MAILKIT_WORKERS:-2}	# spawn-fcgi -F per program (mailkit-stack's default)
+threads=1		# MAILKIT_THREADS per worker process (the settings' default)
+servers="lighttpd apache"
+leak_requests=100000
+leak_max_s=180		# the leak check's wrk runs stop here even if short of the count
+port_base=18600
+out=bench-results
+builddir=${MAILKIT_BUILDDIR:-}
+WARMUP_S=2
+WRK_GRACE_S=30		# wrk gets -d plus this before timeout(1) ends it
+
+usage() {
+	cat <<EOF
+Usage: tests/bench/bench.sh [options]   (from the build directory)
+
+  --duration S         seconds per measured run (default $duration)
+  --connections N      wrk -c (default $connections)
+  --wrk-threads N      wrk -t (default $wrk_threads)
+  --workers N          FastCGI processes per program, spawn-fcgi -F (default $workers)
+  --threads N          MAILKIT_THREADS per process (default $threads)
+  --servers LIST       web servers to measure, in order (default "$servers")
+  --leak-requests N    requests of the leak check, 0 to skip (default $leak_requests)
+  --port-base N        ports N..N+4 on 127.0.0.1 (default $port_base)
+  --out DIR            results: bench.json, bench.svg, runs.jsonl, state/ (default $out)
+  --builddir DIR       where mailkit-stack and the programs are (default: cwd)
+EOF
+}
+
+die() { printf '%s: %s\n' "$me" "$*" >&2; exit 1; }
+say() { printf '%s: %s\n' "$me" "$*" >&2; }
+num() { case $2 in ''|*[!0-9]*) die "$1 needs a number, not '$2'" ;; esac; }
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--duration) num "$1" "${2:-}"; duration=$2; shift ;;
+	--connections) num "$1" "${2:-}"; connections=$2; shift ;;
+	--wrk-threads) num "$1" "${2:-}"; wrk_threads=$2; shift ;;
+	--workers) num "$1" "${2:-}"; workers=$2; shift ;;
+	--threads) num "$1" "${2:-}"; threads=$2; shift ;;
+	--servers) servers=${2:-}; shift ;;
+	--leak-requests) num "$1" "${2:-}"; leak_requests=$2; shift ;;
+	--port-base) num "$1" "${2:-}"; port_base=$2; shift ;;
+	--out) out=${2:-}; shift ;;
+	--builddir) builddir=${2:-}; shift ;;
+	-h|--help) usage; exit 0 ;;
+	*) usage >&2; die "unknown argument: $1" ;;
+	esac
+	shift
+done
+[ "$duration" -ge 1 ] && [ "$duration" -le 300 ] || die "--duration must be 1-300"
+[ "$connections" -ge 1 ] && [ "$connections" -le 1000 ] || die "--connections must be 1-1000"
+[ "$wrk_threads" -ge 1 ] && [ "$wrk_threads" -le "$connections" ] || die "--wrk-threads must be 1-connections"
+[ "$leak_requests" -le 10000000 ] || die "--leak-requests is at most 10000000"
+for s in $servers; do
+	case $s in lighttpd|apache) ;; *) die "--servers: lighttpd and/or apache, not '$s'" ;; esac
+done
+
+if [ -z "$builddir" ]; then
+	if [ -f ./config.status ]; then builddir=$PWD; else builddir=$srcdir; fi
+fi
+builddir=$(cd "$builddir" && pwd) || die "no build directory $builddir"
+stack=$builddir/mailkit-stack
+for p in mailkit-stack checkout.fcgi credits.fcgi send.fcgi webhook.fcgi sandbox.fcgi; do
+	[ -x "$builddir/$p" ] || die "$builddir/$p is missing: run ./configure && make first"
+done
+for t in wrk node curl make; do
+	command -v "$t" >/dev/null || die "$t is needed (apt-get install wrk nodejs curl make)"
+done
+make -s -C "$builddir" null.fcgi >&2 || die "make null.fcgi failed"
+
+mkdir -p "$out" || die "cannot create $out"
+out=$(cd "$out" && pwd)
+state_root=$out/state
+runs=$out/runs.jsonl
+clk_tck=$(getconf CLK_TCK)
+cpus=$(nproc)
+
+port_sandbox=$port_base
+port_of() {	# port_of SERVER STACK
+	local i=1
+	[ "$1" = apache ] && i=3
+	[ "$2" = floor ] && i=$((i + 1))
+	echo $((port_base + i))
+}
+[ $((port_base + 4)) -le 65535 ] || die "--port-base too high"
+
+# ------------------------------------------------------------------ cleanup
+started_states=()
+wrk_pid=
+cleanup() {
+	local rc=$? s
+	trap - EXIT INT TERM HUP
+	if [ -n "$wrk_pid" ] && kill -0 "$wrk_pid" 2>/dev/null; then
+		kill -TERM "$wrk_pid" 2>/dev/null
+	fi
+	for s in "${started_states[@]}"; do
+		"$stack" stop --state "$s" >/dev/null 2>&1
+	done
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# ------------------------------------------------------------------ processes
+# The pids of a stack: every pid file its mailkit-stack wrote, and the web
+# server's children (Apache's worker processes; lighttpd has none).
+stack_pids() {	# stack_pids STATE -> one pid per line
+	local f p srv
+	for f in "$1"/run/*.pid; do
+		[ -f "$f" ] || continue
+		# spawn-fcgi ends the file without a newline: read the last line too
+		while read -r p || [ -n "$p" ]; do
+			case $p in ''|*[!0-9]*) continue ;; esac
+			[ -d "/proc/$p" ] && echo "$p"
+		done <"$f"
+	done | sort -un | {
+		while read -r p; do
+			echo "$p"
+			srv=$(cat "$1/run/server.pid" 2>/dev/null)
+			[ "$p" = "$srv" ] && pgrep -P "$p"
+		done
+	} | sort -un
+}
+
+# "pid ticks" per process: utime+stime, plus cutime+cstime (children the
+# process reaped: Apache's parent collects the workers it retires).
+cpu_snapshot() {	# cpu_snapshot STATE
+	local p
+	for p in $(stack_pids "$1"); do
+		awk -v pid="$p" '{ sub(/^.*\) /, ""); print pid, $12 + $13 + $14 + $15 }' \
+		    "/proc/$p/stat" 2>/dev/null
+	done
+}
+
+# Ticks used between two snapshots.  A process gone by the second one was
+# reaped by its parent, whose cutime now holds its whole life: take its
+# ticks of the first snapshot back out.
+cpu_delta() {	# cpu_delta FILE_BEFORE FILE_AFTER
+	awk 'NR == FNR { b[$1] = $2; next }
+	     { d += $2 - ($1 in b ? b[$1] : 0); seen[$1] = 1 }
+	     END { for (p in b) if (!(p in seen)) d -= b[p]; print d + 0 }' "$1" "$2"
+}
+
+# JSON: {"rss_kb":N,"pss_kb":N,"procs":[{pid,name,rss_kb,pss_kb}...]}
+mem_json() {	# mem_json STATE
+	local p name rss pss first=1 trss=0 tpss=0 list=
+	for p in $(stack_pids "$1"); do
+		name=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | awk '{ n = split($1, a, "/"); print a[n] }')
+		rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+		pss=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
+		[ -n "$rss" ] || continue
+		[ -n "$pss" ] || pss=$rss	# no smaps_rollup: PSS unknown, counted as RSS
+		trss=$((trss + rss))
+		tpss=$((tpss + pss))
+		[ $first -eq 1 ] || list="$list,"
+		first=0
+		list="$list{\"pid\":$p,\"name\":\"$name\",\"rss_kb\":$rss,\"pss_kb\":$pss}"
+	done
+	printf '{"rss_kb":%d,"pss_kb":%d,"procs":[%s]}' "$trss" "$tpss" "$list"
+}
+
+# ------------------------------------------------------------------ stacks
+start_stack() {	# start_stack STATE PORT SERVER ENV_FILE [STACK_SCRIPT]
+	local st=$1 port=$2 server=$3 envf=$4 script=${5:-$stack}
+	rm -rf "$st"
+	mkdir -p "$st" || die "cannot create $st"
+	started_states+=("$st")
+	MAILKIT_THREADS=$threads "$script" start --state "$st" --port "$port" --server "$server" \
+	    --workers "$workers" ${envf:+--env-file "$envf"} >"$st.start.log" 2>&1 ||
+		{ cat "$st.start.log" >&2; die "could not start the stack in $st"; }
+}
+
+stop_stack() {	# stop_stack STATE
+	"$stack" stop --state "$1" >/dev/null 2>&1
+}
+
+# The floor: a copy of mailkit-stack next to links named like the programs,
+# all pointing at null.fcgi (mailkit-stack takes the programs from its own
+# directory in a build tree; www/ and conf/ are the source tree's).
+floor_bin=$out/floor-bin
+rm -rf "$floor_bin"
+mkdir -p "$floor_bin" || die "cannot create $floor_bin"
+cp "$stack" "$floor_bin/mailkit-stack"
+for p in checkout credits send webhook; do
+	ln -s "$builddir/null.fcgi" "$floor_bin/$p.fcgi"
+done
+touch "$floor_bin/config.status"	# tree mode, whatever the copy's neighbours
+
+# ------------------------------------------------------------------ the sandbox
+rm -rf "$state_root"
+mkdir -p "$state_root" && chmod 0755 "$state_root" "$out" || die "cannot create $state_root"
+: >"$runs"
+sbx_state=$state_root/sandbox
+say "starting the sandbox stack on 127.0.0.1:$port_sandbox"
+start_stack "$sbx_state" "$port_sandbox" lighttpd ""
+sbx=http://127.0.0.1:$port_sandbox/sandbox
+
+# MailKit in "real" mode, its upstreams the sandbox's emulation.
+webhook_key=whsec_$(head -c 32 /dev/urandom | base64 | tr -d '\n')
+env_file=$out/mailkit-bench.env
+cat >"$env_file" <<EOF
+# written by tests/bench/bench.sh: MailKit against the sandbox of another stack
+DODO_PAYMENTS_API_KEY=bench_dodo_key
+DODO_PAYMENTS_BASE_URL=$sbx/dodo
+RESEND_API_KEY=re_bench_key
+RESEND_BASE_URL=$sbx/resend
+DODO_WEBHOOK_KEY=$webhook_key
+CREDIT_ENTITLEMENT_ID=cde_sandbox_email
+PLAN_PRODUCT_ID=pdt_sandbox_plan
+TOPUP_PRODUCT_ID=pdt_sandbox_topup
+MAIL_FROM=MailKit Bench <bench@mailkit.test>
+EOF
+chmod 0644 "$env_file"
+
+# ------------------------------------------------------------------ load
+# run_wrk NAME URL [VAR=value ...]: one bounded wrk run; its JSON on stdout.
+run_wrk() {
+	local name=$1 url=$2 res=$out/wrk-$1.json d=$duration rc
+	shift 2
+	local vars=("$@") v
+	for v in "${vars[@]}"; do
+		case $v in BENCH_DURATION=*) d=${v#*=} ;; esac
+	done
+	rm -f "$res"
+	env "${vars[@]}" BENCH_RESULT="$res" BENCH_WRK_THREADS="$wrk_threads" \
+	    timeout $((d + WRK_GRACE_S)) wrk -t "$wrk_threads" -c "$connections" -d "${d}s" \
+	    --timeout 10s -s "$here/wrk.lua" "$url" >"$out/wrk-$name.out" 2>&1 &
+	wrk_pid=$!
+	wait "$wrk_pid"
+	rc=$?
+	wrk_pid=
+	[ $rc -eq 0 ] && [ -s "$res" ] ||
+		{ cat "$out/wrk-$name.out" >&2; die "wrk run $name failed (status $rc)"; }
+	cat "$res"
+}
+
+# measure KIND SERVER STACK ROUTE STATE URL [VAR=value ...]: a wrk run with the
+# stack's CPU sampled around it and its memory after; appends to runs.jsonl.
+measure() {
+	local kind=$1 server=$2 stk=$3 route=$4 st=$5 url=$6 w cpu mem
+	shift 6
+	cpu_snapshot "$st" >"$out/cpu.before"
+	w=$(run_wrk "$server-$stk-$route" "$url" "$@") || exit 1
+	cpu_snapshot "$st" >"$out/cpu.after"
+	cpu=$(cpu_delta "$out/cpu.before" "$out/cpu.after")
+	mem=$(mem_json "$st")
+	mem=${mem#\{}
+	printf '{"kind":"%s","server":"%s","stack":"%s","route":"%s","clk_tck":%d,"cpu_ticks":%d,%s,"wrk":%s}\n' \
+	    "$kind" "$server" "$stk" "$route" "$clk_tck" "$cpu" "${mem%\}}" "$w" >>"$runs"
+	awk -v r="$route" -v s="$stk" -v v="$server" -v t="$clk_tck" -v c="$cpu" '
+	    { match($0, /"requests":[0-9]+/); n = substr($0, RSTART + 11, RLENGTH - 11);
+	      match($0, /"duration_us":[0-9]+/); us = substr($0, RSTART + 14, RLENGTH - 14);
+	      printf "%s: %-8s %-7s %-7s %8.0f req/s  %7.1f us CPU/request\n", "bench.sh", v, s, r,
+	          n / (us / 1e6), n > 0 ? c / t * 1e6 / n : 0 }' <<<"$w" >&2
+}
+
+# mem_record KIND SERVER STACK STATE: a memory sample alone.
+mem_record() {
+	local mem
+	mem=$(mem_json "$4")
+	printf '{"kind":"%s","server":"%s","stack":"%s",%s\n' "$1" "$2" "$3" "${mem#\{}" >>"$runs"
+}
+
+# ------------------------------------------------------------------ a customer
+# Subscribe through the sandbox's hosted checkout (as a browser would), then
+# credit it generously with the dashboard's adjust form.
+subscribe() {	# subscribe MAILKIT_URL -> customer id
+	local base=$1 sub url loc id cus
+	sub=$(curl -sf -m 10 -H 'Content-Type: application/json' \
+	    -d '{"email":"bench@example.org","name":"Bench"}' "$base/checkout/subscribe") ||
+		die "POST /checkout/subscribe failed"
+	url=$(sed -n 's/.*"checkout_url":"\([^"]*\)".*/\1/p' <<<"$sub")
+	[ -n "$url" ] || die "no checkout_url in: $sub"
+	loc=$(curl -s -m 10 -o /dev/null -w '%{redirect_url}' --data-urlencode 'card=4242 4242 4242 4242' \
+	    --data-urlencode 'exp=12 / 34' --data-urlencode 'cvc=123' --data-urlencode 'cardholder=Bench' "$url")
+	id=$(sed -n 's/.*[?&]subscription_id=\([^&]*\).*/\1/p' <<<"$loc")
+	[ -n "$id" ] || die "the sandbox checkout did not redirect with a subscription: $loc"
+	cus=$(curl -sf -m 10 "$base/checkout/return?subscription_id=$id" |
+	    sed -n 's/.*"customer_id":"\([^"]*\)".*/\1/p')
+	[ -n "$cus" ] || die "GET /checkout/return found no customer"
+	curl -s -m 10 -o /dev/null -d 'entry_type=credit&amount=50000000' \
+	    "$sbx/customers/$cus/adjust" || die "could not credit $cus"
+	echo "$cus"
+}
+
+# Request bodies.  The webhook is a cheap event MailKit only logs and
+# records (credit.deducted), signed anew for each run.
+send_body=$out/send.json
+hook_body=$out/webhook.json
+sign() {	# sign COUNT PREFIX -> file name
+	local f=$out/signed-$2.txt
+	node "$here/bench.mjs" sign "$webhook_key" "$hook_body" "$1" "$2" >"$f" || die "signing failed"
+	echo "$f"
+}
+# Enough distinct webhook-ids for the fastest plausible rate.
+hook_count=$((duration * 12000))
+
+bench_server() {	# bench_server SERVER
+	local server=$1 mk_state fl_state mk fl route url st stk
+	mk_state=$state_root/mailkit-$server
+	fl_state=$state_root/floor-$server
+	say "starting MailKit ($server) on 127.0.0.1:$(port_of "$server" mailkit) and its floor on $(port_of "$server" floor)"
+	start_stack "$mk_state" "$(port_of "$server" mailkit)" "$server" "$env_file"
+	start_stack "$fl_state" "$(port_of "$server" floor)" "$server" "$env_file" "$floor_bin/mailkit-stack"
+	mk=http://127.0.0.1:$(port_of "$server" mailkit)
+	fl=http://127.0.0.1:$(port_of "$server" floor)
+	[ -n "${customer:-}" ] || customer=$(subscribe "$mk") || exit 1
+	printf '{"customer_id":"%s","to":["reader@example.org"],"subject":"Benchmark","html":"<p>Hello from the MailKit benchmark.</p>"}' \
+	    "$customer" >"$send_body"
+	printf '{"business_id":"bus_bench","type":"credit.deducted","timestamp":"%s","data":{"payload_type":"CreditLedgerEntry","customer_id":"%s","credit_entitlement_id":"cde_sandbox_email","transaction_type":"debit","amount":"1","balance_after":"4999"}}' \
+	    "$(date -u +%Y-%m-%dT%H:%M:%S.000000Z)" "$customer" >"$hook_body"
+
+	# warm-up: connections to the sandbox, SQLite caches; not recorded
+	for stk in floor mailkit; do
+		url=$mk; st=$mk_state
+		[ $stk = floor ] && { url=$fl; st=$fl_state; }
+		run_wrk "warm-$server-$stk-credits" "$url/credits/$customer" BENCH_DURATION=$WARMUP_S >/dev/null || exit 1
+		run_wrk "warm-$server-$stk-send" "$url/send" BENCH_DURATION=$WARMUP_S BENCH_METHOD=POST \
+		    BENCH_BODY_FILE="$send_body" >/dev/null || exit 1
+		run_wrk "warm-$server-$stk-webhook" "$url/webhooks/dodo" BENCH_DURATION=$WARMUP_S BENCH_METHOD=POST \
+		    BENCH_BODY_FILE="$hook_body" BENCH_SIGNED_FILE="$(sign $((WARMUP_S * 12000)) "warm-$server-$stk-$$")" >/dev/null || exit 1
+	done
+
+	for route in credits send webhook; do
+		for stk in floor mailkit; do
+			url=$mk; st=$mk_state
+			[ $stk = floor ] && { url=$fl; st=$fl_state; }
+			case $route in
+			credits) measure measure "$server" $stk credits "$st" "$url/credits/$customer" ;;
+			send) measure measure "$server" $stk send "$st" "$url/send" BENCH_METHOD=POST \
+			    BENCH_BODY_FILE="$send_body" ;;
+			webhook) measure measure "$server" $stk webhook "$st" "$url/webhooks/dodo" BENCH_METHOD=POST \
+			    BENCH_BODY_FILE="$hook_body" BENCH_SIGNED_FILE="$(sign "$hook_count" "bench-$server-$stk-$$")" ;;
+			esac || exit 1
+		done
+	done
+	sleep 1
+	mem_record idle "$server" mailkit "$mk_state"
+	mem_record idle "$server" floor "$fl_state"
+
+	# leak check, on the first server: memory before and after N more requests
+	if [ "$server" = "${servers%% *}" ] && [ "$leak_requests" -gt 0 ]; then
+		local n_credits=$((leak_requests * 4 / 10)) n_send=$((leak_requests * 3 / 10)) n_hook
+		n_hook=$((leak_requests - n_credits - n_send))
+		say "leak check: $leak_requests requests on MailKit ($server), at most ${leak_max_s} s"
+		mem_record leak-before "$server" mailkit "$mk_state"
+		measure leak-load "$server" mailkit credits "$mk_state" "$mk/credits/$customer" \
+		    BENCH_MAX="$n_credits" BENCH_DURATION=$((leak_max_s * 4 / 10)) || exit 1
+		measure leak-load "$server" mailkit send "$mk_state" "$mk/send" BENCH_METHOD=POST \
+		    BENCH_BODY_FILE="$send_body" BENCH_MAX="$n_send" BENCH_DURATION=$((leak_max_s * 3 / 10)) || exit 1
+		measure leak-load "$server" mailkit webhook "$mk_state" "$mk/webhooks/dodo" BENCH_METHOD=POST \
+		    BENCH_BODY_FILE="$hook_body" BENCH_SIGNED_FILE="$(sign $((n_hook + connections)) "leak-$$")" \
+		    BENCH_MAX="$n_hook" BENCH_DURATION=$((leak_max_s * 3 / 10)) || exit 1
+		sleep 1
+		mem_record leak-after "$server" mailkit "$mk_state"
+	fi
+	stop_stack "$mk_state"
+	stop_stack "$fl_state"
+}
+
+for s in $servers; do
+	bench_server "$s"
+done
+stop_stack "$sbx_state"
+
+cat >"$out/meta.json" <<EOF
+{"cpus":$cpus,"duration":$duration,"connections":$connections,"wrk_threads":$wrk_threads,
+ "workers":$workers,"threads":$threads,"servers":"$servers",
+ "machine":"$(uname -srm) / $(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)",
+ "targets":{"cpu_ratio":{"credits":3,"send":6,"webhook":2},"memory_kb":30720,
+            "leak_requests":$leak_requests,"leak_growth_kb":256}}
+EOF
+node "$here/bench.mjs" report "$runs" "$out/meta.json" "$out"

@@ -1,0 +1,442 @@
+// harness.mjs: start the real MailKit stack (mailkit-stack start) on a free
+// loopback port with a fresh state dir, and helpers to drive it.
+// Node 20 built-ins only.
+import { execFile } from 'node:child_process';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { accessSync, constants as fsc, existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const SRCDIR = process.env.MAILKIT_SRCDIR || path.resolve(here, '../..');
+export const BUILDDIR = process.env.MAILKIT_BUILDDIR || SRCDIR;
+
+const PORT_FIRST = 18400;	// our range: 18400-18499
+const PORT_LAST = 18499;
+const STACK_TIMEOUT_MS = 90_000;	// mailkit-stack start/stop, each
+const FETCH_TIMEOUT_MS = 30_000;	// one HTTP request
+const PROGRAMS = ['checkout', 'credits', 'send', 'webhook', 'sandbox'];
+
+// Settings the stack exports in sandbox mode (mailkit-stack.in).
+const SANDBOX_SETTINGS = {
+	DODO_PAYMENTS_API_KEY: 'sandbox_dodo_key',
+	RESEND_API_KEY: 're_sandbox_key',
+	CREDIT_ENTITLEMENT_ID: 'cde_sandbox_email',
+	PLAN_PRODUCT_ID: 'pdt_sandbox_plan',
+	TOPUP_PRODUCT_ID: 'pdt_sandbox_topup',
+};
+
+// ------------------------------------------------------------- prerequisites
+
+function findExecutable(name, extraDirs = ['/usr/sbin', '/sbin', '/usr/local/sbin']) {
+	const dirs = (process.env.PATH || '').split(':').concat(extraDirs);
+	for (const d of dirs) {
+		if (!d)
+			continue;
+		const p = path.join(d, name);
+		try {
+			accessSync(p, fsc.X_OK);
+			return p;
+		} catch { /* next */ }
+	}
+	return null;
+}
+
+// A reason the stack cannot run with `server` here, or null.
+export function missingPrerequisite(server = 'lighttpd') {
+	const stack = path.join(BUILDDIR, 'mailkit-stack');
+	if (!existsSync(stack))
+		return `${stack} not built (run make)`;
+	for (const p of PROGRAMS) {
+		if (!existsSync(path.join(BUILDDIR, `${p}.fcgi`)))
+			return `${p}.fcgi not built in ${BUILDDIR}`;
+	}
+	if (!findExecutable('spawn-fcgi'))
+		return 'spawn-fcgi not installed';
+	if (server === 'lighttpd' && !findExecutable('lighttpd'))
+		return 'lighttpd not installed';
+	if (server === 'apache' && !findExecutable('apache2') && !findExecutable('httpd'))
+		return 'apache2 not installed';
+	return null;
+}
+
+// A whole test file cannot run: TAP "skip all", or a failure when every
+// test is required (CI).  Call before defining any test.
+export function skipFile(reason) {
+	if (process.env.MAILKIT_REQUIRE_ALL_TESTS === '1') {
+		process.stdout.write(`Bail out! ${reason} (MAILKIT_REQUIRE_ALL_TESTS=1)\n`);
+		process.exit(1);
+	}
+	process.stdout.write(`1..0 # SKIP ${reason}\n`);
+	process.exit(0);
+}
+
+// ------------------------------------------------------------- processes
+
+function run(file, args, opts) {
+	return new Promise((resolve) => {
+		execFile(file, args, { timeout: STACK_TIMEOUT_MS, killSignal: 'SIGKILL', ...opts },
+		    (error, stdout, stderr) => resolve({ error, stdout, stderr,
+			code: error ? (error.code ?? 1) : 0 }));
+	});
+}
+
+function portFree(port) {
+	return new Promise((resolve) => {
+		const srv = net.createServer();
+		srv.once('error', () => resolve(false));
+		srv.listen({ port, host: '127.0.0.1', exclusive: true }, () => srv.close(() => resolve(true)));
+	});
+}
+
+// A port in our range that nothing listens on right now (random start so
+// parallel test files rarely collide; startStack retries if one does).
+export async function freePort() {
+	const span = PORT_LAST - PORT_FIRST + 1;
+	const start = Math.floor(Math.random() * span);
+	for (let i = 0; i < span; i++) {
+		const port = PORT_FIRST + (start + i) % span;
+		if (await portFree(port))
+			return port;
+	}
+	throw new Error(`no free port in ${PORT_FIRST}-${PORT_LAST}`);
+}
+
+// Environment for the stack: ours, minus anything that could point it at
+// real services or another configuration, plus the test's settings.
+function stackEnv(extra) {
+	const env = {};
+	for (const [k, v] of Object.entries(process.env)) {
+		if (/^(DODO_|RESEND_|SANDBOX_|MAILKIT_(?!REQUIRE_ALL_TESTS$))/.test(k))
+			continue;
+		if (['PORT', 'BASE_URL', 'MAIL_FROM', 'MAIL_PROVIDER', 'CREDIT_ENTITLEMENT_ID',
+		    'PLAN_PRODUCT_ID', 'TOPUP_PRODUCT_ID', 'MAX_BODY_BYTES'].includes(k) ||
+		    k.startsWith('UPSTREAM_'))
+			continue;
+		env[k] = v;
+	}
+	for (const [k, v] of Object.entries(extra))
+		env[k] = String(v);
+	return env;
+}
+
+/*
+ * Start mailkit-stack in the background with a fresh state dir and a free
+ * port.  Returns { baseUrl, sandboxUrl, stateDir, settings, stop, logs }.
+ * `env` is added to the programs' environment (e.g. MAX_BODY_BYTES).
+ * stop() stops exactly that stack and removes the state dir (kept when
+ * MAILKIT_KEEP_STATE=1 or when asked with stop({ keep: true })).
+ */
+export async function startStack({ server = 'lighttpd', env = {} } = {}) {
+	const stackBin = path.join(BUILDDIR, 'mailkit-stack');
+	const stateDir = await mkdtemp(path.join(os.tmpdir(), `mailkit-${server}-`));
+	// An explicit, empty env file: a developer's ./.env or
+	// /etc/mailkit/mailkit.env must never leak real keys into tests.
+	const envFile = path.join(stateDir, 'test.env');
+	await writeFile(envFile, '# integration tests: sandbox mode, settings from the environment\n');
+
+	let lastFailure = '';
+	for (let attempt = 0; attempt < 3; attempt++) {
+		const port = await freePort();
+		const baseUrl = `http://127.0.0.1:${port}`;
+		const childEnv = stackEnv({ BASE_URL: baseUrl, ...env });
+		const common = ['--server', server, '--port', String(port), '--state', stateDir];
+		const r = await run(stackBin, ['start', ...common, '--env-file', envFile],
+		    { cwd: stateDir, env: childEnv });
+		if (r.code !== 0) {
+			lastFailure = `mailkit-stack start (${server}, port ${port}) failed ` +
+			    `with ${r.code}:\n${r.stdout}${r.stderr}`;
+			await run(stackBin, ['stop', '--state', stateDir], { cwd: stateDir, env: childEnv });
+			// Lost a race for the port: try another one.
+			if (/port \d+ is in use|[Aa]ddress already in use|could not bind|can't bind/.test(r.stderr + lastFailure))
+				continue;
+			lastFailure += await logTail(stateDir);
+			break;
+		}
+		let webhookKey = '';
+		try {
+			webhookKey = (await readFile(path.join(stateDir, 'sandbox-webhook-key'), 'utf8')).trim();
+		} catch { /* real-keys mode: none */ }
+		let stopped = false;
+		const stack = {
+			server,
+			port,
+			baseUrl,
+			sandboxUrl: `${baseUrl}/sandbox`,
+			stateDir,
+			settings: {
+				...SANDBOX_SETTINGS,
+				PORT: String(port),
+				BASE_URL: baseUrl,
+				DODO_PAYMENTS_BASE_URL: `${baseUrl}/sandbox/dodo`,
+				RESEND_BASE_URL: `${baseUrl}/sandbox/resend`,
+				DODO_WEBHOOK_KEY: webhookKey,
+				MAILKIT_DB: path.join(stateDir, 'mailkit.db'),
+				SANDBOX_DB: path.join(stateDir, 'sandbox.db'),
+				...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])),
+			},
+			logs: () => logTail(stateDir),
+			// Stop and start again on the same port and state (crash tests).
+			async restart() {
+				const s = await run(stackBin, ['stop', '--state', stateDir],
+				    { cwd: os.tmpdir(), env: childEnv });
+				if (s.code !== 0)
+					throw new Error(`mailkit-stack stop failed: ${s.stdout}${s.stderr}`);
+				const r = await run(stackBin, ['start', ...common, '--env-file', envFile],
+				    { cwd: stateDir, env: childEnv });
+				if (r.code !== 0)
+					throw new Error(`mailkit-stack restart failed: ${r.stdout}${r.stderr}` +
+					    await logTail(stateDir));
+				stopped = false;
+				return stack;
+			},
+			async stop({ keep = false } = {}) {
+				if (stopped)
+					return;
+				stopped = true;
+				const pids = await recordedPids(stateDir);
+				const s = await run(stackBin, ['stop', '--state', stateDir],
+				    { cwd: os.tmpdir(), env: childEnv });
+				if (s.code !== 0)
+					throw new Error(`mailkit-stack stop failed: ${s.stdout}${s.stderr}`);
+				const alive = pids.filter(isAlive);
+				if (alive.length > 0)
+					throw new Error(`still running after mailkit-stack stop: ${alive.join(' ')}`);
+				if (!keep && process.env.MAILKIT_KEEP_STATE !== '1')
+					await rm(stateDir, { recursive: true, force: true });
+			},
+		};
+		return stack;
+	}
+	if (process.env.MAILKIT_KEEP_STATE !== '1')
+		await rm(stateDir, { recursive: true, force: true });
+	throw new Error(lastFailure || 'mailkit-stack start failed');
+}
+
+// Restart a stack from startStack() in place; resolves to the same stack.
+export const restartStack = (stack) => stack.restart();
+
+// Every pid mailkit-stack recorded in STATE/run (programs and web server).
+async function recordedPids(stateDir) {
+	const pids = [];
+	for (const f of [...PROGRAMS, 'server']) {
+		try {
+			const text = await readFile(path.join(stateDir, 'run', `${f}.pid`), 'utf8');
+			for (const w of text.split(/\s+/))
+				if (/^\d+$/.test(w))
+					pids.push(Number(w));
+		} catch { /* not started */ }
+	}
+	return pids;
+}
+
+function isAlive(pid) {
+	try {
+		process.kill(pid, 0);
+		return true;
+	} catch (e) {
+		return e.code === 'EPERM';
+	}
+}
+
+// The last lines of every log in the state dir, for failure messages.
+export async function logTail(stateDir, lines = 15) {
+	let out = '';
+	for (const f of ['mailkit.log', 'sandbox.log', 'lighttpd-error.log', 'apache-error.log',
+	    'spawn-fcgi.log', 'server.out']) {
+		try {
+			const text = await readFile(path.join(stateDir, 'log', f), 'utf8');
+			const tail = text.trimEnd().split('\n').slice(-lines).join('\n');
+			if (tail)
+				out += `\n--- ${f}\n${tail}`;
+		} catch { /* absent */ }
+	}
+	return out;
+}
+
+// ------------------------------------------------------------- HTTP
+
+/*
+ * One request to the stack.  `json` is sent as application/json; `body`
+ * (string/Buffer/URLSearchParams) as is.  Resolves to { status, headers,
+ * text, json } where json is the parsed body or undefined.
+ */
+export async function request(stack, method, urlPath, { json, body, headers = {},
+    redirect = 'manual', timeout = FETCH_TIMEOUT_MS } = {}) {
+	const url = urlPath.startsWith('http') ? urlPath : stack.baseUrl + urlPath;
+	const h = { ...headers };
+	if (json !== undefined) {
+		body = JSON.stringify(json);
+		if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type'))
+			h['Content-Type'] = 'application/json';
+	}
+	const res = await fetch(url, { method, headers: h, body, redirect,
+	    signal: AbortSignal.timeout(timeout) });
+	const text = await res.text();
+	let parsed;
+	try {
+		parsed = JSON.parse(text);
+	} catch { parsed = undefined; }
+	return { status: res.status, headers: res.headers, text, json: parsed };
+}
+
+export const getJson = (stack, p, opts) => request(stack, 'GET', p, opts);
+export const postJson = (stack, p, json, opts = {}) => request(stack, 'POST', p, { ...opts, json });
+
+// Make an absolute URL the sandbox produced (http://localhost:PORT/...)
+// point at the address the stack listens on.
+export function onStack(stack, url) {
+	const u = new URL(url, stack.baseUrl);
+	const b = new URL(stack.baseUrl);
+	if (u.hostname === 'localhost' || u.hostname === '127.0.0.1') {
+		u.hostname = b.hostname;
+		u.port = b.port;
+	}
+	return u.toString();
+}
+
+// ------------------------------------------------------------- webhooks
+
+// Standard Webhooks v1 signature header for (id, timestamp, raw body).
+export function signWebhook(secret, id, timestamp, body) {
+	const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+	const mac = createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64');
+	return `v1,${mac}`;
+}
+
+// Headers for a signed delivery of `body` (string) with the stack's key.
+export function webhookHeaders(stack, body, { id = `msg_${randomUUID()}`,
+    timestamp = Math.floor(Date.now() / 1000), secret } = {}) {
+	const key = secret ?? stack.settings.DODO_WEBHOOK_KEY;
+	return {
+		'Content-Type': 'application/json',
+		'webhook-id': id,
+		'webhook-timestamp': String(timestamp),
+		'webhook-signature': signWebhook(key, id, String(timestamp), body),
+	};
+}
+
+// A random whsec_ secret (for "wrong key" tests).
+export const randomSecret = () => `whsec_${randomBytes(32).toString('base64')}`;
+
+// ------------------------------------------------------------- sandbox
+
+// The next `count` calls of `target` fail with `mode` ("500"|"429"|"stall"|"drop").
+export async function sandboxFault(stack, { target, mode, count = 1, stall_ms }) {
+	const body = { target, mode, count };
+	if (stall_ms !== undefined)
+		body.stall_ms = stall_ms;
+	const r = await postJson(stack, '/sandbox/admin/faults', body);
+	if (r.status < 200 || r.status > 299)
+		throw new Error(`sandbox fault ${JSON.stringify(body)}: ${r.status} ${r.text}`);
+	return r.json;
+}
+
+export async function clearSandboxFaults(stack) {
+	const r = await request(stack, 'DELETE', '/sandbox/admin/faults');
+	if (r.status < 200 || r.status > 299)
+		throw new Error(`sandbox clear faults: ${r.status} ${r.text}`);
+}
+
+// A list from the sandbox admin API, whatever its envelope.
+export function listOf(j) {
+	if (Array.isArray(j))
+		return j;
+	for (const k of ['items', 'emails', 'webhooks', 'deliveries', 'data'])
+		if (j && Array.isArray(j[k]))
+			return j[k];
+	return [];
+}
+
+export async function sandboxEmails(stack) {
+	const r = await getJson(stack, '/sandbox/admin/emails');
+	if (r.status !== 200)
+		throw new Error(`GET /sandbox/admin/emails: ${r.status} ${r.text}`);
+	return listOf(r.json);
+}
+
+export async function sandboxStats(stack) {
+	const r = await getJson(stack, '/sandbox/admin/stats');
+	if (r.status !== 200)
+		throw new Error(`GET /sandbox/admin/stats: ${r.status} ${r.text}`);
+	return r.json;
+}
+
+// Form fields of the first <form> in an HTML page (name -> value).
+function formFields(html) {
+	const form = /<form\b[^>]*>([\s\S]*?)<\/form>/i.exec(html);
+	const fields = new URLSearchParams();
+	if (!form)
+		return fields;
+	for (const m of form[1].matchAll(/<input\b[^>]*>/gi)) {
+		const name = /\bname\s*=\s*"([^"]*)"/i.exec(m[0]);
+		const value = /\bvalue\s*=\s*"([^"]*)"/i.exec(m[0]);
+		if (name)
+			fields.append(decodeEntities(name[1]), value ? decodeEntities(value[1]) : '');
+	}
+	return fields;
+}
+
+function decodeEntities(s) {
+	return s.replace(/&quot;/g, '"').replace(/&#39;|&#x27;/g, "'").replace(/&lt;/g, '<')
+	    .replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+}
+
+/*
+ * Complete a sandbox hosted checkout the way a browser would: load the
+ * page, submit its form (test card prefilled), follow the 303 back to
+ * MailKit's return_url, and ask GET /checkout/return about it.  Returns the
+ * /checkout/return JSON ({customer_id, email, status}).
+ */
+export async function completeCheckout(stack, checkoutUrl) {
+	const pageUrl = onStack(stack, checkoutUrl);
+	const page = await request(stack, 'GET', pageUrl);
+	if (page.status !== 200)
+		throw new Error(`GET ${pageUrl}: ${page.status} ${page.text.slice(0, 300)}`);
+	const post = await request(stack, 'POST', pageUrl, { body: formFields(page.text) });
+	const location = post.headers.get('location');
+	if (post.status !== 303 || !location)
+		throw new Error(`POST ${pageUrl}: ${post.status} (location ${location}) ${post.text.slice(0, 300)}`);
+	const back = new URL(location, pageUrl);
+	const ret = await getJson(stack, `/checkout/return${back.search}`);
+	if (ret.status !== 200 || !ret.json?.customer_id)
+		throw new Error(`GET /checkout/return${back.search}: ${ret.status} ${ret.text}`);
+	return ret.json;
+}
+
+// Subscribe a new customer through the whole flow; returns its customer_id.
+// With topup, also buys one top-up pack for it.
+export async function subscribeCustomer(stack, { email, name, topup = false } = {}) {
+	email ??= `it-${randomUUID().slice(0, 8)}@example.org`;
+	name ??= 'Integration Test';
+	const sub = await postJson(stack, '/checkout/subscribe', { email, name });
+	if (sub.status !== 200 || !sub.json?.checkout_url)
+		throw new Error(`POST /checkout/subscribe: ${sub.status} ${sub.text}`);
+	const done = await completeCheckout(stack, sub.json.checkout_url);
+	const customerId = done.customer_id;
+	if (topup) {
+		const t = await postJson(stack, '/checkout/topup', { customer_id: customerId });
+		if (t.status !== 200 || !t.json?.checkout_url)
+			throw new Error(`POST /checkout/topup: ${t.status} ${t.text}`);
+		await completeCheckout(stack, t.json.checkout_url);
+	}
+	return customerId;
+}
+
+// GET /credits/{id} until `want(balance)` holds (credits may land a moment
+// after the redirect); returns the last JSON.
+export async function waitForBalance(stack, customerId, want, { timeoutMs = 5000 } = {}) {
+	const until = Date.now() + timeoutMs;
+	let last;
+	for (;;) {
+		last = await getJson(stack, `/credits/${encodeURIComponent(customerId)}`);
+		if (last.status === 200 && want(last.json?.balance))
+			return last.json;
+		if (Date.now() > until)
+			return last.json ?? { status: last.status, text: last.text };
+		await new Promise((r) => setTimeout(r, 100));
+	}
+}
