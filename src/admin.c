@@ -1,10 +1,12 @@
-/* admin.c: mailkit-admin — operator commands (reconcile the send journal with Dodo's ledger). */
+/* admin.c: mailkit-admin — operator commands: reconcile the send journal with Dodo's ledger, manage API keys. */
 #define _GNU_SOURCE	/* strptime, timegm */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <openssl/crypto.h>
 
 #include "billing.h"
 #include "mailkit.h"
@@ -228,15 +230,123 @@ cmd_reconcile(int argc, char **argv)
 	return drift ? 1 : 0;
 }
 
+static int
+keys_print(const struct store_key *k, void *arg)
+{
+	char		 created[32], revoked[32] = "active";
+	struct tm	 tm;
+
+	(void)arg;
+	strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&k->created_at, &tm));
+	if (k->revoked_at != 0)
+		strftime(revoked, sizeof revoked, "revoked %Y-%m-%dT%H:%M:%SZ",
+		    gmtime_r(&k->revoked_at, &tm));
+	printf("%-6lld %-28s %-18s %-14s %-20s %s\n", k->id, k->customer_id, k->shown,
+	    k->source, created, revoked);
+	return 0;
+}
+
+/*
+ * keys issue|rotate CUSTOMER_ID [--mail]: print a new key once on stdout
+ * (only its hash is kept); issue refuses when the customer has an active
+ * key, rotate revokes it.  keys revoke CUSTOMER_ID; keys list [CUSTOMER_ID].
+ */
+static int
+cmd_keys(int argc, char **argv)
+{
+	struct dodo_customer	 cus;
+	struct mk_err		 err;
+	const char		*sub, *id = NULL;
+	char			 key[APIKEY_MAX];
+	int			 mail = 0, rc;
+
+	if (argc < 2) {
+		fprintf(stderr, "mailkit-admin: keys needs issue, rotate, revoke or list\n");
+		return 2;
+	}
+	sub = argv[1];
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--mail") == 0)
+			mail = 1;
+		else if (id == NULL && argv[i][0] != '-')
+			id = argv[i];
+		else {
+			fprintf(stderr, "mailkit-admin: unexpected argument %s\n", argv[i]);
+			return 2;
+		}
+	}
+	if (id != NULL && !valid_customer_id(id)) {
+		fprintf(stderr, "mailkit-admin: %s is not a customer id\n", id);
+		return 2;
+	}
+	if (strcmp(sub, "list") == 0) {
+		printf("%-6s %-28s %-18s %-14s %-20s %s\n", "id", "customer", "key", "source",
+		    "created", "state");
+		if (store_key_list(&settings, id != NULL ? id : "", keys_print, NULL, &err) == -1) {
+			fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+			return 1;
+		}
+		return 0;
+	}
+	if (id == NULL) {
+		fprintf(stderr, "mailkit-admin: keys %s needs a CUSTOMER_ID\n", sub);
+		return 2;
+	}
+	if (strcmp(sub, "revoke") == 0) {
+		if ((rc = store_key_revoke(&settings, id, &err)) == -1) {
+			fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+			return 1;
+		}
+		log_info("[keys] %s: %d key%s revoked by mailkit-admin", id, rc, rc == 1 ? "" : "s");
+		fprintf(stderr, "revoked %d key%s of %s\n", rc, rc == 1 ? "" : "s", id);
+		return 0;
+	}
+	if (strcmp(sub, "issue") != 0 && strcmp(sub, "rotate") != 0) {
+		fprintf(stderr, "mailkit-admin: unknown keys command %s\n", sub);
+		return 2;
+	}
+	/* a key for a customer Dodo does not know would be useless */
+	if (dodo_get_customer(&settings, id, &cus, &err) == -1) {
+		fprintf(stderr, "mailkit-admin: customer %s: %s\n", id, err.msg);
+		return 1;
+	}
+	rc = auth_issue_key(&settings, provider, id, cus.email, cus.name, "admin",
+	    (strcmp(sub, "rotate") == 0 ? AUTH_ISSUE_ROTATE : 0) | (mail ? AUTH_ISSUE_MAIL : 0),
+	    key, sizeof key, &err);
+	if (rc == -1) {
+		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+		return 1;
+	}
+	if (rc == STORE_KEY_EXISTS) {
+		fprintf(stderr, "mailkit-admin: %s already has an active key; use "
+		    "'keys rotate %s' to replace it\n", id, id);
+		return 1;
+	}
+	printf("%s\n", key);
+	fflush(stdout);
+	OPENSSL_cleanse(key, sizeof key);
+	fprintf(stderr, "new key for %s printed above (shown once; MailKit keeps only its "
+	    "hash)%s\n", id, mail ? " and mailed to the customer" : "");
+	return 0;
+}
+
 static void
 usage(void)
 {
 	fprintf(stderr,
 	    "usage: mailkit-admin reconcile [--no-resume] [--min-age SEC] [--hours H] [--quiet]\n"
+	    "       mailkit-admin keys issue|rotate CUSTOMER_ID [--mail]\n"
+	    "       mailkit-admin keys revoke CUSTOMER_ID\n"
+	    "       mailkit-admin keys list [CUSTOMER_ID]\n"
 	    "\n"
 	    "  reconcile   finish abandoned sends (same idempotency keys), then compare\n"
 	    "              MailKit's send journal with Dodo's credit ledger and report\n"
 	    "              any drift; exit status 1 when there is drift.\n"
+	    "  keys        issue: a first API key for the customer, printed once on\n"
+	    "              stdout (--mail: also mailed to the customer); rotate: revoke\n"
+	    "              the active key and issue a new one; revoke: revoke every key\n"
+	    "              of the customer (requests with it get 401); list: the keys\n"
+	    "              (a prefix only) with their state.\n"
 	    "\n"
 	    "Settings come from MAILKIT_ENV_FILE / the environment, as for the programs.\n");
 }
@@ -256,10 +366,13 @@ main(int argc, char **argv)
 		fatal("bad settings: %s", err);
 	if (settings.log_file != NULL && *settings.log_file != '\0')
 		log_init("mailkit-admin", settings.log_file);
+	settings_log_warnings(&settings);
 	upstream_configure(&settings);
 	provider = mail_provider_find(settings.mail_provider);
 	if (strcmp(argv[1], "reconcile") == 0)
 		return cmd_reconcile(argc - 1, argv + 1);
+	if (strcmp(argv[1], "keys") == 0)
+		return cmd_keys(argc - 1, argv + 1);
 	usage();
 	return 2;
 }

@@ -1,15 +1,47 @@
 /* checkout.c: checkout.fcgi — hosted checkout sessions for the plan and top-ups. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
 
 #include "mailkit.h"
+#include "store.h"
 
 #define NAME_MAX_BYTES		200	/* a person's name; Dodo stores it as given */
 #define PURCHASE_ID_MAX		64	/* sub_... / pay_... */
+#define CLAIM_TTL_SEC		(30 * 60)	/* paying on the hosted checkout takes minutes */
 
-static struct settings settings;
+static struct settings			 settings;
+static const struct mail_provider	*mailer;
 
-/* Ask Dodo for a checkout session and answer {checkout_url, session_id}. */
+/*
+ * A new subscriber's claim: a one-time token the page keeps and presents at
+ * GET /checkout/return to receive the account's first API key there and
+ * then.  Only its hash is stored, with the session and the buyer's email.
+ * On failure the reply simply has no claim: the key then comes by email.
+ */
+static void
+checkout_add_claim(json_object *out, const char *session_id, const char *email)
+{
+	char		token[APIKEY_MAX], hash[APIKEY_HASH_HEX];
+	struct mk_err	err;
+
+	if (apikey_generate(APIKEY_CLAIM_PREFIX, token, sizeof token) == -1 ||
+	    apikey_hash(token, hash) == -1) {
+		log_warn("[keys] cannot generate a claim token");
+		return;
+	}
+	if (store_claim_add(&settings, hash, session_id, email, time(NULL) + CLAIM_TTL_SEC,
+	    &err) == -1) {
+		log_warn("[keys] claim for session %s not recorded: %s", session_id, err.msg);
+		return;
+	}
+	json_object_object_add(out, "claim_token", json_object_new_string(token));
+	json_object_object_add(out, "claim_expires_in", json_object_new_int(CLAIM_TTL_SEC));
+}
+
+/* Ask Dodo for a checkout session and answer {checkout_url, session_id[, claim_token]}. */
 static void
 checkout_start(struct response *resp, const char *product_id, const char *customer_id,
     const char *email, const char *name, const char *return_query)
@@ -32,6 +64,8 @@ checkout_start(struct response *resp, const char *product_id, const char *custom
 	out = json_object_new_object();
 	json_object_object_add(out, "checkout_url", json_object_new_string(co.checkout_url));
 	json_object_object_add(out, "session_id", json_object_new_string(co.session_id));
+	if (email != NULL)
+		checkout_add_claim(out, co.session_id, email);
 	response_json(resp, 200, out);
 }
 
@@ -58,31 +92,110 @@ checkout_subscribe(const struct request *req, struct response *resp)
 	json_object_put(root);
 }
 
-/* POST /checkout/topup {customer_id} */
+/* POST /checkout/topup {[customer_id]}: the customer from auth.h */
 static void
 checkout_topup(const struct request *req, struct response *resp)
 {
 	static const struct field_spec specs[] = {
-		{ "customer_id", FIELD_CUSTOMER_ID, 1, CUSTOMER_ID_MAX },
+		{ "customer_id", FIELD_CUSTOMER_ID, 0, CUSTOMER_ID_MAX },
 	};
 	struct field_value	 v[1];
 	struct mk_err		 err;
 	json_object		*root;
+	char			 customer[CUSTOMER_ID_MAX + 1];
+	int			 keyed = 0;
 
+	if (req->authorization[0] != '\0' || !settings.auth_trusts_customer_id) {
+		if (auth_customer(&settings, req, NULL, customer, sizeof customer, resp) == -1)
+			return;
+		keyed = 1;
+	}
 	if ((root = request_json(req, &err)) == NULL ||
 	    fields_read(root, specs, 1, v, &err) == -1) {
 		response_fail(resp, &err);
 		json_object_put(root);
 		return;
 	}
-	checkout_start(resp, settings.topup_product_id, v[0].str, NULL, NULL, "topped_up=1");
+	if (keyed ? auth_check_claim(v[0].str, customer, resp) == 0 :
+	    auth_customer(&settings, req, v[0].str, customer, sizeof customer, resp) == 0)
+		checkout_start(resp, settings.topup_product_id, customer, NULL, NULL,
+		    "topped_up=1");
 	json_object_put(root);
 }
 
 /*
- * GET /checkout/return?subscription_id=... | ?payment_id=...
+ * The API key part of a paid checkout's return.  With a valid claim (the
+ * browser that started this subscription), the customer's first key is
+ * issued and answered (and mailed too); without one, a customer who never
+ * had a key gets one by email.  Fills "api_key" (string or null) and
+ * "api_key_delivery": "returned", "emailed", "existing" (the customer's key
+ * was issued before, by email) or "pending" (it could not be sent yet).
+ * -1 with resp filled when the claim cannot be handled now (try again).
+ */
+static int
+checkout_return_key(const struct request *req, const struct dodo_customer *cust,
+    json_object *out, struct response *resp)
+{
+	char		 token[APIKEY_MAX], hash[APIKEY_HASH_HEX], key[APIKEY_MAX];
+	const char	*delivery = "existing";
+	struct mk_err	 err;
+	int		 claimed = 0, rc;
+
+	key[0] = '\0';
+	/* the claim token, from the header (kept out of access logs) or the query */
+	if (apikey_from_bearer(req->authorization, token, sizeof token) == -1 &&
+	    url_query_get(req->query, "claim_token", token, sizeof token) == -1)
+		token[0] = '\0';
+	if (apikey_well_formed(APIKEY_CLAIM_PREFIX, token) && apikey_hash(token, hash) == 0) {
+		if ((claimed = store_claim_take(&settings, hash, cust->email, &err)) == -1)
+			goto fail;
+		if (!claimed)
+			log_info("[keys] %s: claim token not valid (used, expired or another "
+			    "buyer's)", cust->customer_id);
+	}
+	OPENSSL_cleanse(token, sizeof token);
+	if (claimed) {
+		rc = auth_issue_key(&settings, mailer, cust->customer_id, cust->email, cust->name,
+		    "checkout", AUTH_ISSUE_MAIL_TRY, key, sizeof key, &err);
+		if (rc == -1) {
+			struct mk_err e2;
+
+			if (store_claim_give_back(&settings, hash, &e2) == -1)
+				log_warn("[keys] claim not given back: %s", e2.msg);
+			goto fail;
+		}
+		if (rc == STORE_KEY_ISSUED)
+			delivery = "returned";
+	} else if ((rc = store_key_active(&settings, cust->customer_id, 1, &err)) == -1)
+		goto fail;
+	else if (rc == 0) {
+		rc = auth_issue_key(&settings, mailer, cust->customer_id, cust->email, cust->name,
+		    "checkout-email", AUTH_ISSUE_MAIL, key, sizeof key, &err);
+		OPENSSL_cleanse(key, sizeof key);
+		key[0] = '\0';
+		if (rc == -1) {
+			log_warn("[keys] %s: no key mailed yet: %s", cust->customer_id, err.msg);
+			delivery = "pending";
+		} else
+			delivery = rc == STORE_KEY_ISSUED ? "emailed" : "existing";
+	}
+	json_object_object_add(out, "api_key", key[0] != '\0' ? json_object_new_string(key) :
+	    NULL);
+	json_object_object_add(out, "api_key_delivery", json_object_new_string(delivery));
+	OPENSSL_cleanse(key, sizeof key);
+	return 0;
+fail:
+	OPENSSL_cleanse(token, sizeof token);
+	response_fail(resp, &err);
+	return -1;
+}
+
+/*
+ * GET /checkout/return?subscription_id=... | ?payment_id=...[&claim_token=...]
  * The hosted checkout sends the buyer back with these ids; the redirect is
- * no proof of payment, so look the purchase up and answer who bought it.
+ * no proof of payment, so look the purchase up and answer who bought it,
+ * and (checkout_return_key) how the account's API key is delivered.  The
+ * claim token may come as "Authorization: Bearer mkc_..." instead.
  */
 static void
 checkout_return(const struct request *req, struct response *resp)
@@ -113,7 +226,30 @@ checkout_return(const struct request *req, struct response *resp)
 	json_object_object_add(out, "customer_id", json_object_new_string(cust.customer_id));
 	json_object_object_add(out, "email", json_object_new_string(cust.email));
 	json_object_object_add(out, "status", json_object_new_string(status));
+	/* keys only for what was paid for */
+	if (strcmp(status, kind == DODO_SUBSCRIPTION ? "active" : "succeeded") == 0 &&
+	    checkout_return_key(req, &cust, out, resp) == -1) {
+		json_object_put(out);
+		return;
+	}
 	response_json(resp, 200, out);
+}
+
+/* Find the mail provider (keys are mailed) and open the state now. */
+static int
+checkout_init(const struct settings *s, char *errbuf, size_t errlen)
+{
+	struct mk_err err;
+
+	if ((mailer = mail_provider_find(s->mail_provider)) == NULL) {
+		snprintf(errbuf, errlen, "MAIL_PROVIDER names no known provider");
+		return -1;
+	}
+	if (store_open(s, &err) == -1) {
+		snprintf(errbuf, errlen, "MAILKIT_DB: %s", err.msg);
+		return -1;
+	}
+	return 0;
 }
 
 static const struct route routes[] = {
@@ -130,7 +266,9 @@ main(void)
 		.routes = routes,
 		.nroutes = sizeof routes / sizeof routes[0],
 		.json_only = 1,
+		.init = checkout_init,
 	};
 
-	return server_main(&app, &settings, SETTINGS_NEED_DODO | SETTINGS_NEED_PRODUCTS);
+	return server_main(&app, &settings, SETTINGS_NEED_DODO | SETTINGS_NEED_PRODUCTS |
+	    SETTINGS_NEED_MAIL);
 }

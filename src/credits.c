@@ -11,28 +11,34 @@
 
 static struct settings settings;
 
-/* GET /credits/{customer_id} */
+/* GET /credits, /credits/me or /credits/{customer_id}: the customer from auth.h */
 static void
 credits_balance(const struct request *req, struct response *resp)
 {
-	const char		*customer_id = req->params[0];
+	char			 customer_id[CUSTOMER_ID_MAX + 1];
 	struct dodo_balance	 bal;
 	struct store_low_balance low;
 	struct mk_err		 err;
 	json_object		*out, *notice = NULL;
+	long			 threshold = settings.plan_credits * settings.low_balance_percent / 100;
 	int			 has_low;
 
-	if (!valid_customer_id(customer_id)) {
-		response_error(resp, 400, "customer id must be 1-%d letters, digits, '_' or '-'",
-		    CUSTOMER_ID_MAX);
+	if (auth_customer(&settings, req, req->nparams > 0 ? req->params[0] : NULL,
+	    customer_id, sizeof customer_id, resp) == -1)
 		return;
-	}
 	if (dodo_get_balance(&settings, customer_id, &bal, &err) == -1) {
 		response_fail(resp, &err);
 		return;
 	}
-	/* the notice is a nicety: its store being unavailable must not hide the balance */
-	if ((has_low = store_low_balance_get(&settings, customer_id, &low, &err)) == -1)
+	/*
+	 * The notice matters only while the balance is under the threshold (a
+	 * top-up above it means it is over, whether or not its webhook came
+	 * yet), so most reads skip the store.  It is a nicety: the store being
+	 * unavailable must not hide the balance.
+	 */
+	has_low = 0;
+	if (strtod(bal.balance, NULL) < (double)threshold &&
+	    (has_low = store_low_balance_get(&settings, customer_id, &low, &err)) == -1)
 		log_warn("low-balance notice unavailable: %s", err.msg);
 	if (has_low == 1) {
 		notice = json_object_new_object();
@@ -43,32 +49,30 @@ credits_balance(const struct request *req, struct response *resp)
 		    json_object_new_int64((int64_t)low.notified_at));
 	}
 	out = json_object_new_object();
+	json_object_object_add(out, "customer_id", json_object_new_string(customer_id));
 	json_object_object_add(out, "balance", json_object_new_string(bal.balance));
 	json_object_object_add(out, "overage", json_object_new_string(bal.overage));
 	json_object_object_add(out, "last_transaction_at", bal.last_transaction_at[0] ?
 	    json_object_new_string(bal.last_transaction_at) : NULL);
 	json_object_object_add(out, "allowance", json_object_new_int64(settings.plan_credits));
-	json_object_object_add(out, "low_balance_threshold", json_object_new_int64(
-	    settings.plan_credits * settings.low_balance_percent / 100));
+	json_object_object_add(out, "low_balance_threshold", json_object_new_int64(threshold));
 	json_object_object_add(out, "low_balance", notice);
 	response_json(resp, 200, out);
 }
 
-/* GET /credits/{customer_id}/ledger[?limit=N] */
+/* GET /credits/{customer_id}/ledger[?limit=N] (also /credits/me/ledger) */
 static void
 credits_ledger(const struct request *req, struct response *resp)
 {
-	const char	*customer_id = req->params[0];
+	char		 customer_id[CUSTOMER_ID_MAX + 1];
 	struct mk_err	 err;
 	json_object	*page;
 	char		 limit[8];
 	int		 n = LEDGER_PAGE_DEFAULT;
 
-	if (!valid_customer_id(customer_id)) {
-		response_error(resp, 400, "customer id must be 1-%d letters, digits, '_' or '-'",
-		    CUSTOMER_ID_MAX);
+	if (auth_customer(&settings, req, req->params[0], customer_id, sizeof customer_id,
+	    resp) == -1)
 		return;
-	}
 	if (url_query_get(req->query, "limit", limit, sizeof limit) == 0) {
 		char *end;
 		long v = strtol(limit, &end, 10);
@@ -100,6 +104,7 @@ credits_init(const struct settings *s, char *errbuf, size_t errlen)
 }
 
 static const struct route routes[] = {
+	{ "GET", "/credits", credits_balance },
 	{ "GET", "/credits/{}", credits_balance },
 	{ "GET", "/credits/{}/ledger", credits_ledger },
 };

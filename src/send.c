@@ -6,29 +6,39 @@
 #include "mailkit.h"
 
 #define SUBJECT_MAX	998	/* RFC 5322 line length limit */
+#define CONTENT_MAX	(512 * 1024)	/* html or text: a transactional email, not a newsletter */
 
 static struct settings			 settings;
 static const struct mail_provider	*provider;
 
-/* POST /send {customer_id, to, subject, html[, text]} -> {id} */
+/* POST /send {[customer_id,] to, subject, html[, text]} -> {id}; the customer from auth.h */
 static void
 send_email(const struct request *req, struct response *resp)
 {
+	/* customer_id is optional: with an API key the key names the customer */
 	static const struct field_spec specs[] = {
-		{ "customer_id", FIELD_CUSTOMER_ID, 1, CUSTOMER_ID_MAX },
+		{ "customer_id", FIELD_CUSTOMER_ID, 0, CUSTOMER_ID_MAX },
 		{ "to", FIELD_EMAIL_LIST, 1, EMAIL_MAX },
 		{ "subject", FIELD_HEADER_TEXT, 1, SUBJECT_MAX },
-		{ "html", FIELD_TEXT, 0, 0 },
-		{ "text", FIELD_TEXT, 0, 0 },
+		{ "html", FIELD_TEXT, 0, CONTENT_MAX },
+		{ "text", FIELD_TEXT, 0, CONTENT_MAX },
 	};
 	enum { F_CUSTOMER, F_TO, F_SUBJECT, F_HTML, F_TEXT, F_COUNT };
 	struct field_value	 v[F_COUNT];
 	struct mail_message	 msg;
 	struct mail_result	 result;
 	struct mk_err		 err;
-	json_object		*root, *out;
+	json_object		*root = NULL, *out;
 	const char		*client_key = NULL;
+	char			 customer[CUSTOMER_ID_MAX + 1];
+	int			 keyed = 0;
 
+	/* a key is checked first: an unauthenticated request costs no parsing */
+	if (req->authorization[0] != '\0' || !settings.auth_trusts_customer_id) {
+		if (auth_customer(&settings, req, NULL, customer, sizeof customer, resp) == -1)
+			return;
+		keyed = 1;
+	}
 	if (req->idempotency_key[0] != '\0') {
 		if (!valid_idempotency_key(req->idempotency_key)) {
 			response_error(resp, 400, "Idempotency-Key must be 1-%d printable characters",
@@ -42,6 +52,12 @@ send_email(const struct request *req, struct response *resp)
 		response_fail(resp, &err);
 		goto out;
 	}
+	/* a customer_id in the body must agree with the key (403 otherwise);
+	 * without a key (MAILKIT_AUTH=customer_id) it names the customer */
+	if (keyed ? auth_check_claim(v[F_CUSTOMER].str, customer, resp) == -1 :
+	    auth_customer(&settings, req, v[F_CUSTOMER].str, customer, sizeof customer,
+	    resp) == -1)
+		goto out;
 	if (v[F_HTML].str == NULL && v[F_TEXT].str == NULL) {
 		response_error(resp, 400, "html or text is required");
 		goto out;
@@ -53,7 +69,7 @@ send_email(const struct request *req, struct response *resp)
 	msg.subject = v[F_SUBJECT].str;
 	msg.html = v[F_HTML].str;
 	msg.text = v[F_TEXT].str;
-	if (billing_send(&settings, provider, v[F_CUSTOMER].str, client_key, &msg, &result,
+	if (billing_send(&settings, provider, customer, client_key, &msg, &result,
 	    &err) == -1) {
 		response_fail(resp, &err);
 		goto out;

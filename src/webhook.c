@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "mailkit.h"
 #include "store.h"
 
@@ -318,32 +320,78 @@ wh_ledger_logged(const struct wh_event *ev)
 	return WH_DONE;
 }
 
-/* subscription.active / payment.succeeded: logged (API keys come later). */
+/*
+ * subscription.active / payment.succeeded: the customer is paying, so they
+ * need an API key: their first one.  A customer who has or had one (a
+ * top-up, a renewal, the other event of the same purchase, a key an
+ * operator revoked) gets nothing.
+ * While the buyer's page holds a pending claim (checkout.c), the key is left
+ * for GET /checkout/return to hand over (and mail); otherwise it is issued
+ * and mailed now.  If mailing fails the key is withdrawn and the delivery
+ * retried (a fresh key then), so no one is left with a key nobody received.
+ */
 static enum wh_outcome
-wh_purchase_logged(const struct wh_event *ev)
+wh_purchase(const struct wh_event *ev)
 {
-	char	 customer[WH_FIELD_MAX], id[WH_FIELD_MAX], status[WH_FIELD_MAX];
-	int	 sub = strcmp(ev->type, "subscription.active") == 0;
+	char		 customer[WH_FIELD_MAX], id[WH_FIELD_MAX], status[WH_FIELD_MAX];
+	char		 email[WH_FIELD_MAX], name[WH_FIELD_MAX], key[APIKEY_MAX];
+	json_object	*cus = wh_object(ev->data, "customer");
+	struct mk_err	 err;
+	int		 sub = strcmp(ev->type, "subscription.active") == 0, rc;
 
-	wh_text(wh_object(ev->data, "customer"), "customer_id", customer, sizeof customer);
+	wh_text(cus, "customer_id", customer, sizeof customer);
+	wh_text(cus, "email", email, sizeof email);
+	wh_text(cus, "name", name, sizeof name);
 	wh_text(ev->data, sub ? "subscription_id" : "payment_id", id, sizeof id);
 	wh_text(ev->data, "status", status, sizeof status);
 	log_info("[purchase] %s: %s %s (status %s)", customer, ev->type, id, status);
+	/* the payload is the latest state: a delayed event may be stale */
+	if (!valid_customer_id(customer) ||
+	    strcmp(status, sub ? "active" : "succeeded") != 0)
+		return WH_DONE;
+	/* any key, revoked ones too: a key an operator revoked is not re-issued
+	 * by the next renewal (mailkit-admin keys issue|rotate does that) */
+	if ((rc = store_key_active(&settings, customer, 1, &err)) == -1)
+		return WH_RETRY;
+	if (rc == 1)
+		return WH_DONE;
+	if (!valid_email(email)) {
+		struct dodo_customer c;
+
+		if (dodo_get_customer(&settings, customer, &c, &err) == -1)
+			return err.status >= 500 ? WH_RETRY : WH_DONE;
+		snprintf(email, sizeof email, "%s", c.email);
+		snprintf(name, sizeof name, "%s", c.name);
+	}
+	if ((rc = store_claim_pending(&settings, email, &err)) == -1)
+		return WH_RETRY;
+	if (rc == 1) {
+		log_info("[keys] %s: the buyer's page holds a claim: the key is handed over "
+		    "at the checkout return", customer);
+		return WH_DONE;
+	}
+	rc = auth_issue_key(&settings, mailer, customer, email, name, "webhook",
+	    AUTH_ISSUE_MAIL, key, sizeof key, &err);
+	OPENSSL_cleanse(key, sizeof key);
+	if (rc == -1)
+		return err.maybe_done || err.status != 400 ? WH_RETRY : WH_DONE;
 	return WH_DONE;
 }
 
+/* log_only: handling cannot fail, so claiming and finishing are one write */
 static const struct {
 	const char	*type;
 	enum wh_outcome	(*handle)(const struct wh_event *);
+	int		 log_only;
 } wh_handlers[] = {
-	{ "credit.balance_low",		wh_balance_low },
-	{ "credit.added",		wh_credit_added },
-	{ "credit.deducted",		wh_ledger_logged },
-	{ "credit.expired",		wh_ledger_logged },
-	{ "credit.rolled_over",		wh_ledger_logged },
-	{ "credit.overage_charged",	wh_ledger_logged },
-	{ "subscription.active",	wh_purchase_logged },
-	{ "payment.succeeded",		wh_purchase_logged },
+	{ "credit.balance_low",		wh_balance_low,		0 },
+	{ "credit.added",		wh_credit_added,	0 },
+	{ "credit.deducted",		wh_ledger_logged,	1 },
+	{ "credit.expired",		wh_ledger_logged,	1 },
+	{ "credit.rolled_over",		wh_ledger_logged,	1 },
+	{ "credit.overage_charged",	wh_ledger_logged,	1 },
+	{ "subscription.active",	wh_purchase,		0 },
+	{ "payment.succeeded",		wh_purchase,		0 },
 };
 
 /* POST /webhooks/dodo */
@@ -357,7 +405,7 @@ webhook_dodo(const struct request *req, struct response *resp)
 	char		 stamp[WH_FIELD_MAX];
 	enum wh_outcome	 outcome = WH_DONE;
 	size_t		 i;
-	int		 claim;
+	int		 claim, known;
 
 	/* The signature covers the body exactly as received: verify before parsing. */
 	if (whsig_verify(&webhook_key, req->webhook_id, req->webhook_timestamp,
@@ -384,8 +432,17 @@ webhook_dodo(const struct request *req, struct response *resp)
 		goto out;
 	}
 
+	for (i = 0; i < sizeof wh_handlers / sizeof wh_handlers[0]; i++)
+		if (strcmp(wh_handlers[i].type, ev.type) == 0)
+			break;
+	known = i < sizeof wh_handlers / sizeof wh_handlers[0];
+
 	/* At most once per webhook-id: Dodo retries, and may overlap a slow attempt. */
-	if ((claim = store_webhook_claim(&settings, ev.id, ev.type, &err)) == -1) {
+	if (!known || wh_handlers[i].log_only)
+		claim = store_webhook_record(&settings, ev.id, ev.type, &err);
+	else
+		claim = store_webhook_claim(&settings, ev.id, ev.type, &err);
+	if (claim == -1) {
 		response_fail(resp, &err);
 		goto out;
 	}
@@ -399,13 +456,12 @@ webhook_dodo(const struct request *req, struct response *resp)
 		goto out;
 	}
 
-	for (i = 0; i < sizeof wh_handlers / sizeof wh_handlers[0]; i++)
-		if (strcmp(wh_handlers[i].type, ev.type) == 0)
-			break;
-	if (i < sizeof wh_handlers / sizeof wh_handlers[0])
+	if (known)
 		outcome = wh_handlers[i].handle(&ev);
 	else
 		log_info("%s %s: not an event MailKit acts on, acknowledged", ev.type, ev.id);
+	if (!known || wh_handlers[i].log_only)
+		goto received;		/* recorded as done already */
 
 	if (outcome == WH_RETRY) {
 		if (store_webhook_release(&settings, ev.id, &err) == -1)

@@ -159,11 +159,16 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				store_send_advance(s, row, SEND_REJECTED, 402, err->msg, NULL, &serr);
 				goto out;
 			}
-			if (store_send_advance(s, row, SEND_DEBITED, 0, NULL, NULL, err) == -1)
-				goto out;
+			/*
+			 * On to the send without writing the journal: a row resumed
+			 * from "new" repeats the debit (Dodo answers 409, already
+			 * applied) and the send (the provider replays the same key),
+			 * so a crash from here on costs nothing, and a send saves a
+			 * write transaction.
+			 */
+			row->state = SEND_SENDING;
 			break;
-		case SEND_DEBITED:
-			/* recorded before the call: a crash now leaves "sending", resumed by resend */
+		case SEND_DEBITED:	/* rows written by older versions */
 			if (store_send_advance(s, row, SEND_SENDING, 0, NULL, NULL, err) == -1)
 				goto out;
 			break;

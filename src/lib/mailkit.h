@@ -6,9 +6,10 @@
  * input) -> dodo (payments and the credit ledger) and mail (the provider
  * interface; mail_resend is one provider), both over upstream (the one
  * outbound HTTP client: timeouts, retries, keep-alive, capped replies) ->
- * response_json/response_fail.  whsig verifies and signs webhooks; store
- * keeps MailKit's durable state in SQLite (db); settings and log are read
- * and opened once per process.
+ * response_json/response_fail.  auth decides which customer a request acts
+ * for (apikey: Bearer keys, stored hashed) and issues keys; whsig verifies
+ * and signs webhooks; store keeps MailKit's durable state in SQLite (db);
+ * settings and log are read and opened once per process.
  */
 #ifndef MAILKIT_H
 #define MAILKIT_H
@@ -25,5 +26,7 @@
 #include "dodo.h"
 #include "mail.h"
 #include "whsig.h"
+#include "apikey.h"
+#include "auth.h"
 
 #endif

@@ -76,7 +76,7 @@ struct app {
 	size_t			 max_body;	/* 413 above this, before reading */
 	int			 threads;	/* request threads in this process (>= 1) */
 	const char		*mount;		/* path prefix to strip, e.g. "/sandbox"; NULL = none */
-	int			 json_only;	/* 415 for POST bodies that are not application/json */
+	int			 json_only;	/* 415 unless POST/PUT/... say Content-Type: application/json */
 	/* run by server_main once the settings are loaded, before serving; 0 / -1 with err */
 	int			(*init)(const struct settings *s, char *err, size_t errlen);
 };

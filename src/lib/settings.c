@@ -1,11 +1,16 @@
 /* settings.c: dotenv file + environment -> struct settings, checked once at start. */
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
+#include "log.h"
 #include "mail.h"
 #include "settings.h"
 #include "valid.h"
@@ -78,6 +83,11 @@ static const struct setting_def setting_defs[] = {
 	    50, 60000, 0, 0 },
 	{ "UPSTREAM_TIMEOUT_MS", NULL, SET_LONG, S(timeout_ms), "10000", 100, 120000, 0, 0 },
 	{ "UPSTREAM_MAX_RETRIES", NULL, SET_LONG, S(max_retries), "2", 0, 10, 0, 0 },
+	{ "UPSTREAM_CA_FILE", NULL, SET_PATH, S(ca_file), "", 0, 0, 0, 0 },
+	{ "ALLOW_INSECURE_UPSTREAM", NULL, SET_LONG, S(allow_insecure_upstream), "0", 0, 1,
+	    0, 0 },
+	{ "MAILKIT_AUTH", NULL, SET_ID, S(auth_mode), SETTINGS_AUTH_API_KEY, 0, 0, 0, 0 },
+	{ "RATE_LIMIT_PER_MINUTE", NULL, SET_LONG, S(rate_limit), "600", 0, 1000000L, 0, 0 },
 };
 
 #define NSETTINGS (sizeof setting_defs / sizeof setting_defs[0])
@@ -86,6 +96,7 @@ static const struct setting_def setting_defs[] = {
 struct staging {
 	char	*value[NSETTINGS];
 	int	 from_alias[NSETTINGS];
+	unsigned mode;		/* the file's permission bits */
 };
 
 static int
@@ -251,9 +262,12 @@ settings_read_file(const char *path, struct staging *st, char *err, size_t errle
 	char	 why[200];
 	int	 rc;
 
+	struct stat sb;
+
 	if ((f = fopen(path, "r")) == NULL)
 		return settings_fail(err, errlen, "cannot open settings file %s: %s", path,
 		    strerror(errno));
+	st->mode = fstat(fileno(f), &sb) == 0 ? (unsigned)(sb.st_mode & 07777) : 0;
 	if ((text = malloc(SETTINGS_FILE_MAX + 1)) == NULL) {
 		fclose(f);
 		return settings_fail(err, errlen, "%s%s: out of memory", path, "");
@@ -296,6 +310,99 @@ settings_check_from(const char *v)
 	memcpy(addr, lt + 1, n - 1);
 	addr[n - 1] = '\0';
 	return valid_email(addr);
+}
+
+int
+settings_upstream_url_ok(const char *url, int allow_insecure)
+{
+	const char	*host, *end;
+	char		 h[256];
+	size_t		 n;
+
+	if (strncmp(url, "https://", 8) == 0)
+		return 1;
+	if (strncmp(url, "http://", 7) != 0)
+		return 0;
+	if (allow_insecure)
+		return 1;
+	host = url + 7;
+	if ((end = strchr(host, '@')) != NULL && end < host + strcspn(host, "/"))
+		host = end + 1;		/* user:pass@ is not the host */
+	if (*host == '[')
+		end = strchr(host, ']') != NULL ? strchr(host, ']') + 1 : host + strlen(host);
+	else
+		end = host + strcspn(host, ":/");
+	if ((n = (size_t)(end - host)) == 0 || n >= sizeof h)
+		return 0;
+	memcpy(h, host, n);
+	h[n] = '\0';
+	if (strcasecmp(h, "localhost") == 0 || strcmp(h, "[::1]") == 0)
+		return 1;
+	/* 127.0.0.0/8 written as a dotted quad */
+	if (strncmp(h, "127.", 4) == 0) {
+		int dots = 0;
+
+		for (const char *p = h; *p != '\0'; p++) {
+			if (*p == '.')
+				dots++;
+			else if (!isdigit((unsigned char)*p))
+				return 0;
+		}
+		return dots == 3;
+	}
+	return 0;
+}
+
+/* Rules across several settings: auth mode, plain-http upstreams, the CA file. */
+static int
+settings_check_security(struct settings *s, char *err, size_t errlen)
+{
+	static const struct { const char *name; size_t offset; } upstreams[] = {
+		{ "DODO_PAYMENTS_BASE_URL", S(dodo_base_url) },
+		{ "RESEND_BASE_URL", S(resend_base_url) },
+	};
+
+	if (strcmp(s->auth_mode, SETTINGS_AUTH_API_KEY) == 0)
+		s->auth_trusts_customer_id = 0;
+	else if (strcmp(s->auth_mode, SETTINGS_AUTH_CUSTOMER_ID) == 0)
+		s->auth_trusts_customer_id = 1;
+	else {
+		snprintf(err, errlen, "MAILKIT_AUTH must be %s or %s", SETTINGS_AUTH_API_KEY,
+		    SETTINGS_AUTH_CUSTOMER_ID);
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof upstreams / sizeof upstreams[0]; i++) {
+		const char *url = *(char **)((char *)s + upstreams[i].offset);
+
+		if (url != NULL && !settings_upstream_url_ok(url, s->allow_insecure_upstream != 0)) {
+			snprintf(err, errlen, "%s uses plain http to a host that is not loopback: "
+			    "use https (or set ALLOW_INSECURE_UPSTREAM=1 for a test setup)",
+			    upstreams[i].name);
+			return -1;
+		}
+	}
+	if (s->ca_file != NULL && *s->ca_file != '\0' && access(s->ca_file, R_OK) == -1) {
+		snprintf(err, errlen, "UPSTREAM_CA_FILE cannot be read: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void
+settings_log_warnings(const struct settings *s)
+{
+	if (s->env_file != NULL && (s->env_file_mode & 077) != 0)
+		log_warn("settings file %s is readable or writable by group or others "
+		    "(mode %04o): it holds secrets; chmod 600 it", s->env_file,
+		    s->env_file_mode);
+	if (s->auth_trusts_customer_id)
+		log_warn("MAILKIT_AUTH=customer_id: requests are trusted to name their own "
+		    "customer_id, as in the tutorial; anyone who knows or guesses a customer id "
+		    "can spend its credits.  Never expose this mode to the internet; "
+		    "use MAILKIT_AUTH=api_key");
+	if (s->allow_insecure_upstream)
+		log_warn("ALLOW_INSECURE_UPSTREAM=1: upstream API keys may cross the network "
+		    "in plain http");
 }
 
 /* Check one value and store it; on failure write the reason (naming the key) to err. */
@@ -418,6 +525,13 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 		snprintf(err, errlen, "MAIL_PROVIDER names no known provider");
 		goto out;
 	}
+	if (settings_check_security(s, err, errlen) == -1)
+		goto out;
+	if (path != NULL && (s->env_file = strdup(path)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	s->env_file_mode = file.mode;
 	if ((need & SETTINGS_NEED_MAIL) && mp->check(s, err, errlen) == -1)
 		goto out;
 	rc = 0;
@@ -450,6 +564,8 @@ settings_load(struct settings *s, unsigned need, char *err, size_t errlen)
 void
 settings_free(struct settings *s)
 {
+	free(s->env_file);
+	s->env_file = NULL;
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting_def *d = &setting_defs[i];
 

@@ -37,7 +37,21 @@ struct settings {
 	long	 connect_timeout_ms;	/* UPSTREAM_CONNECT_TIMEOUT_MS */
 	long	 timeout_ms;		/* UPSTREAM_TIMEOUT_MS, per attempt */
 	long	 max_retries;		/* UPSTREAM_MAX_RETRIES, for requests safe to repeat */
+	char	*ca_file;		/* UPSTREAM_CA_FILE, CA bundle; "" = libcurl's default */
+	long	 allow_insecure_upstream; /* ALLOW_INSECURE_UPSTREAM: 1 allows plain http to
+					   a non-loopback upstream (never in production) */
+	/* who may act for a customer (auth.h) */
+	char	*auth_mode;		/* MAILKIT_AUTH, SETTINGS_AUTH_API_KEY or _CUSTOMER_ID */
+	int	 auth_trusts_customer_id; /* 1 in the tutorial mode "customer_id" */
+	long	 rate_limit;		/* RATE_LIMIT_PER_MINUTE per API key; 0 = off */
+	/* where the settings came from, for the start-up warnings */
+	char	*env_file;		/* the dotenv file read, NULL if none */
+	unsigned env_file_mode;		/* its permission bits (st_mode & 07777) */
 };
+
+#define SETTINGS_AUTH_API_KEY		"api_key"	/* Authorization: Bearer <key> (default) */
+#define SETTINGS_AUTH_CUSTOMER_ID	"customer_id"	/* the tutorial: trust the request's id */
+
 
 /* What a program needs beyond the always-checked settings; OR them together. */
 #define SETTINGS_NEED_DODO	0x01	/* API key (+ base URL) */
@@ -72,6 +86,21 @@ int	settings_load_from(struct settings *s, const char *path, char *const *env,
 int	settings_parse_dotenv(const char *text, size_t len,
 	    int (*cb)(const char *key, const char *value, void *arg), void *arg,
 	    char *err, size_t errlen);
+
+/*
+ * 1 when url (http:// or https://) may be used for an upstream: https, or
+ * plain http to a loopback host (127.0.0.0/8, [::1], localhost), or any
+ * http when allow_insecure is set.  settings_load applies it to
+ * DODO_PAYMENTS_BASE_URL and RESEND_BASE_URL.
+ */
+int	settings_upstream_url_ok(const char *url, int allow_insecure);
+
+/*
+ * Log what an administrator must know about the loaded settings: the
+ * settings file readable by group or others, and the tutorial auth mode.
+ * Called by server_main and mailkit-admin once the log is open.
+ */
+void	settings_log_warnings(const struct settings *s);
 
 /* 1 if the named setting is a secret that must never be logged. */
 int	settings_is_secret(const char *name);

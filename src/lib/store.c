@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "db.h"
 #include "log.h"
 #include "settings.h"
@@ -57,11 +58,33 @@ static const struct db_migration store_migrations[] = {
 	/* 4: which credit.balance_low event opened the current low period: only
 	 * that event's handler emails the customer (one notice per crossing). */
 	{ "ALTER TABLE low_balance ADD COLUMN notice_event TEXT;" },
+	/* 5: customer API keys (only their SHA-256; one active key per customer),
+	 * and the page's one-time claims on a new key.  (Rate limits live in
+	 * counters.h: a write transaction per request is too dear.) */
+	{ "CREATE TABLE api_keys ("
+	  " id INTEGER PRIMARY KEY,"
+	  " customer_id TEXT NOT NULL,"
+	  " key_hash TEXT NOT NULL UNIQUE,"
+	  " shown TEXT NOT NULL,"
+	  " source TEXT NOT NULL,"
+	  " created_at INTEGER NOT NULL,"
+	  " revoked_at INTEGER);"
+	  "CREATE UNIQUE INDEX api_keys_one_active ON api_keys(customer_id)"
+	  " WHERE revoked_at IS NULL;"
+	  "CREATE TABLE key_claims ("
+	  " token_hash TEXT PRIMARY KEY,"
+	  " session_id TEXT NOT NULL,"
+	  " email TEXT NOT NULL,"
+	  " created_at INTEGER NOT NULL,"
+	  " expires_at INTEGER NOT NULL,"
+	  " redeemed_at INTEGER);"
+	  "CREATE INDEX key_claims_email ON key_claims(email, expires_at);" },
 };
 
 /* Every statement, prepared once per handle (db_stmt) and kept in a slot. */
 enum store_sql {
 	SQL_CLAIM,
+	SQL_RECORD,
 	SQL_CLAIM_STATE,
 	SQL_PRUNE,
 	SQL_DONE,
@@ -78,6 +101,18 @@ enum store_sql {
 	SQL_SEND_PENDING,
 	SQL_SEND_LIST,
 	SQL_SEND_PRUNE,
+	SQL_KEY_REVOKE,
+	SQL_KEY_INSERT,
+	SQL_KEY_FIND,
+	SQL_KEY_FORGET,
+	SQL_KEY_ACTIVE,
+	SQL_KEY_ANY,
+	SQL_KEY_LIST,
+	SQL_CLAIM_ADD,
+	SQL_CLAIM_TAKE,
+	SQL_CLAIM_GIVE_BACK,
+	SQL_CLAIM_PENDING,
+	SQL_CLAIM_PRUNE,
 	SQL_COUNT
 };
 
@@ -89,6 +124,9 @@ static const char *const store_sql_text[SQL_COUNT] = {
 	    " ON CONFLICT (id) DO UPDATE SET claimed_at = excluded.claimed_at"
 	    " WHERE webhook_events.done_at IS NULL AND"
 	    " (webhook_events.claimed_at IS NULL OR webhook_events.claimed_at <= ?4)",
+	[SQL_RECORD] =
+	    "INSERT INTO webhook_events (id, type, received_at, done_at)"
+	    " VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO NOTHING",
 	[SQL_CLAIM_STATE] =
 	    "SELECT done_at IS NOT NULL FROM webhook_events WHERE id = ?1",
 	[SQL_PRUNE] =
@@ -150,6 +188,39 @@ static const char *const store_sql_text[SQL_COUNT] = {
 	    "SELECT " SEND_COLUMNS " FROM sends WHERE created_at >= ?1 ORDER BY created_at",
 	[SQL_SEND_PRUNE] =
 	    "DELETE FROM sends WHERE state >= 4 AND updated_at < ?1",
+	[SQL_KEY_REVOKE] =
+	    "UPDATE api_keys SET revoked_at = ?2 WHERE customer_id = ?1 AND revoked_at IS NULL",
+	/* OR IGNORE: a second active key for the customer is refused by the
+	 * partial unique index, and reported as no change */
+	[SQL_KEY_INSERT] =
+	    "INSERT OR IGNORE INTO api_keys (customer_id, key_hash, shown, source, created_at)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5)",
+#define KEY_COLUMNS "id, customer_id, key_hash, shown, source, created_at, revoked_at"
+	[SQL_KEY_FIND] =
+	    "SELECT " KEY_COLUMNS " FROM api_keys WHERE key_hash = ?1",
+	[SQL_KEY_FORGET] =
+	    "DELETE FROM api_keys WHERE id = ?1",
+	[SQL_KEY_ACTIVE] =
+	    "SELECT count(*) FROM api_keys WHERE customer_id = ?1 AND revoked_at IS NULL",
+	[SQL_KEY_ANY] =
+	    "SELECT count(*) FROM api_keys WHERE customer_id = ?1",
+	[SQL_KEY_LIST] =
+	    "SELECT " KEY_COLUMNS " FROM api_keys WHERE ?1 = '' OR customer_id = ?1"
+	    " ORDER BY id",
+	[SQL_CLAIM_ADD] =
+	    "INSERT INTO key_claims (token_hash, session_id, email, created_at, expires_at)"
+	    " VALUES (?1, ?2, lower(?3), ?4, ?5)",
+	[SQL_CLAIM_TAKE] =
+	    "UPDATE key_claims SET redeemed_at = ?3 WHERE token_hash = ?1"
+	    " AND email = lower(?2) AND redeemed_at IS NULL AND expires_at > ?3",
+	[SQL_CLAIM_GIVE_BACK] =
+	    "UPDATE key_claims SET redeemed_at = NULL WHERE token_hash = ?1",
+	/* a claim taken moments ago still counts: its key is being issued */
+	[SQL_CLAIM_PENDING] =
+	    "SELECT count(*) FROM key_claims WHERE email = lower(?1) AND"
+	    " ((redeemed_at IS NULL AND expires_at > ?2) OR redeemed_at > ?3)",
+	[SQL_CLAIM_PRUNE] =
+	    "DELETE FROM key_claims WHERE expires_at < ?1",
 };
 
 /* This thread's handle. */
@@ -306,9 +377,10 @@ store_webhook_prune(struct store_thread *t, time_t now)
 	(void)store_step_done(t, st, "pruning webhook ids", &ignored);
 }
 
-int
-store_webhook_claim(const struct settings *s, const char *id, const char *type,
-    struct mk_err *err)
+/* SQL_CLAIM or SQL_RECORD for id; then, if it changed nothing, who has it. */
+static int
+store_webhook_take(const struct settings *s, enum store_sql which, const char *id,
+    const char *type, struct mk_err *err)
 {
 	struct store_thread	*t;
 	sqlite3_stmt		*st;
@@ -322,12 +394,13 @@ store_webhook_claim(const struct settings *s, const char *id, const char *type,
 	if (t->claims++ % STORE_PRUNE_EVERY == 0)
 		store_webhook_prune(t, now);
 
-	if ((st = store_stmt(t, SQL_CLAIM, err)) == NULL)
+	if ((st = store_stmt(t, which, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, id);
 	store_bind_text(st, 2, type);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)now);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)now - STORE_WEBHOOK_LEASE_SEC);
+	if (which == SQL_CLAIM)
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)now - STORE_WEBHOOK_LEASE_SEC);
 	if (store_step_done(t, st, "claiming a webhook id", err) == -1)
 		return -1;
 	if (sqlite3_changes(t->db) > 0)
@@ -348,6 +421,20 @@ store_webhook_claim(const struct settings *s, const char *id, const char *type,
 	}
 	sqlite3_reset(st);
 	return rc;
+}
+
+int
+store_webhook_claim(const struct settings *s, const char *id, const char *type,
+    struct mk_err *err)
+{
+	return store_webhook_take(s, SQL_CLAIM, id, type, err);
+}
+
+int
+store_webhook_record(const struct settings *s, const char *id, const char *type,
+    struct mk_err *err)
+{
+	return store_webhook_take(s, SQL_RECORD, id, type, err);
 }
 
 /* SQL_DONE / SQL_RELEASE on id. */
@@ -769,4 +856,265 @@ store_send_list(const struct settings *s, time_t since,
     int (*cb)(const struct store_send *, void *), void *arg, struct mk_err *err)
 {
 	return store_send_each(s, SQL_SEND_LIST, since, 0, cb, arg, err);
+}
+
+/* ------------------------------------------------------------ API keys */
+
+/* One integer from a one-row statement already bound; -1 with err on failure. */
+static long long
+store_count(struct store_thread *t, sqlite3_stmt *st, const char *what, struct mk_err *err)
+{
+	long long	n;
+	int		rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	else {
+		log_error("store: %s: %s", what, sqlite3_errmsg(t->db));
+		n = mk_fail(err, 503, "state store unavailable");
+	}
+	sqlite3_reset(st);
+	return n;
+}
+
+static void
+store_key_read(sqlite3_stmt *st, struct store_key *out)
+{
+	memset(out, 0, sizeof *out);
+	out->id = sqlite3_column_int64(st, 0);
+	store_column_text(st, 1, out->customer_id, sizeof out->customer_id);
+	store_column_text(st, 2, out->key_hash, sizeof out->key_hash);
+	store_column_text(st, 3, out->shown, sizeof out->shown);
+	store_column_text(st, 4, out->source, sizeof out->source);
+	out->created_at = (time_t)sqlite3_column_int64(st, 5);
+	out->revoked_at = (time_t)sqlite3_column_int64(st, 6);
+}
+
+int
+store_key_issue(const struct settings *s, const char *customer_id, const char *key_hash,
+    const char *shown, const char *source, int rotate, long long *id, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	time_t			 now = time(NULL);
+	int			 result = -1;
+
+	if ((t = store_thread(s, err)) == NULL)
+		return -1;
+	if (db_begin(t->db) == -1)
+		return mk_fail(err, 503, "state store unavailable");
+	if (rotate) {
+		if ((st = store_stmt(t, SQL_KEY_REVOKE, err)) == NULL)
+			goto out;
+		store_bind_text(st, 1, customer_id);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
+		if (store_step_done(t, st, "revoking keys", err) == -1)
+			goto out;
+	}
+	if ((st = store_stmt(t, SQL_KEY_INSERT, err)) == NULL)
+		goto out;
+	store_bind_text(st, 1, customer_id);
+	store_bind_text(st, 2, key_hash);
+	store_bind_text(st, 3, shown);
+	store_bind_text(st, 4, source);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
+	if (store_step_done(t, st, "recording a key", err) == -1)
+		goto out;
+	if (sqlite3_changes(t->db) == 0)
+		result = STORE_KEY_EXISTS;
+	else {
+		if (id != NULL)
+			*id = (long long)sqlite3_last_insert_rowid(t->db);
+		result = STORE_KEY_ISSUED;
+	}
+out:
+	if (result == -1) {
+		db_rollback(t->db);
+		return -1;
+	}
+	if (db_commit(t->db) == -1) {
+		db_rollback(t->db);
+		return mk_fail(err, 503, "state store unavailable");
+	}
+	if (rotate)
+		counters_keys_changed(s);	/* workers drop cached lookups */
+	return result;
+}
+
+int
+store_key_find(const struct settings *s, const char *key_hash, struct store_key *out,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	int			 rc;
+
+	memset(out, 0, sizeof *out);
+	if ((t = store_thread(s, err)) == NULL || (st = store_stmt(t, SQL_KEY_FIND, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, key_hash);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		store_key_read(st, out);
+		rc = 1;
+	} else if (rc == SQLITE_DONE)
+		rc = 0;
+	else {
+		log_error("store: reading a key: %s", sqlite3_errmsg(t->db));
+		rc = mk_fail(err, 503, "state store unavailable");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+int
+store_key_revoke(const struct settings *s, const char *customer_id, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_KEY_REVOKE, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, customer_id);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
+	if (store_step_done(t, st, "revoking keys", err) == -1)
+		return -1;
+	counters_keys_changed(s);	/* workers drop cached lookups */
+	return sqlite3_changes(t->db);
+}
+
+int
+store_key_forget(const struct settings *s, long long id, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_KEY_FORGET, err)) == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+	if (store_step_done(t, st, "forgetting a key", err) == -1)
+		return -1;
+	counters_keys_changed(s);	/* workers drop cached lookups */
+	return 0;
+}
+
+int
+store_key_active(const struct settings *s, const char *customer_id, int any,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	long long		 n;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, any ? SQL_KEY_ANY : SQL_KEY_ACTIVE, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, customer_id);
+	if ((n = store_count(t, st, "reading keys", err)) == -1)
+		return -1;
+	return n > 0;
+}
+
+int
+store_key_list(const struct settings *s, const char *customer_id,
+    int (*cb)(const struct store_key *key, void *arg), void *arg, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	struct store_key	 key;
+	int			 rc, n = 0;
+
+	if ((t = store_thread(s, err)) == NULL || (st = store_stmt(t, SQL_KEY_LIST, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, customer_id);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		store_key_read(st, &key);
+		n++;
+		if (cb(&key, arg) != 0)
+			break;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		log_error("store: listing keys: %s", sqlite3_errmsg(t->db));
+		return mk_fail(err, 503, "state store unavailable");
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------ key claims */
+
+int
+store_claim_add(const struct settings *s, const char *token_hash, const char *session_id,
+    const char *email, time_t expires_at, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	time_t			 now = time(NULL);
+
+	if ((t = store_thread(s, err)) == NULL)
+		return -1;
+	if (t->claims++ % STORE_PRUNE_EVERY == 0 &&
+	    (st = store_stmt(t, SQL_CLAIM_PRUNE, err)) != NULL) {
+		sqlite3_bind_int64(st, 1, (sqlite3_int64)now - STORE_CLAIM_KEEP_SEC);
+		(void)store_step_done(t, st, "pruning old claims", err);
+	}
+	if ((st = store_stmt(t, SQL_CLAIM_ADD, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, token_hash);
+	store_bind_text(st, 2, session_id);
+	store_bind_text(st, 3, email);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)now);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)expires_at);
+	return store_step_done(t, st, "recording a claim", err);
+}
+
+int
+store_claim_take(const struct settings *s, const char *token_hash, const char *email,
+    struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_CLAIM_TAKE, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, token_hash);
+	store_bind_text(st, 2, email);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL));
+	if (store_step_done(t, st, "redeeming a claim", err) == -1)
+		return -1;
+	return sqlite3_changes(t->db) > 0;
+}
+
+int
+store_claim_give_back(const struct settings *s, const char *token_hash, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_CLAIM_GIVE_BACK, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, token_hash);
+	return store_step_done(t, st, "giving back a claim", err);
+}
+
+int
+store_claim_pending(const struct settings *s, const char *email, struct mk_err *err)
+{
+	struct store_thread	*t;
+	sqlite3_stmt		*st;
+	long long		 n;
+
+	if ((t = store_thread(s, err)) == NULL ||
+	    (st = store_stmt(t, SQL_CLAIM_PENDING, err)) == NULL)
+		return -1;
+	store_bind_text(st, 1, email);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL) - STORE_CLAIM_ISSUE_SEC);
+	if ((n = store_count(t, st, "reading claims", err)) == -1)
+		return -1;
+	return n > 0;
 }

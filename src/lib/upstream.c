@@ -30,11 +30,12 @@
 
 /* Process-wide, written once by upstream_configure() before threads start. */
 static struct {
-	long	connect_timeout_ms;
-	long	timeout_ms;
-	int	max_retries;
+	long		 connect_timeout_ms;
+	long		 timeout_ms;
+	int		 max_retries;
+	const char	*ca_file;	/* UPSTREAM_CA_FILE (owned by the settings); NULL = default */
 } upstream_cfg = {
-	UPSTREAM_DEFAULT_CONNECT_MS, UPSTREAM_DEFAULT_TIMEOUT_MS, UPSTREAM_DEFAULT_RETRIES
+	UPSTREAM_DEFAULT_CONNECT_MS, UPSTREAM_DEFAULT_TIMEOUT_MS, UPSTREAM_DEFAULT_RETRIES, NULL
 };
 
 /* One per thread: the easy handle keeps its connection cache across calls. */
@@ -114,6 +115,7 @@ upstream_configure(const struct settings *s)
 		upstream_cfg.connect_timeout_ms = s->connect_timeout_ms;
 	if (s->timeout_ms > 0)
 		upstream_cfg.timeout_ms = s->timeout_ms;
+	upstream_cfg.ca_file = s->ca_file != NULL && *s->ca_file != '\0' ? s->ca_file : NULL;
 	if (s->max_retries >= 0)
 		upstream_cfg.max_retries = s->max_retries > UPSTREAM_MAX_RETRIES_LIMIT ?
 		    UPSTREAM_MAX_RETRIES_LIMIT : (int)s->max_retries;
@@ -379,6 +381,11 @@ upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
 	UPSTREAM_SETOPT(c, rc, CURLOPT_TCP_KEEPALIVE, 1L);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_CONNECTTIMEOUT_MS, upstream_cfg.connect_timeout_ms);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_TIMEOUT_MS, upstream_cfg.timeout_ms);
+	/* libcurl's defaults, set explicitly: never talk to an unverified peer */
+	UPSTREAM_SETOPT(c, rc, CURLOPT_SSL_VERIFYPEER, 1L);
+	UPSTREAM_SETOPT(c, rc, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (upstream_cfg.ca_file != NULL)
+		UPSTREAM_SETOPT(c, rc, CURLOPT_CAINFO, upstream_cfg.ca_file);
 	/* Resend rejects requests without a User-Agent (403, "error 1010") */
 	UPSTREAM_SETOPT(c, rc, CURLOPT_USERAGENT, "MailKit/" PACKAGE_VERSION);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_HTTPHEADER, headers);

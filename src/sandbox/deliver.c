@@ -65,14 +65,11 @@ deliver_enqueue(sqlite3 *db, const char *type, json_object *data)
 	body = json_object_to_json_string_ext(env,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	state_id("msg_", id, sizeof(id));
-	st = state_prepare(db, "INSERT INTO deliveries (id, type, body, status, attempts,"
+	st = state_query(db, "INSERT INTO deliveries (id, type, body, status, attempts,"
 	    " next_attempt_at, created_at, updated_at)"
-	    " VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)");
+	    " VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)", 3, id, type, body);
 	if (st == NULL)
 		goto out;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, type, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, body, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, now);
 	if (sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
@@ -312,7 +309,7 @@ deliver_main(void *arg)
 		worked = deliver_pass(curl, db) == DELIVER_BATCH;
 	}
 	curl_easy_cleanup(curl);
-	sqlite3_close(db);
+	state_close();
 	return NULL;
 }
 

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "db.h"
@@ -21,31 +20,19 @@
 void
 dodo_api_error(struct response *resp, int status, const char *code, const char *fmt, ...)
 {
-	json_object	*o = json_object_new_object();
-	char		 msg[512];
-	va_list		 ap;
+	va_list	ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	state_api_verror(resp, SANDBOX_API_DODO, status, code, fmt, ap);
 	va_end(ap);
-	json_object_object_add(o, "code", json_object_new_string(code));
-	json_object_object_add(o, "message", json_object_new_string(msg));
-	response_json(resp, status, o);
 }
 
 /* 1 when the request carries "Authorization: Bearer <token>"; else a 401 is set. */
 static int
 dodo_api_authorized(const struct request *req, struct response *resp)
 {
-	const char	*a = req->authorization;
-
-	if (strncasecmp(a, "Bearer ", 7) == 0) {
-		a += 7;
-		while (*a == ' ')
-			a++;
-		if (*a != '\0')
-			return 1;
-	}
+	if (state_bearer(req->authorization))
+		return 1;
 	dodo_api_error(resp, 401, "UNAUTHORIZED",
 	    "Missing or invalid API key: send Authorization: Bearer <key>");
 	return 0;
@@ -57,7 +44,7 @@ dodo_api_enter(const struct request *req, struct response *resp, const char *tar
 {
 	if (!dodo_api_authorized(req, resp))
 		return 0;
-	return fault_check(target, FAULT_API_DODO, resp, NULL) == 0;
+	return fault_check(target, SANDBOX_API_DODO, resp, NULL) == 0;
 }
 
 /* The database or a 500 in Dodo's shape. */
@@ -84,10 +71,16 @@ dodo_api_time(json_object *o, const char *key, sqlite3_stmt *st, int col)
 	json_object_object_add(o, key, json_object_new_string(t));
 }
 
+/* One row of a Dodo list route as JSON; NULL leaves the row out. */
+typedef json_object *dodo_api_row_fn(sqlite3 *db, sqlite3_stmt *st);
+
+/* Customer from "SELECT id, email, name, created_at". */
 static json_object *
-dodo_api_customer_row(sqlite3_stmt *st)
+dodo_api_customer_row(sqlite3 *db, sqlite3_stmt *st)
 {
 	json_object	*o = json_object_new_object();
+
+	(void)db;
 
 	json_object_object_add(o, "business_id", json_object_new_string(SANDBOX_BUSINESS_ID));
 	json_object_object_add(o, "customer_id", json_object_new_string(state_text(st, 0)));
@@ -105,12 +98,12 @@ dodo_api_customer_json(sqlite3 *db, const char *customer_id)
 	sqlite3_stmt	*st;
 	json_object	*o = NULL;
 
-	st = state_prepare(db, "SELECT id, email, name, created_at FROM customers WHERE id = ?1");
+	st = state_query(db, "SELECT id, email, name, created_at FROM customers WHERE id = ?1",
+	    1, customer_id);
 	if (st == NULL)
 		return NULL;
-	sqlite3_bind_text(st, 1, customer_id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW)
-		o = dodo_api_customer_row(st);
+		o = dodo_api_customer_row(db, st);
 	sqlite3_finalize(st);
 	return o;
 }
@@ -139,12 +132,11 @@ dodo_api_payment_json(sqlite3 *db, const char *payment_id)
 	sqlite3_stmt	*st;
 	json_object	*o = NULL, *cart, *item, *subs;
 
-	st = state_prepare(db, "SELECT id, customer_id, session_id, product_id, quantity,"
+	st = state_query(db, "SELECT id, customer_id, session_id, product_id, quantity,"
 	    " subscription_id, total_amount, status, metadata, created_at FROM payments"
-	    " WHERE id = ?1");
+	    " WHERE id = ?1", 1, payment_id);
 	if (st == NULL)
 		return NULL;
-	sqlite3_bind_text(st, 1, payment_id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW)
 		goto out;
 	o = json_object_new_object();
@@ -191,11 +183,11 @@ dodo_api_subscription_json(sqlite3 *db, const char *subscription_id)
 	json_object	*o = NULL, *cart, *ce;
 	char		 n[SANDBOX_AMOUNT_MAX];
 
-	st = state_prepare(db, "SELECT id, customer_id, product_id, quantity, status, price,"
-	    " metadata, created_at, next_billing_at FROM subscriptions WHERE id = ?1");
+	st = state_query(db, "SELECT id, customer_id, product_id, quantity, status, price,"
+	    " metadata, created_at, next_billing_at FROM subscriptions WHERE id = ?1",
+	    1, subscription_id);
 	if (st == NULL)
 		return NULL;
-	sqlite3_bind_text(st, 1, subscription_id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW)
 		goto out;
 	o = json_object_new_object();
@@ -344,18 +336,64 @@ dodo_api_page(const char *query, int *size, int *number)
 	}
 }
 
+/*
+ * The rest of a list route once its query st is prepared (NULL: a 500):
+ * bind the page from the query to ?limit and ?limit+1 (LIMIT, OFFSET) and
+ * answer {"items": [row(db, st), ...]}.  Finalizes st.
+ */
+static void
+dodo_api_list(sqlite3 *db, const struct request *req, struct response *resp,
+    sqlite3_stmt *st, int limit, dodo_api_row_fn *row)
+{
+	json_object	*items, *o;
+	int		 size, number;
+
+	if (st == NULL) {
+		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "database error");
+		return;
+	}
+	dodo_api_page(req->query, &size, &number);
+	sqlite3_bind_int(st, limit, size);
+	sqlite3_bind_int64(st, limit + 1, (int64_t)size * number);
+	items = json_object_new_array();
+	while (sqlite3_step(st) == SQLITE_ROW)
+		if ((o = row(db, st)) != NULL)
+			json_object_array_add(items, o);
+	sqlite3_finalize(st);
+	state_reply_member(resp, "items", items);
+}
+
 static int
 dodo_api_customer_exists(sqlite3 *db, const char *id)
 {
-	sqlite3_stmt	*st = state_prepare(db, "SELECT 1 FROM customers WHERE id = ?1");
+	sqlite3_stmt	*st = state_query(db, "SELECT 1 FROM customers WHERE id = ?1", 1, id);
 	int		 found;
 
 	if (st == NULL)
 		return 0;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 	found = sqlite3_step(st) == SQLITE_ROW;
 	sqlite3_finalize(st);
 	return found;
+}
+
+/*
+ * GET of one object by the id in the path: lookup's shape, or 404 "<what>
+ * not found".  target is the fault target the route counts as.
+ */
+static void
+dodo_api_get_one(const struct request *req, struct response *resp, const char *target,
+    json_object *(*lookup)(sqlite3 *, const char *), const char *what)
+{
+	sqlite3		*db;
+	json_object	*o;
+
+	if (!dodo_api_enter(req, resp, target) || (db = dodo_api_db(resp)) == NULL)
+		return;
+	if ((o = lookup(db, req->params[0])) == NULL) {
+		dodo_api_error(resp, 404, "NOT_FOUND", "%s not found", what);
+		return;
+	}
+	response_json(resp, 200, o);
 }
 
 /* ------------------------------------------------------------ checkouts */
@@ -521,14 +559,13 @@ dodo_api_checkout_get(const struct request *req, struct response *resp)
 
 	if (!dodo_api_enter(req, resp, "checkout") || (db = dodo_api_db(resp)) == NULL)
 		return;
-	st = state_prepare(db, "SELECT s.id, s.created_at, COALESCE(c.email, s.email),"
+	st = state_query(db, "SELECT s.id, s.created_at, COALESCE(c.email, s.email),"
 	    " COALESCE(c.name, s.name), s.payment_id, s.completed_at FROM sessions s"
-	    " LEFT JOIN customers c ON c.id = s.customer_id WHERE s.id = ?1");
+	    " LEFT JOIN customers c ON c.id = s.customer_id WHERE s.id = ?1", 1, req->params[0]);
 	if (st == NULL) {
 		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "database error");
 		return;
 	}
-	sqlite3_bind_text(st, 1, req->params[0], -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		sqlite3_finalize(st);
 		dodo_api_error(resp, 404, "NOT_FOUND", "Checkout session not found");
@@ -552,16 +589,7 @@ dodo_api_checkout_get(const struct request *req, struct response *resp)
 void
 dodo_api_customer_get(const struct request *req, struct response *resp)
 {
-	sqlite3		*db;
-	json_object	*o;
-
-	if (!dodo_api_enter(req, resp, "customer") || (db = dodo_api_db(resp)) == NULL)
-		return;
-	if ((o = dodo_api_customer_json(db, req->params[0])) == NULL) {
-		dodo_api_error(resp, 404, "NOT_FOUND", "Customer not found");
-		return;
-	}
-	response_json(resp, 200, o);
+	dodo_api_get_one(req, resp, "customer", dodo_api_customer_json, "Customer");
 }
 
 /* GET /dodo/customers[?email=&name=&page_size=&page_number=]: newest first. */
@@ -570,37 +598,20 @@ dodo_api_customer_list(const struct request *req, struct response *resp)
 {
 	sqlite3		*db;
 	sqlite3_stmt	*st;
-	json_object	*items, *out;
 	char		 email[DODO_API_QUERY_MAX], name[DODO_API_QUERY_MAX];
-	int		 size, number, has_email, has_name;
+	int		 has_email, has_name;
 
 	if (!dodo_api_enter(req, resp, "customer") || (db = dodo_api_db(resp)) == NULL)
 		return;
-	dodo_api_page(req->query, &size, &number);
 	has_email = url_query_get(req->query, "email", email, sizeof(email)) == 0;
 	has_name = url_query_get(req->query, "name", name, sizeof(name)) == 0;
 	/* email is matched case-insensitively, name as a case-insensitive substring */
-	st = state_prepare(db, "SELECT id, email, name, created_at FROM customers"
+	st = state_query(db, "SELECT id, email, name, created_at FROM customers"
 	    " WHERE (?1 IS NULL OR lower(email) = lower(?1))"
 	    " AND (?2 IS NULL OR instr(lower(name), lower(?2)) > 0)"
-	    " ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?4");
-	if (st == NULL) {
-		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "database error");
-		return;
-	}
-	if (has_email)
-		sqlite3_bind_text(st, 1, email, -1, SQLITE_STATIC);
-	if (has_name)
-		sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 3, size);
-	sqlite3_bind_int64(st, 4, (int64_t)size * number);
-	items = json_object_new_array();
-	while (sqlite3_step(st) == SQLITE_ROW)
-		json_object_array_add(items, dodo_api_customer_row(st));
-	sqlite3_finalize(st);
-	out = json_object_new_object();
-	json_object_object_add(out, "items", items);
-	response_json(resp, 200, out);
+	    " ORDER BY created_at DESC, rowid DESC LIMIT ?3 OFFSET ?4",
+	    2, has_email ? email : NULL, has_name ? name : NULL);
+	dodo_api_list(db, req, resp, st, 3, dodo_api_customer_row);
 }
 
 /* GET /dodo/customers/{id}/credit-entitlements */
@@ -608,7 +619,7 @@ void
 dodo_api_customer_entitlements(const struct request *req, struct response *resp)
 {
 	sqlite3		*db;
-	json_object	*items, *o, *out;
+	json_object	*items, *o;
 	char		 n[SANDBOX_AMOUNT_MAX];
 
 	if (!dodo_api_enter(req, resp, "balance_read") || (db = dodo_api_db(resp)) == NULL)
@@ -630,9 +641,7 @@ dodo_api_customer_entitlements(const struct request *req, struct response *resp)
 	json_object_object_add(o, "description", json_object_new_string("One email = one credit"));
 	items = json_object_new_array();
 	json_object_array_add(items, o);
-	out = json_object_new_object();
-	json_object_object_add(out, "items", items);
-	response_json(resp, 200, out);
+	state_reply_member(resp, "items", items);
 }
 
 /* ------------------------------------------------------------ purchases */
@@ -641,32 +650,14 @@ dodo_api_customer_entitlements(const struct request *req, struct response *resp)
 void
 dodo_api_subscription_get(const struct request *req, struct response *resp)
 {
-	sqlite3		*db;
-	json_object	*o;
-
-	if (!dodo_api_enter(req, resp, "checkout") || (db = dodo_api_db(resp)) == NULL)
-		return;
-	if ((o = dodo_api_subscription_json(db, req->params[0])) == NULL) {
-		dodo_api_error(resp, 404, "NOT_FOUND", "Subscription not found");
-		return;
-	}
-	response_json(resp, 200, o);
+	dodo_api_get_one(req, resp, "checkout", dodo_api_subscription_json, "Subscription");
 }
 
 /* GET /dodo/payments/{id} */
 void
 dodo_api_payment_get(const struct request *req, struct response *resp)
 {
-	sqlite3		*db;
-	json_object	*o;
-
-	if (!dodo_api_enter(req, resp, "checkout") || (db = dodo_api_db(resp)) == NULL)
-		return;
-	if ((o = dodo_api_payment_json(db, req->params[0])) == NULL) {
-		dodo_api_error(resp, 404, "NOT_FOUND", "Payment not found");
-		return;
-	}
-	response_json(resp, 200, o);
+	dodo_api_get_one(req, resp, "checkout", dodo_api_payment_json, "Payment");
 }
 
 /* ------------------------------------------------------------ credit ledger */
@@ -689,6 +680,23 @@ dodo_api_balance_owner(sqlite3 *db, const struct request *req, struct response *
 	return 1;
 }
 
+/*
+ * Entry of the balance read routes: authorized, no injected fault, a known
+ * entitlement and customer, and expiries noticed.  The database, or NULL
+ * with the reply set.
+ */
+static sqlite3 *
+dodo_api_balance_read(const struct request *req, struct response *resp)
+{
+	sqlite3	*db;
+
+	if (!dodo_api_enter(req, resp, "balance_read") || (db = dodo_api_db(resp)) == NULL ||
+	    !dodo_api_balance_owner(db, req, resp))
+		return NULL;
+	ledger_expire_due(db, req->params[1]);
+	return db;
+}
+
 /* GET /dodo/credit-entitlements/{cent}/balances/{cus} */
 void
 dodo_api_balance_get(const struct request *req, struct response *resp)
@@ -698,23 +706,20 @@ dodo_api_balance_get(const struct request *req, struct response *resp)
 	json_object	*o;
 	char		 n[SANDBOX_AMOUNT_MAX], id[REQUEST_PARAM_MAX + 8];
 
-	if (!dodo_api_enter(req, resp, "balance_read") || (db = dodo_api_db(resp)) == NULL ||
-	    !dodo_api_balance_owner(db, req, resp))
+	if ((db = dodo_api_balance_read(req, resp)) == NULL)
 		return;
-	ledger_expire_due(db, req->params[1]);
 	o = json_object_new_object();
 	snprintf(n, sizeof(n), "%lld", (long long)ledger_balance(db, req->params[1],
 	    state_now_ms()));
-	st = state_prepare(db, "SELECT b.id, b.created_at, b.updated_at, b.last_transaction_at,"
+	st = state_query(db, "SELECT b.id, b.created_at, b.updated_at, b.last_transaction_at,"
 	    " c.created_at FROM customers c LEFT JOIN balances b ON b.customer_id = c.id"
-	    " AND b.entitlement_id = ?2 WHERE c.id = ?1");
+	    " AND b.entitlement_id = ?2 WHERE c.id = ?1", 2, req->params[1],
+	    sandbox.entitlement_id);
 	if (st == NULL) {
 		json_object_put(o);
 		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "database error");
 		return;
 	}
-	sqlite3_bind_text(st, 1, req->params[1], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
 		json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
 		dodo_api_time(o, "created_at", st, 1);
@@ -823,7 +828,7 @@ dodo_api_ledger_post(const struct request *req, struct response *resp)
 		goto out;
 	}
 	in.is_credit = strcmp(type, "credit") == 0;
-	if (fault_check(in.is_credit ? "ledger_credit" : "ledger_debit", FAULT_API_DODO, resp,
+	if (fault_check(in.is_credit ? "ledger_credit" : "ledger_debit", SANDBOX_API_DODO, resp,
 	    NULL) != 0)
 		goto out;
 	if (!dodo_api_balance_owner(db, req, resp))
@@ -882,43 +887,59 @@ out:
 	json_object_put(root);
 }
 
+/* Ledger entry from "SELECT id". */
+static json_object *
+dodo_api_ledger_row(sqlite3 *db, sqlite3_stmt *st)
+{
+	return ledger_entry_json(db, state_text(st, 0));
+}
+
 /* GET .../balances/{cus}/ledger[?page_size&page_number&transaction_type]: newest first. */
 void
 dodo_api_ledger_list(const struct request *req, struct response *resp)
 {
 	sqlite3		*db;
 	sqlite3_stmt	*st;
-	json_object	*items, *out, *o;
 	char		 type[64];
-	int		 size, number, has_type;
+	int		 has_type;
 
-	if (!dodo_api_enter(req, resp, "balance_read") || (db = dodo_api_db(resp)) == NULL ||
-	    !dodo_api_balance_owner(db, req, resp))
+	if ((db = dodo_api_balance_read(req, resp)) == NULL)
 		return;
-	ledger_expire_due(db, req->params[1]);
-	dodo_api_page(req->query, &size, &number);
 	has_type = url_query_get(req->query, "transaction_type", type, sizeof(type)) == 0;
-	st = state_prepare(db, "SELECT id FROM ledger WHERE customer_id = ?1 AND"
+	st = state_query(db, "SELECT id FROM ledger WHERE customer_id = ?1 AND"
 	    " entitlement_id = ?2 AND (?3 IS NULL OR transaction_type = ?3)"
-	    " ORDER BY seq DESC LIMIT ?4 OFFSET ?5");
-	if (st == NULL) {
-		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "database error");
-		return;
-	}
-	sqlite3_bind_text(st, 1, req->params[1], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
-	if (has_type)
-		sqlite3_bind_text(st, 3, type, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 4, size);
-	sqlite3_bind_int64(st, 5, (int64_t)size * number);
-	items = json_object_new_array();
-	while (sqlite3_step(st) == SQLITE_ROW)
-		if ((o = ledger_entry_json(db, state_text(st, 0))) != NULL)
-			json_object_array_add(items, o);
-	sqlite3_finalize(st);
-	out = json_object_new_object();
-	json_object_object_add(out, "items", items);
-	response_json(resp, 200, out);
+	    " ORDER BY seq DESC LIMIT ?4 OFFSET ?5", 3, req->params[1], sandbox.entitlement_id,
+	    has_type ? type : NULL);
+	dodo_api_list(db, req, resp, st, 4, dodo_api_ledger_row);
+}
+
+/* CreditGrant from the grants query of dodo_api_grants_list(). */
+static json_object *
+dodo_api_grant_row(sqlite3 *db, sqlite3_stmt *st)
+{
+	json_object	*o = json_object_new_object();
+	char		 n[SANDBOX_AMOUNT_MAX];
+
+	(void)db;
+	json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
+	dodo_api_time(o, "created_at", st, 1);
+	dodo_api_time(o, "updated_at", st, 2);
+	json_object_object_add(o, "credit_entitlement_id",
+	    json_object_new_string(sandbox.entitlement_id));
+	json_object_object_add(o, "customer_id", json_object_new_string(state_text(st, 10)));
+	snprintf(n, sizeof(n), "%lld", (long long)sqlite3_column_int64(st, 3));
+	json_object_object_add(o, "initial_amount", json_object_new_string(n));
+	snprintf(n, sizeof(n), "%lld", (long long)sqlite3_column_int64(st, 4));
+	json_object_object_add(o, "remaining_amount", json_object_new_string(n));
+	json_object_object_add(o, "is_expired", json_object_new_boolean(sqlite3_column_int(st, 5)));
+	json_object_object_add(o, "is_rolled_over", json_object_new_boolean(0));
+	json_object_object_add(o, "rollover_count", json_object_new_int(0));
+	json_object_object_add(o, "source_type", json_object_new_string(state_text(st, 6)));
+	json_object_object_add(o, "source_id", state_json_text(st, 7));
+	json_object_object_add(o, "metadata", state_json_object(st, 8));
+	dodo_api_time(o, "expires_at", st, 9);
+	json_object_object_add(o, "parent_grant_id", NULL);
+	return o;
 }
 
 /* GET .../balances/{cus}/grants[?status=active|expired|depleted]: oldest first. */
@@ -927,63 +948,26 @@ dodo_api_grants_list(const struct request *req, struct response *resp)
 {
 	sqlite3		*db;
 	sqlite3_stmt	*st;
-	json_object	*items, *out, *o;
-	char		 status[16], n[SANDBOX_AMOUNT_MAX];
-	int		 size, number, has_status, expired;
-	int64_t		 now = state_now_ms();
+	char		 status[16];
+	int		 has_status;
 
-	if (!dodo_api_enter(req, resp, "balance_read") || (db = dodo_api_db(resp)) == NULL ||
-	    !dodo_api_balance_owner(db, req, resp))
+	if ((db = dodo_api_balance_read(req, resp)) == NULL)
 		return;
-	ledger_expire_due(db, req->params[1]);
-	dodo_api_page(req->query, &size, &number);
 	has_status = url_query_get(req->query, "status", status, sizeof(status)) == 0;
-	st = state_prepare(db, "SELECT id, created_at, updated_at, initial_amount, remaining,"
+	st = state_query(db, "SELECT id, created_at, updated_at, initial_amount, remaining,"
 	    " expired OR (expires_at IS NOT NULL AND expires_at <= ?3), source_type, source_id,"
-	    " metadata, expires_at FROM grants WHERE customer_id = ?1 AND entitlement_id = ?2"
+	    " metadata, expires_at, customer_id FROM grants"
+	    " WHERE customer_id = ?1 AND entitlement_id = ?2"
 	    " AND (?4 IS NULL"
 	    "  OR (?4 = 'expired' AND (expired OR (expires_at IS NOT NULL AND expires_at <= ?3)))"
 	    "  OR (?4 = 'depleted' AND remaining = 0)"
 	    "  OR (?4 = 'active' AND remaining > 0 AND NOT expired"
 	    "      AND (expires_at IS NULL OR expires_at > ?3)))"
-	    " ORDER BY seq LIMIT ?5 OFFSET ?6");
-	if (st == NULL) {
-		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "database error");
-		return;
+	    " ORDER BY seq LIMIT ?5 OFFSET ?6", 2, req->params[1], sandbox.entitlement_id);
+	if (st != NULL) {
+		sqlite3_bind_int64(st, 3, state_now_ms());
+		if (has_status)
+			sqlite3_bind_text(st, 4, status, -1, SQLITE_STATIC);
 	}
-	sqlite3_bind_text(st, 1, req->params[1], -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now);
-	if (has_status)
-		sqlite3_bind_text(st, 4, status, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 5, size);
-	sqlite3_bind_int64(st, 6, (int64_t)size * number);
-	items = json_object_new_array();
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		o = json_object_new_object();
-		expired = sqlite3_column_int(st, 5);
-		json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
-		dodo_api_time(o, "created_at", st, 1);
-		dodo_api_time(o, "updated_at", st, 2);
-		json_object_object_add(o, "credit_entitlement_id",
-		    json_object_new_string(sandbox.entitlement_id));
-		json_object_object_add(o, "customer_id", json_object_new_string(req->params[1]));
-		snprintf(n, sizeof(n), "%lld", (long long)sqlite3_column_int64(st, 3));
-		json_object_object_add(o, "initial_amount", json_object_new_string(n));
-		snprintf(n, sizeof(n), "%lld", (long long)sqlite3_column_int64(st, 4));
-		json_object_object_add(o, "remaining_amount", json_object_new_string(n));
-		json_object_object_add(o, "is_expired", json_object_new_boolean(expired));
-		json_object_object_add(o, "is_rolled_over", json_object_new_boolean(0));
-		json_object_object_add(o, "rollover_count", json_object_new_int(0));
-		json_object_object_add(o, "source_type", json_object_new_string(state_text(st, 6)));
-		json_object_object_add(o, "source_id", state_json_text(st, 7));
-		json_object_object_add(o, "metadata", state_json_object(st, 8));
-		dodo_api_time(o, "expires_at", st, 9);
-		json_object_object_add(o, "parent_grant_id", NULL);
-		json_object_array_add(items, o);
-	}
-	sqlite3_finalize(st);
-	out = json_object_new_object();
-	json_object_object_add(out, "items", items);
-	response_json(resp, 200, out);
+	dodo_api_list(db, req, resp, st, 5, dodo_api_grant_row);
 }

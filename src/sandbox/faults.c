@@ -1,5 +1,6 @@
 /* faults.c: injected upstream failures and the sandbox's admin JSON API (tests drive both). */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -12,7 +13,8 @@
 #define FAULT_STALL_DEFAULT_MS	15000	/* longer than MailKit's per-attempt timeout in tests */
 #define FAULT_STALL_MAX_MS	60000	/* a stalled request thread is lost this long */
 #define FAULT_COUNT_MAX		1000
-#define ADMIN_LIST_MAX		200	/* rows returned by /admin/emails and /admin/webhooks */
+#define ADMIN_LIST_MAX		200	/* rows returned by the admin list routes */
+#define ADMIN_QUERY_MAX		320	/* one decoded ?to=, ?subject= or ?type= value */
 #define FAULT_RETRY_AFTER	"1"	/* seconds, sent with injected 429s */
 
 static const char *const fault_targets[] = {
@@ -85,7 +87,7 @@ fail:
 }
 
 int
-fault_check(const char *target, enum fault_api api, struct response *resp, long *stall_out)
+fault_check(const char *target, enum sandbox_api api, struct response *resp, long *stall_out)
 {
 	char	mode[16];
 	long	stall_ms = 0;
@@ -107,7 +109,7 @@ fault_check(const char *target, enum fault_api api, struct response *resp, long 
 	}
 	if (strcmp(mode, "422") == 0) {
 		/* a definite refusal: the call was understood and did nothing */
-		if (api == FAULT_API_RESEND)
+		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 422, "validation_error",
 			    "Injected refusal: the email was not sent.");
 		else
@@ -116,14 +118,14 @@ fault_check(const char *target, enum fault_api api, struct response *resp, long 
 	}
 	if (strcmp(mode, "429") == 0) {
 		response_header(resp, "Retry-After", FAULT_RETRY_AFTER);
-		if (api == FAULT_API_RESEND)
+		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 429, "rate_limit_exceeded",
 			    "Too many requests. You can only make 5 requests per second.");
 		else
 			dodo_api_error(resp, 429, "TOO_MANY_REQUESTS", "Too many requests");
 		return 1;
 	}
-	if (api == FAULT_API_RESEND)
+	if (api == SANDBOX_API_RESEND)
 		resend_api_error(resp, 500, "internal_server_error",
 		    "An unexpected error occurred, please try again later.");
 	else
@@ -227,142 +229,153 @@ out:
 void
 faults_delete(const struct request *req, struct response *resp)
 {
-	json_object	*out;
-
 	(void)req;
 	if (state_exec(state_db(), "DELETE FROM faults", 0) == -1) {
 		admin_error(resp, 500, "database error");
 		return;
 	}
+	state_reply_member(resp, "cleared", json_object_new_boolean(1));
+}
+
+/* One row of an admin list as JSON. */
+typedef json_object *admin_row_fn(sqlite3_stmt *st);
+
+/*
+ * The admin list routes: run sql with ?1..?n bound to the query parameters
+ * named in keys (NULL when absent) and ?n+1 to ADMIN_LIST_MAX, and answer
+ * {"items": [row(st), ...]}.  With total_col >= 0 the reply also carries
+ * "total", that column of the rows (a count(*) OVER () of every match).
+ */
+static void
+admin_list(const struct request *req, struct response *resp, const char *sql,
+    const char *const *keys, int nkeys, admin_row_fn *row, int total_col)
+{
+	sqlite3_stmt	*st;
+	json_object	*items, *out;
+	char		 value[ADMIN_QUERY_MAX];
+	int64_t		 total = 0;
+	int		 i;
+
+	if ((st = state_prepare(state_db(), sql)) == NULL) {
+		admin_error(resp, 500, "database error");
+		return;
+	}
+	for (i = 0; i < nkeys; i++)
+		if (url_query_get(req->query, keys[i], value, sizeof(value)) == 0)
+			sqlite3_bind_text(st, i + 1, value, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(st, nkeys + 1, ADMIN_LIST_MAX);
+	items = json_object_new_array();
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		json_object_array_add(items, row(st));
+		if (total_col >= 0)
+			total = sqlite3_column_int64(st, total_col);
+	}
+	sqlite3_finalize(st);
 	out = json_object_new_object();
-	json_object_object_add(out, "cleared", json_object_new_boolean(1));
+	json_object_object_add(out, "items", items);
+	if (total_col >= 0)
+		json_object_object_add(out, "total", json_object_new_int64(total));
 	response_json(resp, 200, out);
+}
+
+static json_object *
+admin_fault_row(sqlite3_stmt *st)
+{
+	json_object	*o = json_object_new_object();
+
+	json_object_object_add(o, "target", json_object_new_string(state_text(st, 0)));
+	json_object_object_add(o, "mode", json_object_new_string(state_text(st, 1)));
+	json_object_object_add(o, "count", json_object_new_int(sqlite3_column_int(st, 2)));
+	json_object_object_add(o, "stall_ms", json_object_new_int64(sqlite3_column_int64(st, 3)));
+	return o;
 }
 
 /* GET /admin/faults */
 void
 faults_list(const struct request *req, struct response *resp)
 {
-	sqlite3_stmt	*st;
-	json_object	*items = json_object_new_array(), *o, *out;
-
-	(void)req;
-	if ((st = state_prepare(state_db(), "SELECT target, mode, remaining, stall_ms"
-	    " FROM faults ORDER BY target")) == NULL) {
-		json_object_put(items);
-		admin_error(resp, 500, "database error");
-		return;
-	}
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		o = json_object_new_object();
-		json_object_object_add(o, "target", json_object_new_string(state_text(st, 0)));
-		json_object_object_add(o, "mode", json_object_new_string(state_text(st, 1)));
-		json_object_object_add(o, "count", json_object_new_int(sqlite3_column_int(st, 2)));
-		json_object_object_add(o, "stall_ms",
-		    json_object_new_int64(sqlite3_column_int64(st, 3)));
-		json_object_array_add(items, o);
-	}
-	sqlite3_finalize(st);
-	out = json_object_new_object();
-	json_object_object_add(out, "items", items);
-	response_json(resp, 200, out);
+	admin_list(req, resp, "SELECT target, mode, remaining, stall_ms FROM faults"
+	    " ORDER BY target LIMIT ?1", NULL, 0, admin_fault_row, -1);
 }
 
-/* GET /admin/emails[?to=addr]: what the Resend emulation "sent", newest first. */
+static json_object *
+admin_email_row(sqlite3_stmt *st)
+{
+	json_object	*o = json_object_new_object(), *to;
+	char		 t[SANDBOX_TIME_MAX];
+
+	json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
+	json_object_object_add(o, "from", json_object_new_string(state_text(st, 1)));
+	to = json_tokener_parse(state_text(st, 2));
+	json_object_object_add(o, "to", to != NULL ? to : json_object_new_array());
+	json_object_object_add(o, "subject", json_object_new_string(state_text(st, 3)));
+	json_object_object_add(o, "html", state_json_text(st, 4));
+	json_object_object_add(o, "text", state_json_text(st, 5));
+	json_object_object_add(o, "status", json_object_new_string(state_text(st, 6)));
+	json_object_object_add(o, "idempotency_key", state_json_text(st, 7));
+	state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
+	json_object_object_add(o, "created_at", json_object_new_string(t));
+	return o;
+}
+
+/*
+ * GET /admin/emails[?to=addr][&subject=prefix]: what the Resend emulation
+ * "sent", newest first.  ?to= matches inside the recipients, ?subject= is a
+ * prefix; "total" counts every match, "items" holds the newest
+ * ADMIN_LIST_MAX of them.
+ */
 void
 admin_emails(const struct request *req, struct response *resp)
 {
-	sqlite3_stmt	*st;
-	json_object	*items = json_object_new_array(), *o, *out, *to;
-	char		 t[SANDBOX_TIME_MAX], filter[320];
-	int		 use_filter;
+	static const char *const keys[] = { "to", "subject" };
 
-	use_filter = url_query_get(req->query, "to", filter, sizeof(filter)) == 0;
-	st = state_prepare(state_db(), "SELECT id, from_addr, to_json, subject, html, text,"
-	    " status, idempotency_key, created_at FROM emails"
-	    " WHERE ?1 IS NULL OR instr(lower(to_json), lower(?1)) > 0"
-	    " ORDER BY seq DESC LIMIT ?2");
-	if (st == NULL) {
-		json_object_put(items);
-		admin_error(resp, 500, "database error");
-		return;
-	}
-	if (use_filter)
-		sqlite3_bind_text(st, 1, filter, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, ADMIN_LIST_MAX);
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		o = json_object_new_object();
-		json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
-		json_object_object_add(o, "from", json_object_new_string(state_text(st, 1)));
-		to = json_tokener_parse(state_text(st, 2));
-		json_object_object_add(o, "to", to != NULL ? to : json_object_new_array());
-		json_object_object_add(o, "subject", json_object_new_string(state_text(st, 3)));
-		json_object_object_add(o, "html", state_json_text(st, 4));
-		json_object_object_add(o, "text", state_json_text(st, 5));
-		json_object_object_add(o, "status", json_object_new_string(state_text(st, 6)));
-		json_object_object_add(o, "idempotency_key", state_json_text(st, 7));
-		state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
-		json_object_object_add(o, "created_at", json_object_new_string(t));
-		json_object_array_add(items, o);
-	}
-	sqlite3_finalize(st);
-	out = json_object_new_object();
-	json_object_object_add(out, "items", items);
-	response_json(resp, 200, out);
+	admin_list(req, resp, "SELECT id, from_addr, to_json, subject, html, text, status,"
+	    " idempotency_key, created_at, count(*) OVER () FROM emails"
+	    " WHERE (?1 IS NULL OR instr(lower(to_json), lower(?1)) > 0)"
+	    " AND (?2 IS NULL OR substr(subject, 1, length(?2)) = ?2)"
+	    " ORDER BY seq DESC LIMIT ?3", keys, 2, admin_email_row, 9);
+}
+
+static json_object *
+admin_webhook_row(sqlite3_stmt *st)
+{
+	json_object	*o = json_object_new_object();
+	char		 t[SANDBOX_TIME_MAX];
+
+	json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
+	json_object_object_add(o, "type", json_object_new_string(state_text(st, 1)));
+	json_object_object_add(o, "status", json_object_new_string(state_text(st, 2)));
+	json_object_object_add(o, "attempts", json_object_new_int(sqlite3_column_int(st, 3)));
+	json_object_object_add(o, "last_status", sqlite3_column_type(st, 4) == SQLITE_NULL ?
+	    NULL : json_object_new_int(sqlite3_column_int(st, 4)));
+	json_object_object_add(o, "last_error", state_json_text(st, 5));
+	json_object_object_add(o, "payload", json_tokener_parse(state_text(st, 6)));
+	/* the exact bytes and headers of the last attempt, for signature checks */
+	json_object_object_add(o, "body", json_object_new_string(state_text(st, 6)));
+	json_object_object_add(o, "webhook_timestamp", state_json_text(st, 10));
+	json_object_object_add(o, "webhook_signature", state_json_text(st, 11));
+	state_iso(sqlite3_column_int64(st, 7), t, sizeof(t));
+	json_object_object_add(o, "created_at", json_object_new_string(t));
+	state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
+	json_object_object_add(o, "updated_at", json_object_new_string(t));
+	if (strcmp(state_text(st, 2), "pending") == 0) {
+		state_iso(sqlite3_column_int64(st, 9), t, sizeof(t));
+		json_object_object_add(o, "next_attempt_at", json_object_new_string(t));
+	} else
+		json_object_object_add(o, "next_attempt_at", NULL);
+	return o;
 }
 
 /* GET /admin/webhooks[?type=credit.added]: deliveries with status and attempts, newest first. */
 void
 admin_webhooks(const struct request *req, struct response *resp)
 {
-	sqlite3_stmt	*st;
-	json_object	*items = json_object_new_array(), *o, *out, *payload;
-	char		 t[SANDBOX_TIME_MAX], filter[64];
-	int		 use_filter;
+	static const char *const keys[] = { "type" };
 
-	use_filter = url_query_get(req->query, "type", filter, sizeof(filter)) == 0;
-	st = state_prepare(state_db(), "SELECT id, type, status, attempts, last_status,"
-	    " last_error, body, created_at, updated_at, next_attempt_at, last_timestamp,"
-	    " last_signature FROM deliveries"
-	    " WHERE ?1 IS NULL OR type = ?1 ORDER BY seq DESC LIMIT ?2");
-	if (st == NULL) {
-		json_object_put(items);
-		admin_error(resp, 500, "database error");
-		return;
-	}
-	if (use_filter)
-		sqlite3_bind_text(st, 1, filter, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 2, ADMIN_LIST_MAX);
-	while (sqlite3_step(st) == SQLITE_ROW) {
-		o = json_object_new_object();
-		json_object_object_add(o, "id", json_object_new_string(state_text(st, 0)));
-		json_object_object_add(o, "type", json_object_new_string(state_text(st, 1)));
-		json_object_object_add(o, "status", json_object_new_string(state_text(st, 2)));
-		json_object_object_add(o, "attempts", json_object_new_int(sqlite3_column_int(st, 3)));
-		json_object_object_add(o, "last_status", sqlite3_column_type(st, 4) == SQLITE_NULL ?
-		    NULL : json_object_new_int(sqlite3_column_int(st, 4)));
-		json_object_object_add(o, "last_error", state_json_text(st, 5));
-		payload = json_tokener_parse(state_text(st, 6));
-		json_object_object_add(o, "payload", payload);
-		/* the exact bytes and headers of the last attempt, for signature checks */
-		json_object_object_add(o, "body", json_object_new_string(state_text(st, 6)));
-		json_object_object_add(o, "webhook_timestamp", state_json_text(st, 10));
-		json_object_object_add(o, "webhook_signature", state_json_text(st, 11));
-		state_iso(sqlite3_column_int64(st, 7), t, sizeof(t));
-		json_object_object_add(o, "created_at", json_object_new_string(t));
-		state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
-		json_object_object_add(o, "updated_at", json_object_new_string(t));
-		if (strcmp(state_text(st, 2), "pending") == 0) {
-			state_iso(sqlite3_column_int64(st, 9), t, sizeof(t));
-			json_object_object_add(o, "next_attempt_at", json_object_new_string(t));
-		} else
-			json_object_object_add(o, "next_attempt_at", NULL);
-		json_object_array_add(items, o);
-	}
-	sqlite3_finalize(st);
-	out = json_object_new_object();
-	json_object_object_add(out, "items", items);
-	response_json(resp, 200, out);
+	admin_list(req, resp, "SELECT id, type, status, attempts, last_status, last_error,"
+	    " body, created_at, updated_at, next_attempt_at, last_timestamp, last_signature"
+	    " FROM deliveries WHERE ?1 IS NULL OR type = ?1 ORDER BY seq DESC LIMIT ?2",
+	    keys, 1, admin_webhook_row, -1);
 }
 
 /* One integer from a single-row query, 0 on errors. */
@@ -433,14 +446,10 @@ admin_stats(const struct request *req, struct response *resp)
 void
 admin_reset(const struct request *req, struct response *resp)
 {
-	json_object	*out;
-
 	(void)req;
 	if (state_reset(state_db()) == -1) {
 		admin_error(resp, 500, "database error");
 		return;
 	}
-	out = json_object_new_object();
-	json_object_object_add(out, "reset", json_object_new_boolean(1));
-	response_json(resp, 200, out);
+	state_reply_member(resp, "reset", json_object_new_boolean(1));
 }

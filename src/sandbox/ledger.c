@@ -6,15 +6,34 @@
 #include "log.h"
 #include "sandbox.h"
 
-/* Non-expired grants: the only ones that count towards the balance. */
+/*
+ * Conditions on the grants of customer ?1 and this entitlement (?2) at time
+ * ?3, for ledger_grants_query().  Live grants are the only ones that count
+ * towards the balance; due ones passed expires_at and are not flagged yet.
+ */
 #define LEDGER_LIVE_GRANTS \
 	"customer_id = ?1 AND entitlement_id = ?2 AND expired = 0 AND remaining > 0" \
 	" AND (expires_at IS NULL OR expires_at > ?3)"
+#define LEDGER_DUE_GRANTS \
+	"customer_id = ?1 AND entitlement_id = ?2 AND expired = 0" \
+	" AND expires_at IS NOT NULL AND expires_at <= ?3"
 
 static void
 ledger_amount_text(int64_t v, char *out, size_t len)
 {
 	snprintf(out, len, "%lld", (long long)v);
+}
+
+/* Prepare sql over one customer's grants (see LEDGER_LIVE_GRANTS), with
+ * ?1..?3 bound.  NULL (logged) on failure; the caller finalizes. */
+static sqlite3_stmt *
+ledger_grants_query(sqlite3 *db, const char *sql, const char *customer_id, int64_t now)
+{
+	sqlite3_stmt	*st;
+
+	if ((st = state_query(db, sql, 2, customer_id, sandbox.entitlement_id)) != NULL)
+		sqlite3_bind_int64(st, 3, now);
+	return st;
 }
 
 int64_t
@@ -29,13 +48,10 @@ ledger_balance(sqlite3 *db, const char *customer_id, int64_t now_ms)
 	sqlite3_stmt	*st;
 	int64_t		 sum = 0;
 
-	st = state_prepare(db, "SELECT COALESCE(SUM(remaining), 0) FROM grants WHERE "
-	    LEDGER_LIVE_GRANTS);
+	st = ledger_grants_query(db, "SELECT COALESCE(SUM(remaining), 0) FROM grants WHERE "
+	    LEDGER_LIVE_GRANTS, customer_id, now_ms);
 	if (st == NULL)
 		return 0;
-	sqlite3_bind_text(st, 1, customer_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now_ms);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		sum = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
@@ -50,13 +66,12 @@ ledger_entry_json(sqlite3 *db, const char *entry_id)
 	char		 t[SANDBOX_TIME_MAX], n[SANDBOX_AMOUNT_MAX];
 	int		 is_credit;
 
-	st = state_prepare(db, "SELECT id, customer_id, entitlement_id, amount, is_credit,"
+	st = state_query(db, "SELECT id, customer_id, entitlement_id, amount, is_credit,"
 	    " balance_before, balance_after, transaction_type, grant_id, reference_type,"
 	    " reference_id, description, reason, metadata, created_at"
-	    " FROM ledger WHERE id = ?1");
+	    " FROM ledger WHERE id = ?1", 1, entry_id);
 	if (st == NULL)
 		return NULL;
-	sqlite3_bind_text(st, 1, entry_id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW)
 		goto out;
 	o = json_object_new_object();
@@ -157,14 +172,10 @@ ledger_expire_locked(sqlite3 *db, const char *customer_id, int64_t now)
 	int			 rc = 0;
 
 	for (;;) {
-		st = state_prepare(db, "SELECT id, remaining FROM grants WHERE customer_id = ?1"
-		    " AND entitlement_id = ?2 AND expired = 0 AND expires_at IS NOT NULL"
-		    " AND expires_at <= ?3 ORDER BY seq LIMIT 1");
+		st = ledger_grants_query(db, "SELECT id, remaining FROM grants WHERE "
+		    LEDGER_DUE_GRANTS " ORDER BY seq LIMIT 1", customer_id, now);
 		if (st == NULL)
 			return -1;
-		sqlite3_bind_text(st, 1, customer_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, now);
 		if (sqlite3_step(st) != SQLITE_ROW) {
 			sqlite3_finalize(st);
 			return rc;
@@ -198,14 +209,10 @@ ledger_expire_due(sqlite3 *db, const char *customer_id)
 	int64_t		 now = state_now_ms();
 	int		 due = 0;
 
-	st = state_prepare(db, "SELECT 1 FROM grants WHERE customer_id = ?1 AND"
-	    " entitlement_id = ?2 AND expired = 0 AND expires_at IS NOT NULL AND"
-	    " expires_at <= ?3 LIMIT 1");
+	st = ledger_grants_query(db, "SELECT 1 FROM grants WHERE " LEDGER_DUE_GRANTS " LIMIT 1",
+	    customer_id, now);
 	if (st == NULL)
 		return -1;
-	sqlite3_bind_text(st, 1, customer_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 3, now);
 	due = sqlite3_step(st) == SQLITE_ROW;
 	sqlite3_finalize(st);
 	if (!due)
@@ -236,13 +243,10 @@ ledger_draw(sqlite3 *db, const char *customer_id, int64_t amount, int64_t now,
 	grant_id[0] = '\0';
 	ledger_amount_text(now, now_text, sizeof(now_text));
 	while (amount > 0) {
-		st = state_prepare(db, "SELECT id, remaining FROM grants WHERE "
-		    LEDGER_LIVE_GRANTS " ORDER BY seq LIMIT 1");
+		st = ledger_grants_query(db, "SELECT id, remaining FROM grants WHERE "
+		    LEDGER_LIVE_GRANTS " ORDER BY seq LIMIT 1", customer_id, now);
 		if (st == NULL)
 			return -1;
-		sqlite3_bind_text(st, 1, customer_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, now);
 		if (sqlite3_step(st) != SQLITE_ROW) {
 			sqlite3_finalize(st);
 			log_error("sandbox ledger: balance vanished during a debit");
@@ -302,11 +306,10 @@ ledger_subscription_of(sqlite3 *db, const char *customer_id, char *out, size_t l
 	sqlite3_stmt	*st;
 
 	out[0] = '\0';
-	st = state_prepare(db, "SELECT id FROM subscriptions WHERE customer_id = ?1"
-	    " ORDER BY created_at DESC LIMIT 1");
+	st = state_query(db, "SELECT id FROM subscriptions WHERE customer_id = ?1"
+	    " ORDER BY created_at DESC LIMIT 1", 1, customer_id);
 	if (st == NULL)
 		return;
-	sqlite3_bind_text(st, 1, customer_id, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		snprintf(out, len, "%s", state_text(st, 0));
 	sqlite3_finalize(st);
@@ -349,9 +352,9 @@ ledger_apply(sqlite3 *db, const struct ledger_request *in, char *entry_id, size_
 	int		 found;
 
 	entry_id[0] = '\0';
-	if ((st = state_prepare(db, "SELECT 1 FROM customers WHERE id = ?1")) == NULL)
+	if ((st = state_query(db, "SELECT 1 FROM customers WHERE id = ?1", 1,
+	    in->customer_id)) == NULL)
 		return LEDGER_FAILED;
-	sqlite3_bind_text(st, 1, in->customer_id, -1, SQLITE_STATIC);
 	found = sqlite3_step(st) == SQLITE_ROW;
 	sqlite3_finalize(st);
 	if (!found)
@@ -360,13 +363,11 @@ ledger_apply(sqlite3 *db, const struct ledger_request *in, char *entry_id, size_
 		return LEDGER_FAILED;
 
 	if (in->idempotency_key != NULL) {
-		st = state_prepare(db, "SELECT 1 FROM ledger WHERE customer_id = ?1 AND"
-		    " entitlement_id = ?2 AND idempotency_key = ?3");
+		st = state_query(db, "SELECT 1 FROM ledger WHERE customer_id = ?1 AND"
+		    " entitlement_id = ?2 AND idempotency_key = ?3", 3, in->customer_id,
+		    sandbox.entitlement_id, in->idempotency_key);
 		if (st == NULL)
 			return LEDGER_FAILED;
-		sqlite3_bind_text(st, 1, in->customer_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, sandbox.entitlement_id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 3, in->idempotency_key, -1, SQLITE_STATIC);
 		found = sqlite3_step(st) == SQLITE_ROW;
 		sqlite3_finalize(st);
 		if (found)

@@ -167,5 +167,6 @@ main(void)
 	setenv("MAILKIT_THREADS", SANDBOX_THREADS_DEFAULT, 0);
 	rc = server_main(&app, &settings, 0);
 	deliver_stop();
+	state_close();
 	return rc;
 }

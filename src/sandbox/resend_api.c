@@ -20,26 +20,18 @@
 void
 resend_api_error(struct response *resp, int status, const char *name, const char *fmt, ...)
 {
-	json_object	*o = json_object_new_object();
-	char		 msg[512];
-	va_list		 ap;
+	va_list	ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	state_api_verror(resp, SANDBOX_API_RESEND, status, name, fmt, ap);
 	va_end(ap);
-	json_object_object_add(o, "statusCode", json_object_new_int(status));
-	json_object_object_add(o, "name", json_object_new_string(name));
-	json_object_object_add(o, "message", json_object_new_string(msg));
-	response_json(resp, status, o);
 }
 
 /* Bearer key and User-Agent, as the real API demands.  1 to go on. */
 static int
 resend_api_authorized(const struct request *req, struct response *resp)
 {
-	const char	*a = req->authorization;
-
-	if (strncasecmp(a, "Bearer ", 7) != 0 || a[7] == '\0') {
+	if (!state_bearer(req->authorization)) {
 		resend_api_error(resp, 401, "missing_api_key", "Missing API key in the "
 		    "authorization header. Include the following header Authorization: Bearer "
 		    "YOUR_API_KEY in the request.");
@@ -322,7 +314,7 @@ resend_api_send(const struct request *req, struct response *resp)
 	struct mk_err		 err;
 	enum resend_api_claim	 claim = CLAIM_NEW;
 	sqlite3			*db;
-	json_object		*root = NULL, *out;
+	json_object		*root = NULL;
 	const char		*key = req->idempotency_key[0] != '\0' ? req->idempotency_key : NULL;
 	char			 hash[RESEND_API_HASH_HEX], id[SANDBOX_ID_MAX];
 	long			 stall = 0;
@@ -330,7 +322,7 @@ resend_api_send(const struct request *req, struct response *resp)
 
 	if (!resend_api_authorized(req, resp))
 		return;
-	if (fault_check("email_send", FAULT_API_RESEND, resp, &stall) != 0)
+	if (fault_check("email_send", SANDBOX_API_RESEND, resp, &stall) != 0)
 		return;
 	if ((db = state_db()) == NULL) {
 		resend_api_error(resp, 500, "application_error", "database unavailable");
@@ -359,10 +351,7 @@ resend_api_send(const struct request *req, struct response *resp)
 	}
 	switch (claim) {
 	case CLAIM_REPLAY:
-		out = json_object_new_object();
-		json_object_object_add(out, "id", json_object_new_string(id));
-		response_json(resp, 200, out);
-		goto out;
+		goto reply;	/* the id the first request got; nothing is sent */
 	case CLAIM_MISMATCH:
 		resend_api_error(resp, 409, "invalid_idempotent_request", "Same idempotency key "
 		    "used with a different request payload. Change your idempotency key or "
@@ -389,9 +378,8 @@ resend_api_send(const struct request *req, struct response *resp)
 		resend_api_error(resp, 500, "application_error", "database error");
 		goto out;
 	}
-	out = json_object_new_object();
-	json_object_object_add(out, "id", json_object_new_string(id));
-	response_json(resp, 200, out);
+reply:
+	state_reply_member(resp, "id", json_object_new_string(id));
 out:
 	json_object_put(root);
 }
@@ -406,13 +394,12 @@ resend_api_get(const struct request *req, struct response *resp)
 
 	if (!resend_api_authorized(req, resp))
 		return;
-	st = state_prepare(state_db(), "SELECT id, from_addr, to_json, subject, html, text,"
-	    " status, created_at FROM emails WHERE id = ?1");
+	st = state_query(state_db(), "SELECT id, from_addr, to_json, subject, html, text,"
+	    " status, created_at FROM emails WHERE id = ?1", 1, req->params[0]);
 	if (st == NULL) {
 		resend_api_error(resp, 500, "application_error", "database error");
 		return;
 	}
-	sqlite3_bind_text(st, 1, req->params[0], -1, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW) {
 		sqlite3_finalize(st);
 		resend_api_error(resp, 404, "not_found", "Email not found");

@@ -2,6 +2,7 @@
 #ifndef MAILKIT_SANDBOX_H
 #define MAILKIT_SANDBOX_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sqlite3.h>
@@ -59,8 +60,13 @@ extern struct sandbox_config sandbox;
 /* This thread's database handle, opened (and migrated) on first use.
  * Returns NULL, with the reason logged, if the database cannot be opened. */
 sqlite3	*state_db(void);
+/* Close this thread's handle (a thread that ends without it has it closed). */
+void	 state_close(void);
 /* Prepare sql on db; NULL (logged) on failure.  Caller finalizes. */
 sqlite3_stmt *state_prepare(sqlite3 *db, const char *sql);
+/* The same with the n const char * arguments bound to ?1..?n (NULL binds
+ * NULL, text is copied); the caller binds any further parameters. */
+sqlite3_stmt *state_query(sqlite3 *db, const char *sql, int n, ...);
 /* Run sql (no result rows) with text parameters ?1..?n (NULL binds NULL).  0 / -1. */
 int	 state_exec(sqlite3 *db, const char *sql, int n, ...);
 /* Wall clock in milliseconds since the epoch. */
@@ -81,6 +87,19 @@ json_object *state_json_object(sqlite3_stmt *st, int col);
 int	 state_reset(sqlite3 *db);
 /* Find a product: 1 plan, 2 top-up, 0 unknown. */
 int	 state_product_kind(const char *product_id);
+
+/* Replies shared by the emulated APIs. */
+enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND };
+
+/* 1 when authorization is "Bearer <key>" with a non-empty key (both APIs
+ * accept any key: only its presence is checked). */
+int	 state_bearer(const char *authorization);
+/* An error in api's own shape, with status: Dodo {"code", "message"},
+ * Resend {"statusCode", "name", "message"}; code fills "code" / "name". */
+void	 state_api_verror(struct response *resp, enum sandbox_api api, int status,
+	    const char *code, const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
+/* 200 with the object {key: value}; value is taken. */
+void	 state_reply_member(struct response *resp, const char *key, json_object *value);
 
 /* ------------------------------------------------------------ ledger.c */
 
@@ -143,8 +162,6 @@ void	 deliver_stop(void);
 
 /* ------------------------------------------------------------ faults.c */
 
-enum fault_api { FAULT_API_DODO, FAULT_API_RESEND, FAULT_API_NONE };
-
 /*
  * Count a call of target and consume one pending fault for it.  Returns 1
  * when the fault answered the request (resp filled: 500 / 429 in the API's
@@ -152,7 +169,7 @@ enum fault_api { FAULT_API_DODO, FAULT_API_RESEND, FAULT_API_NONE };
  * stall).  With stall_out non-NULL a stall is not slept but its duration
  * is returned there, for handlers that stall at a later point.
  */
-int	 fault_check(const char *target, enum fault_api api, struct response *resp,
+int	 fault_check(const char *target, enum sandbox_api api, struct response *resp,
 	    long *stall_out);
 /* Sleep ms milliseconds (bounded by the fault API's maximum). */
 void	 fault_sleep_ms(long ms);

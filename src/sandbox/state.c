@@ -1,9 +1,11 @@
-/* state.c: the sandbox's SQLite schema, per-thread handles, ids and clocks. */
+/* state.c: the sandbox's SQLite schema, per-thread handles, ids, clocks and the replies both APIs share. */
 #include <sys/random.h>
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "db.h"
@@ -11,7 +13,8 @@
 #include "sandbox.h"
 
 #define STATE_ID_RANDOM		24	/* random characters after an id's prefix */
-#define STATE_EXEC_PARAMS_MAX	16	/* text parameters of state_exec() */
+#define STATE_QUERY_PARAMS_MAX	16	/* text parameters of state_query() and state_exec() */
+#define STATE_ERROR_MESSAGE_MAX	512	/* the "message" of an API error reply */
 
 /*
  * Amounts are whole credits (the entitlement's precision is 0) kept as
@@ -85,6 +88,22 @@ static const struct db_migration state_migrations[] = {
 };
 
 static __thread sqlite3 *state_tls_db;
+/* closes the handle of a thread that ends without state_close() */
+static pthread_key_t	state_key;
+static pthread_once_t	state_once = PTHREAD_ONCE_INIT;
+static int		state_key_ok;
+
+static void
+state_db_free(void *db)
+{
+	sqlite3_close_v2(db);
+}
+
+static void
+state_key_create(void)
+{
+	state_key_ok = pthread_key_create(&state_key, state_db_free) == 0;
+}
 
 sqlite3 *
 state_db(void)
@@ -95,9 +114,25 @@ state_db(void)
 		return state_tls_db;
 	state_tls_db = db_open(sandbox.db_path, state_migrations,
 	    sizeof(state_migrations) / sizeof(state_migrations[0]), why, sizeof(why));
-	if (state_tls_db == NULL)
+	if (state_tls_db == NULL) {
 		log_error("sandbox database %s: %s", sandbox.db_path, why);
+		return NULL;
+	}
+	pthread_once(&state_once, state_key_create);
+	if (state_key_ok)
+		pthread_setspecific(state_key, state_tls_db);
 	return state_tls_db;
+}
+
+void
+state_close(void)
+{
+	if (state_tls_db == NULL)
+		return;
+	if (state_key_ok)
+		pthread_setspecific(state_key, NULL);
+	sqlite3_close_v2(state_tls_db);
+	state_tls_db = NULL;
 }
 
 sqlite3_stmt *
@@ -115,25 +150,44 @@ state_prepare(sqlite3 *db, const char *sql)
 	return st;
 }
 
+/* state_query() with the arguments in ap. */
+static sqlite3_stmt *
+state_vquery(sqlite3 *db, const char *sql, int n, va_list ap)
+{
+	sqlite3_stmt	*st;
+	int		 i;
+
+	if (n > STATE_QUERY_PARAMS_MAX || (st = state_prepare(db, sql)) == NULL)
+		return NULL;
+	for (i = 1; i <= n; i++)	/* a NULL pointer binds SQL NULL */
+		sqlite3_bind_text(st, i, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+	return st;
+}
+
+sqlite3_stmt *
+state_query(sqlite3 *db, const char *sql, int n, ...)
+{
+	sqlite3_stmt	*st;
+	va_list		 ap;
+
+	va_start(ap, n);
+	st = state_vquery(db, sql, n, ap);
+	va_end(ap);
+	return st;
+}
+
 int
 state_exec(sqlite3 *db, const char *sql, int n, ...)
 {
 	sqlite3_stmt	*st;
 	va_list		 ap;
-	const char	*v;
-	int		 i, rc;
+	int		 rc;
 
-	if (n > STATE_EXEC_PARAMS_MAX || (st = state_prepare(db, sql)) == NULL)
-		return -1;
 	va_start(ap, n);
-	for (i = 1; i <= n; i++) {
-		v = va_arg(ap, const char *);
-		if (v == NULL)
-			sqlite3_bind_null(st, i);
-		else
-			sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-	}
+	st = state_vquery(db, sql, n, ap);
 	va_end(ap);
+	if (st == NULL)
+		return -1;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		;
 	if (rc != SQLITE_DONE)
@@ -276,4 +330,44 @@ state_product_kind(const char *product_id)
 	if (strcmp(product_id, sandbox.topup_product_id) == 0)
 		return 2;
 	return 0;
+}
+
+/* ------------------------------------------------------------ API replies */
+
+int
+state_bearer(const char *authorization)
+{
+	const char	*a = authorization;
+
+	if (strncasecmp(a, "Bearer ", 7) != 0)
+		return 0;
+	for (a += 7; *a == ' '; a++)
+		;
+	return *a != '\0';
+}
+
+void
+state_api_verror(struct response *resp, enum sandbox_api api, int status, const char *code,
+    const char *fmt, va_list ap)
+{
+	json_object	*o = json_object_new_object();
+	char		 msg[STATE_ERROR_MESSAGE_MAX];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (api == SANDBOX_API_RESEND) {
+		json_object_object_add(o, "statusCode", json_object_new_int(status));
+		json_object_object_add(o, "name", json_object_new_string(code));
+	} else
+		json_object_object_add(o, "code", json_object_new_string(code));
+	json_object_object_add(o, "message", json_object_new_string(msg));
+	response_json(resp, status, o);
+}
+
+void
+state_reply_member(struct response *resp, const char *key, json_object *value)
+{
+	json_object	*o = json_object_new_object();
+
+	json_object_object_add(o, key, value);
+	response_json(resp, 200, o);
 }

@@ -11,30 +11,6 @@ import { createHmac } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-const [cmd, ...args] = process.argv.slice(2);
-
-if (cmd === 'sign') {
-	const [secret, bodyFile, countText, prefix] = args;
-	const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
-	const body = readFileSync(bodyFile);
-	const ts = String(Math.floor(Date.now() / 1000));
-	const count = Number(countText);
-	const lines = [];
-	for (let i = 0; i < count; i++) {
-		const id = `${prefix}-${i}`;
-		const mac = createHmac('sha256', key);
-		mac.update(`${id}.${ts}.`);
-		mac.update(body);
-		lines.push(`${id} ${ts} v1,${mac.digest('base64')}`);
-	}
-	process.stdout.write(lines.join('\n') + '\n');
-} else if (cmd === 'report') {
-	report(...args);
-} else {
-	process.stderr.write('usage: bench.mjs sign SECRET BODY_FILE COUNT PREFIX | report RUNS META OUT\n');
-	process.exit(2);
-}
-
 // ------------------------------------------------------------------ report
 
 function report(runsFile, metaFile, outDir) {
@@ -60,6 +36,7 @@ function report(runsFile, metaFile, outDir) {
 	const all = runs.filter((r) => r.kind === 'measure').map(derive);
 	const rows = [];
 	const problems = [];
+	const notes = [];
 	for (const m of all.filter((r) => r.stack === 'mailkit')) {
 		const f = all.find((r) => r.stack === 'floor' && r.server === m.server && r.route === m.route);
 		const ratio = (a, b) => (a != null && b ? a / b : null);
@@ -75,9 +52,15 @@ function report(runsFile, metaFile, outDir) {
 		};
 		row.met = row.ratio && row.ratio.cpu != null ? row.ratio.cpu <= target : null;
 		for (const r of [m, f].filter(Boolean)) {
-			const bad = r.unexpected_status + r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout;
-			if (bad > 0)
-				problems.push(`${r.server} ${r.stack} ${r.route}: ${bad} failed or unexpected responses (first: ${r.first_unexpected || 'socket error'})`);
+			const sock = r.errors.connect + r.errors.read + r.errors.write + r.errors.timeout;
+			// every answer must be the expected one; a few socket errors under
+			// overload (a server closing kept-alive connections) are noted only
+			if (r.unexpected_status > 0)
+				problems.push(`${r.server} ${r.stack} ${r.route}: ${r.unexpected_status} of ${r.requests} responses not 200 (first: ${r.first_unexpected})`);
+			if (sock > r.requests / 1000)
+				problems.push(`${r.server} ${r.stack} ${r.route}: ${sock} socket errors in ${r.requests} requests`);
+			else if (sock > 0)
+				notes.push(`${r.server} ${r.stack} ${r.route}: ${sock} socket errors in ${r.requests} requests (under 0.1%)`);
 			if (r.reused_ids > 0)
 				problems.push(`${r.server} ${r.stack} ${r.route}: ${r.reused_ids} webhook ids sent twice (sign more deliveries)`);
 		}
@@ -133,7 +116,7 @@ function report(runsFile, metaFile, outDir) {
 			stack: 'lighttpd, default config', pss_kb: defaultMem.pss_kb, rss_kb: defaultMem.rss_kb,
 			limit_kb: targets.memory_kb, met: defaultMem.pss_kb < targets.memory_kb,
 		} : null,
-		leak, problems,
+		leak, problems, notes,
 	};
 	writeFileSync(join(outDir, 'bench.json'), JSON.stringify(result, null, 2) + '\n');
 	writeFileSync(join(outDir, 'bench.svg'), svg(result));
@@ -183,6 +166,8 @@ function table(r) {
 		    `(${l.pss_growth_kb >= 0 ? '+' : ''}${l.pss_growth_kb} kB); ` +
 		    `no growth (<= ${r.targets.leak_growth_kb} kB, same processes): ${yes(l.met)}`);
 	}
+	for (const n of r.notes)
+		out.push(`note: ${n}`);
 	for (const p of r.problems)
 		out.push(`PROBLEM: ${p}`);
 	return out.join('\n') + '\n';
@@ -249,4 +234,30 @@ function svg(r) {
 	return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" ` +
 	    `font-family="sans-serif" font-size="12">\n<rect width="100%" height="100%" fill="#fff"/>\n` +
 	    parts.join('\n') + '\n</svg>\n';
+}
+
+// ------------------------------------------------------------------ main
+
+const [cmd, ...args] = process.argv.slice(2);
+
+if (cmd === 'sign') {
+	const [secret, bodyFile, countText, prefix] = args;
+	const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+	const body = readFileSync(bodyFile);
+	const ts = String(Math.floor(Date.now() / 1000));
+	const count = Number(countText);
+	const lines = [];
+	for (let i = 0; i < count; i++) {
+		const id = `${prefix}-${i}`;
+		const mac = createHmac('sha256', key);
+		mac.update(`${id}.${ts}.`);
+		mac.update(body);
+		lines.push(`${id} ${ts} v1,${mac.digest('base64')}`);
+	}
+	process.stdout.write(lines.join('\n') + '\n');
+} else if (cmd === 'report') {
+	report(...args);
+} else {
+	process.stderr.write('usage: bench.mjs sign SECRET BODY_FILE COUNT PREFIX | report RUNS META OUT\n');
+	process.exit(2);
 }

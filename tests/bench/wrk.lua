@@ -1,14 +1,16 @@
 -- wrk.lua: the request generator of tests/bench/bench.sh, configured by the environment.
 --
 --   BENCH_METHOD        GET or POST (default GET)
---   BENCH_PATH          request path (default /)
+--   BENCH_PATH          request path (default: the path of the URL)
 --   BENCH_BODY_FILE     file whose bytes are the request body (POST)
 --   BENCH_CONTENT_TYPE  Content-Type of the body (default application/json)
+--   BENCH_AUTH          sent as "Authorization: Bearer <value>" when not empty
 --   BENCH_SIGNED_FILE   Standard Webhooks deliveries, one "id timestamp signature"
 --                       line each; every request carries the next line's headers,
 --                       so each webhook-id is sent once (a reuse is counted)
 --   BENCH_WRK_THREADS   wrk's -t, to split the lines and the request cap
---   BENCH_MAX           stop after about this many responses (0: only -d bounds it)
+--   BENCH_MAX           stop after about this many responses (0: only -d bounds it);
+--                       each thread marks BENCH_RESULT.done.<n> when it has its share
 --   BENCH_EXPECT        the status every response must have (default 200)
 --   BENCH_RESULT        where done() writes its JSON summary
 --
@@ -39,10 +41,15 @@ responses, unexpected, reused, first_bad = 0, 0, 0, ""
 
 function init(args)
 	local method = os.getenv("BENCH_METHOD") or "GET"
-	local path = os.getenv("BENCH_PATH") or "/"
+	local path = os.getenv("BENCH_PATH")	-- nil: the URL's path
 	local nthreads = tonumber(os.getenv("BENCH_WRK_THREADS") or "1")
 	local tid = wrk.thread:get("tid")
 	local body, headers = nil, {}
+	local auth = os.getenv("BENCH_AUTH") or ""
+
+	if auth ~= "" then
+		headers["Authorization"] = "Bearer " .. auth
+	end
 
 	if os.getenv("BENCH_BODY_FILE") then
 		body = slurp(os.getenv("BENCH_BODY_FILE"))
@@ -94,7 +101,14 @@ function response(status, headers, body)
 			first_bad = tostring(status) .. " " .. string.sub(body or "", 1, 200)
 		end
 	end
-	if limit > 0 and responses >= limit then
+	if limit > 0 and responses == limit then
+		-- this thread is done; bench.sh ends wrk (SIGINT: a normal
+		-- summary) once every thread has left its mark
+		local path = os.getenv("BENCH_RESULT")
+		if path then
+			local f = io.open(path .. ".done." .. wrk.thread:get("tid"), "w")
+			if f then f:close() end
+		end
 		wrk.thread:stop()
 	end
 end

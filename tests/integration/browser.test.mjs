@@ -2,7 +2,9 @@
 // www/index.html in headless Chromium, behind lighttpd and behind Apache.
 //
 // What a person sees is asserted at each step: subscribe → pay on the
-// sandbox checkout → back on the page with the customer recognised →
+// sandbox checkout → back on the page with the customer recognised and its
+// API key (fetched once with the claim token, sent as Bearer on every call;
+// forgotten and pasted back) →
 // "5,000 emails left" → send → 4,999 → debit 4,000 on the sandbox dashboard
 // → send → low-balance notice on the page and the low-balance email in the
 // sandbox outbox → top-up checkout → +5,000 → drain to zero → the 402 text.
@@ -198,6 +200,7 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
 
   const email = `browser-${server}-${Date.now()}@example.com`;
   let cus = '';
+  let apiKey = '';
 
   try {
     await step('page', async () => {
@@ -232,6 +235,14 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
         page.evaluate(() => localStorage.getItem('mailkit.customer_id')));
       assert.match(cus, /\S/);
       assert.equal(await page.inputValue('#customerId'), cus);
+      apiKey = await eventually('the API key remembered', async () =>
+        page.evaluate(() => localStorage.getItem('mailkit.api_key')));
+      assert.match(apiKey, /^mk_[A-Za-z0-9_-]{43}$/);
+      assert.equal(await page.inputValue('#apiKey'), apiKey, 'the key is shown in the account box');
+      assert.equal(await page.getAttribute('#apiKey', 'type'), 'password', 'masked until asked');
+      assert.equal(await page.evaluate(() => localStorage.getItem('mailkit.claim_token')), null,
+        'the one-time claim token is dropped');
+      await expectText(page, '#notice', /API key/);
       await expectText(page, '#accountWho', new RegExp(email.replace(/[.+]/g, '\\$&')));
       await expectText(page, '#balanceText', balanceRe(5000));
       await expectText(page, '#balanceSub', /of 5,000/);
@@ -251,14 +262,34 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       await page.setViewportSize({ width: 1000, height: 900 });
       await page.reload();
       assert.equal(await page.inputValue('#customerId'), cus);
+      assert.equal(await page.inputValue('#apiKey'), apiKey);
       await expectText(page, '#balanceText', balanceRe(5000));
+    });
+
+    await step('forget-and-paste-key', async () => {
+      await page.getByRole('button', { name: 'Forget' }).click();
+      await expectText(page, '#balEmpty', /Subscribe/);
+      assert.equal(await page.evaluate(() => localStorage.getItem('mailkit.api_key')), null);
+      assert.equal(await page.inputValue('#apiKey'), '');
+      // a key MailKit never issued is refused, and says so
+      await page.fill('#apiKey', 'mk_' + 'A'.repeat(43));
+      await page.getByRole('button', { name: 'Use this key' }).click();
+      await expectText(page, '#balError', /invalid or revoked API key/);
+      // the real one (as pasted from the email) brings the account back
+      await page.fill('#apiKey', apiKey);
+      await page.getByRole('button', { name: 'Use this key' }).click();
+      await expectText(page, '#balanceText', balanceRe(5000));
+      assert.equal(await page.inputValue('#customerId'), cus, 'the account is recognised from the key');
+      await expectText(page, '#accountWho', /API key/);
     });
 
     await step('send-first', async () => {
       // Hold the request briefly so the loading state can be seen.
-      let key = null;
+      let key = null, auth = null, body = null;
       await page.route('**/send', async (route) => {
         key = route.request().headers()['idempotency-key'] ?? '';
+        auth = route.request().headers().authorization ?? '';
+        body = JSON.parse(route.request().postData() || '{}');
         await sleep(400);
         await route.continue();
       });
@@ -271,6 +302,8 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       await expectText(page, '#sendOut', /^Sent\. Message id \S+/);
       await page.unroute('**/send');
       assert.match(key ?? '', /^\S{8,}$/, 'the send carries an Idempotency-Key');
+      assert.equal(auth, `Bearer ${apiKey}`, 'the send carries the API key');
+      assert.equal(body.customer_id, undefined, 'the key, not the body, names the customer');
       await expectText(page, '#balanceText', balanceRe(4999));
       await expectText(page, '#history', /Email sent[\s\S]*\u22121 email/);
       await expectText(page, '#sendBtn', /^Send$/);
@@ -289,6 +322,18 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       await expectText(page, '#lowBalance', LOW_BALANCE_TEXT);
       await expectText(page, '#lowBalance', /998 emails left/);
       await expectText(page, '#history', /Balance adjustment[\s\S]*\u22124,000 emails/);
+    });
+
+    await step('key-email-in-outbox', async () => {
+      await page.goto(new URL('/sandbox/outbox', origin).href);
+      await eventually(`the API key email to ${email} in /sandbox/outbox`, async () =>
+        page.evaluate(([addr, k]) => {
+          for (const el of document.querySelectorAll('tr, li, article')) {
+            const t = el.innerText || '';
+            if (t.includes(addr) && /API key/.test(t)) return true;
+          }
+          return false;
+        }, [email, apiKey]), async () => (await page.locator('body').innerText()).slice(0, 600));
     });
 
     await step('low-balance-email-in-outbox', async () => {

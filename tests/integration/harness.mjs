@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { accessSync, constants as fsc, existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -136,13 +136,14 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 	// An explicit, empty env file: a developer's ./.env or
 	// /etc/mailkit/mailkit.env must never leak real keys into tests.
 	const envFile = path.join(stateDir, 'test.env');
-	await writeFile(envFile, '# integration tests: sandbox mode, settings from the environment\n');
+	await writeFile(envFile, '# integration tests: sandbox mode, settings from the environment\n',
+	    { mode: 0o600 });
 
 	let lastFailure = '';
 	for (let attempt = 0; attempt < 3; attempt++) {
 		const port = await freePort();
 		const baseUrl = `http://127.0.0.1:${port}`;
-		const childEnv = stackEnv({ BASE_URL: baseUrl, ...env });
+		const childEnv = stackEnv({ BASE_URL: baseUrl, ...checkerEnv(stateDir), ...env });
 		const common = ['--server', server, '--port', String(port), '--state', stateDir];
 		const r = await run(stackBin, ['start', ...common, '--env-file', envFile],
 		    { cwd: stateDir, env: childEnv });
@@ -205,6 +206,11 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 				const alive = pids.filter(isAlive);
 				if (alive.length > 0)
 					throw new Error(`still running after mailkit-stack stop: ${alive.join(' ')}`);
+				const reports = await checkerReports(stateDir);
+				if (reports) {
+					throw new Error('memory checker reports (state kept in ' +
+					    `${stateDir}):${reports}`);
+				}
 				if (!keep && process.env.MAILKIT_KEEP_STATE !== '1')
 					await rm(stateDir, { recursive: true, force: true });
 			},
@@ -218,6 +224,57 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 
 // Restart a stack from startStack() in place; resolves to the same stack.
 export const restartStack = (stack) => stack.restart();
+
+// ------------------------------------------------------------- memory checkers
+
+/*
+ * The programs of a sanitizer build (configure --enable-sanitizers) write
+ * their reports into STATE/log/{asan,ubsan}.PID; with MAILKIT_TEST_VALGRIND=1
+ * every FastCGI program runs under valgrind memcheck, logging to
+ * STATE/log/valgrind.PID.log.  stop() fails on any report.  Options already
+ * in ASAN_OPTIONS/UBSAN_OPTIONS are kept (make check sets them).
+ */
+function checkerEnv(stateDir) {
+	const log = path.join(stateDir, 'log');
+	const withPath = (opts, file) => [opts, `log_path=${path.join(log, file)}`]
+	    .filter(Boolean).join(':');
+	const env = {
+		ASAN_OPTIONS: withPath(process.env.ASAN_OPTIONS, 'asan'),
+		UBSAN_OPTIONS: withPath(process.env.UBSAN_OPTIONS, 'ubsan'),
+	};
+	if (process.env.MAILKIT_TEST_VALGRIND === '1') {
+		env.MAILKIT_WRAPPER = ['valgrind', '--error-exitcode=99', '--leak-check=full',
+		    '--show-leak-kinds=definite,indirect', '--errors-for-leak-kinds=definite,indirect',
+		    '--track-origins=yes', '--num-callers=30',
+		    `--log-file=${path.join(log, 'valgrind.%p.log')}`].join(' ');
+	}
+	return env;
+}
+
+// Every report in STATE/log, as text for an error message ('' if none).
+async function checkerReports(stateDir) {
+	const log = path.join(stateDir, 'log');
+	let files = [];
+	try {
+		files = await readdir(log);
+	} catch { return ''; }
+	let out = '';
+	for (const f of files.sort()) {
+		const text = await readFile(path.join(log, f), 'utf8').catch(() => '');
+		if (/^(asan|ubsan)\./.test(f)) {
+			out += `\n--- ${f}\n${text.slice(0, 4000)}`;
+		} else if (/^valgrind\.\d+\.log$/.test(f)) {
+			// the log of a program that exited cleanly ends with the summaries
+			const errors = /ERROR SUMMARY: (\d+) errors/.exec(text);
+			const lost = [...text.matchAll(/(definitely|indirectly) lost: ([\d,]+) bytes/g)]
+			    .filter((m) => m[2] !== '0');
+			if (!errors || errors[1] !== '0' || lost.length > 0)
+				out += `\n--- ${f}${errors ? '' : ' (no ERROR SUMMARY: killed?)'}\n` +
+				    text.slice(-6000);
+		}
+	}
+	return out;
+}
 
 // Every pid mailkit-stack recorded in STATE/run (programs and web server).
 async function recordedPids(stateDir) {
@@ -261,13 +318,15 @@ export async function logTail(stateDir, lines = 15) {
 
 /*
  * One request to the stack.  `json` is sent as application/json; `body`
- * (string/Buffer/URLSearchParams) as is.  Resolves to { status, headers,
+ * (string/Buffer/URLSearchParams) as is; `key` as Authorization: Bearer.  Resolves to { status, headers,
  * text, json } where json is the parsed body or undefined.
  */
 export async function request(stack, method, urlPath, { json, body, headers = {},
-    redirect = 'manual', timeout = FETCH_TIMEOUT_MS } = {}) {
+    redirect = 'manual', timeout = FETCH_TIMEOUT_MS, key } = {}) {
 	const url = urlPath.startsWith('http') ? urlPath : stack.baseUrl + urlPath;
 	const h = { ...headers };
+	if (key)
+		h.Authorization = `Bearer ${key}`;
 	if (json !== undefined) {
 		body = JSON.stringify(json);
 		if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type'))
@@ -388,10 +447,12 @@ function decodeEntities(s) {
 /*
  * Complete a sandbox hosted checkout the way a browser would: load the
  * page, submit its form (test card prefilled), follow the 303 back to
- * MailKit's return_url, and ask GET /checkout/return about it.  Returns the
- * /checkout/return JSON ({customer_id, email, status}).
+ * MailKit's return_url, and ask GET /checkout/return about it (presenting
+ * claimToken, the one from POST /checkout/subscribe, when given).  Returns
+ * the /checkout/return JSON ({customer_id, email, status, api_key,
+ * api_key_delivery}) plus return_query, the query the checkout sent back.
  */
-export async function completeCheckout(stack, checkoutUrl) {
+export async function completeCheckout(stack, checkoutUrl, { claimToken } = {}) {
 	const pageUrl = onStack(stack, checkoutUrl);
 	const page = await request(stack, 'GET', pageUrl);
 	if (page.status !== 200)
@@ -401,38 +462,128 @@ export async function completeCheckout(stack, checkoutUrl) {
 	if (post.status !== 303 || !location)
 		throw new Error(`POST ${pageUrl}: ${post.status} (location ${location}) ${post.text.slice(0, 300)}`);
 	const back = new URL(location, pageUrl);
+	if (claimToken)
+		back.searchParams.set('claim_token', claimToken);
 	const ret = await getJson(stack, `/checkout/return${back.search}`);
 	if (ret.status !== 200 || !ret.json?.customer_id)
 		throw new Error(`GET /checkout/return${back.search}: ${ret.status} ${ret.text}`);
-	return ret.json;
+	back.searchParams.delete('claim_token');
+	return { ...ret.json, return_query: back.search };
 }
 
-// Subscribe a new customer through the whole flow; returns its customer_id.
-// With topup, also buys one top-up pack for it.
-export async function subscribeCustomer(stack, { email, name, topup = false } = {}) {
+/*
+ * Subscribe a new customer through the whole flow, as the page does: keep
+ * the claim token from POST /checkout/subscribe and present it on the
+ * return, which answers the account's API key once.  Returns
+ * { customer_id, api_key, email }.  With topup, also buys one top-up pack
+ * (with the key).
+ */
+export async function subscribeWithKey(stack, { email, name, topup = false } = {}) {
 	email ??= `it-${randomUUID().slice(0, 8)}@example.org`;
 	name ??= 'Integration Test';
 	const sub = await postJson(stack, '/checkout/subscribe', { email, name });
 	if (sub.status !== 200 || !sub.json?.checkout_url)
 		throw new Error(`POST /checkout/subscribe: ${sub.status} ${sub.text}`);
-	const done = await completeCheckout(stack, sub.json.checkout_url);
-	const customerId = done.customer_id;
+	const done = await completeCheckout(stack, sub.json.checkout_url,
+	    { claimToken: sub.json.claim_token });
+	if (typeof done.api_key !== 'string' || !done.api_key.startsWith('mk_'))
+		throw new Error(`GET /checkout/return gave no API key: ${JSON.stringify(done)}`);
+	const customer = { customer_id: done.customer_id, api_key: done.api_key, email };
 	if (topup) {
-		const t = await postJson(stack, '/checkout/topup', { customer_id: customerId });
+		const t = await postJson(stack, '/checkout/topup', {}, { key: customer.api_key });
 		if (t.status !== 200 || !t.json?.checkout_url)
 			throw new Error(`POST /checkout/topup: ${t.status} ${t.text}`);
 		await completeCheckout(stack, t.json.checkout_url);
 	}
-	return customerId;
+	return customer;
+}
+
+// The same; returns only the customer_id (the key is in lastApiKey[id]).
+export const lastApiKey = {};
+export async function subscribeCustomer(stack, opts = {}) {
+	const c = await subscribeWithKey(stack, opts);
+	lastApiKey[c.customer_id] = c.api_key;
+	return c.customer_id;
+}
+
+// Run mailkit-admin with the stack's settings; resolves { code, stdout, stderr }.
+export function admin(stack, args) {
+	const env = stackEnv({ ...stack.settings,
+	    MAILKIT_ENV_FILE: path.join(stack.stateDir, 'test.env'), MAILKIT_LOG_FILE: '' });
+	return run(path.join(BUILDDIR, 'mailkit-admin'), args, { cwd: stack.stateDir, env });
+}
+
+/*
+ * One FastCGI request straight to a program's socket (STATE/run/NAME.sock),
+ * bypassing the web server: params, then stdin as given.  With
+ * endStdin false the body is left unfinished, as a client trickling it.
+ * Resolves when the program ends the request (or after timeoutMs) to
+ * { status, stdout, ended, ms }.
+ */
+export function fcgiRequest(socketPath, params, { stdin = '', endStdin = true,
+    timeoutMs = 10_000 } = {}) {
+	const record = (type, content = Buffer.alloc(0)) => {
+		const pad = (8 - content.length % 8) % 8;
+		const h = Buffer.from([1, type, 0, 1, content.length >> 8, content.length & 255, pad, 0]);
+		return Buffer.concat([h, content, Buffer.alloc(pad)]);
+	};
+	const nv = (k, v) => {
+		const len = (n) => n < 128 ? Buffer.from([n]) :
+		    Buffer.from([(n >>> 24) | 0x80, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]);
+		return Buffer.concat([len(Buffer.byteLength(k)), len(Buffer.byteLength(v)),
+		    Buffer.from(k), Buffer.from(v)]);
+	};
+	return new Promise((resolve, reject) => {
+		const t0 = Date.now();
+		const sock = net.createConnection(socketPath);
+		let buf = Buffer.alloc(0), stdout = '', ended = false;
+		const finish = () => {
+			clearTimeout(timer);
+			sock.destroy();
+			const m = /^Status: (\d+)/m.exec(stdout);
+			resolve({ status: m ? Number(m[1]) : 0, stdout, ended, ms: Date.now() - t0 });
+		};
+		const timer = setTimeout(finish, timeoutMs);
+		sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+		sock.on('data', (d) => {
+			buf = Buffer.concat([buf, d]);
+			while (buf.length >= 8) {
+				const len = buf.readUInt16BE(4), pad = buf[6];
+				if (buf.length < 8 + len + pad)
+					break;
+				const type = buf[1], content = buf.subarray(8, 8 + len);
+				buf = buf.subarray(8 + len + pad);
+				if (type === 6)		// FCGI_STDOUT
+					stdout += content.toString('utf8');
+				else if (type === 3) {	// FCGI_END_REQUEST
+					ended = true;
+					finish();
+				}
+			}
+		});
+		sock.on('connect', () => {
+			// FCGI_BEGIN_REQUEST, responder role, no keep-conn
+			sock.write(record(1, Buffer.from([0, 1, 0, 0, 0, 0, 0, 0])));
+			sock.write(record(4, Buffer.concat(Object.entries(params).map(([k, v]) => nv(k, String(v))))));
+			sock.write(record(4));
+			const body = Buffer.from(stdin);
+			for (let i = 0; i < body.length; i += 8192)
+				sock.write(record(5, body.subarray(i, i + 8192)));
+			if (endStdin)
+				sock.write(record(5));
+		});
+	});
 }
 
 // GET /credits/{id} until `want(balance)` holds (credits may land a moment
-// after the redirect); returns the last JSON.
-export async function waitForBalance(stack, customerId, want, { timeoutMs = 5000 } = {}) {
+// after the redirect); returns the last JSON.  `key` defaults to the one
+// subscribeCustomer obtained for the customer.
+export async function waitForBalance(stack, customerId, want, { timeoutMs = 5000,
+    key = lastApiKey[customerId] } = {}) {
 	const until = Date.now() + timeoutMs;
 	let last;
 	for (;;) {
-		last = await getJson(stack, `/credits/${encodeURIComponent(customerId)}`);
+		last = await getJson(stack, `/credits/${encodeURIComponent(customerId)}`, { key });
 		if (last.status === 200 && want(last.json?.balance))
 			return last.json;
 		if (Date.now() > until)

@@ -3,19 +3,25 @@
 // apache.test.mjs call defineRouteTests() with their server.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import path from 'node:path';
 import {
-	clearSandboxFaults, completeCheckout, getJson, missingPrerequisite, postJson, randomSecret,
-	listOf, request, sandboxEmails, sandboxFault, skipFile, startStack,
-	subscribeCustomer, waitForBalance, webhookHeaders,
+	admin, clearSandboxFaults, completeCheckout, fcgiRequest, getJson, missingPrerequisite,
+	postJson, randomSecret, listOf, request, sandboxEmails, sandboxFault, sandboxStats, skipFile,
+	startStack, subscribeWithKey, waitForBalance, webhookHeaders,
 } from './harness.mjs';
 
 const NO_CREDITS = 'No email credits remaining. Buy a top-up pack or upgrade your plan.';
 const MAX_BODY = 4096;		// MAX_BODY_BYTES for this stack: 413 above it
-const TIMEOUT_MS = 1000;	// UPSTREAM_TIMEOUT_MS: a stalled upstream gives 504 quickly
-const STALL_MS = 4000;		// sandbox stall, well above TIMEOUT_MS
+// Under valgrind (MAILKIT_TEST_VALGRIND=1, tests/hardening.sh) every program,
+// the sandbox included, runs many times slower: longer upstream timeouts.
+const SLOW = process.env.MAILKIT_TEST_VALGRIND === '1';
+const TIMEOUT_MS = SLOW ? 3000 : 1000;	// UPSTREAM_TIMEOUT_MS: a stalled upstream gives 504 quickly
+const STALL_MS = SLOW ? 8000 : 4000;	// sandbox stall, well above TIMEOUT_MS
 const TEST_MS = 30_000;		// per test
 const START_MS = 120_000;	// starting / stopping the stack
+const RATE_LIMIT = 120;		// RATE_LIMIT_PER_MINUTE for this stack (per key)
+const KEY_SUBJECT = /Your MailKit API key/;
 
 // An error reply: the status, JSON content type, {"error": "<text>"}.
 function assertJsonError(res, status, what) {
@@ -34,13 +40,17 @@ function assertJsonOk(res, what) {
 }
 
 const uniq = () => randomUUID().slice(0, 8);
+// A /send body; with an API key the customer comes from the key, so
+// customer_id is only added when asked for.
 const sendBody = (customerId, extra = {}) => ({
-	customer_id: customerId,
+	...(customerId ? { customer_id: customerId } : {}),
 	to: 'delivered@resend.dev',
 	subject: `MailKit integration ${uniq()}`,
 	html: '<strong>It works!</strong>',
 	...extra,
 });
+// A well-formed key nobody was ever given.
+const strangerKey = () => `mk_${randomBytes(32).toString('base64url')}`;
 
 export function defineRouteTests(server) {
 	const missing = missingPrerequisite(server);
@@ -52,12 +62,15 @@ export function defineRouteTests(server) {
 	{
 		let stack;
 		let customer;		// subscribed in the flow tests, drained at the end
+		let key;		// customer's API key
+		let other;		// a second customer { customer_id, api_key }
 
 		before(async () => {
 			stack = await startStack({ server, env: {
 				MAX_BODY_BYTES: String(MAX_BODY),
 				UPSTREAM_TIMEOUT_MS: String(TIMEOUT_MS),
 				UPSTREAM_MAX_RETRIES: '1',
+				RATE_LIMIT_PER_MINUTE: String(RATE_LIMIT),
 			} });
 		}, { timeout: START_MS });
 
@@ -93,21 +106,60 @@ export function defineRouteTests(server) {
 			assert.equal(typeof r.json.checkout_url, 'string');
 			assert.equal(typeof r.json.session_id, 'string');
 			assert.ok(r.json.session_id.length > 0);
+			assert.match(r.json.claim_token, /^mkc_[A-Za-z0-9_-]{43}$/, 'a one-time claim token');
 			const page = await request(stack, 'GET', new URL(r.json.checkout_url).pathname);
 			assert.equal(page.status, 200, `checkout page ${r.json.checkout_url}`);
 			assert.match(page.headers.get('content-type') || '', /^text\/html/);
 			assert.match(page.text, /id="pay"/);
 		});
 
-		it('subscribe → checkout → /checkout/return gives the customer', async () => {
+		it('subscribe → checkout → /checkout/return gives the customer and, once, its API key', async () => {
 			const email = `flow-${uniq()}@example.org`;
 			const sub = await postJson(stack, '/checkout/subscribe', { email, name: 'Flow Test' });
 			assertJsonOk(sub, 'subscribe');
-			const done = await completeCheckout(stack, sub.json.checkout_url);
+			const done = await completeCheckout(stack, sub.json.checkout_url,
+			    { claimToken: sub.json.claim_token });
 			assert.match(done.customer_id, /^cus_/);
 			assert.equal(done.email, email);
-			assert.equal(typeof done.status, 'string');
+			assert.equal(done.status, 'active');
+			assert.match(done.api_key, /^mk_[A-Za-z0-9_-]{43}$/, JSON.stringify(done));
+			assert.equal(done.api_key_delivery, 'returned');
 			customer = done.customer_id;
+			key = done.api_key;
+			// the claim is spent: the same return again shows no key
+			const again = await getJson(stack,
+			    `/checkout/return${done.return_query}&claim_token=${sub.json.claim_token}`);
+			assertJsonOk(again, 'second return');
+			assert.equal(again.json.api_key, null);
+			assert.equal(again.json.api_key_delivery, 'existing');
+			// and the key was mailed to the customer as well
+			const mail = await eventuallyEmail(stack, email, KEY_SUBJECT);
+			assert.ok(JSON.stringify(mail).includes(key), 'the email carries the key');
+		});
+
+		it('without a claim the key arrives by email only, and works', async () => {
+			const email = `mailed-${uniq()}@example.org`;
+			const sub = await postJson(stack, '/checkout/subscribe', { email, name: 'Mail Only' });
+			assertJsonOk(sub, 'subscribe');
+			const done = await completeCheckout(stack, sub.json.checkout_url);
+			assert.equal(done.api_key, null, JSON.stringify(done));
+			assert.equal(done.api_key_delivery, 'emailed');
+			const mail = await eventuallyEmail(stack, email, KEY_SUBJECT);
+			const mailed = /mk_[A-Za-z0-9_-]{43}/.exec(JSON.stringify(mail))?.[0];
+			assert.ok(mailed, 'a key in the email');
+			const r = await getJson(stack, '/credits/me', { key: mailed });
+			assertJsonOk(r, 'credits with the mailed key');
+			assert.equal(r.json.customer_id, done.customer_id);
+			// the claim cannot fetch a second key afterwards
+			const late = await getJson(stack, `/checkout/return${done.return_query}`, {
+			    headers: { Authorization: `Bearer ${sub.json.claim_token}` } });
+			assertJsonOk(late, 'late claim');
+			assert.equal(late.json.api_key, null, 'no second key');
+			assert.equal(late.json.api_key_delivery, 'existing');
+			const keys = await admin(stack, ['keys', 'list', done.customer_id]);
+			assert.equal(keys.code, 0, keys.stderr);
+			assert.equal(keys.stdout.trim().split('\n').length, 2, `one key: ${keys.stdout}`);
+			assert.ok(!keys.stdout.includes(mailed), 'keys list never shows a whole key');
 		});
 
 		it('the sandbox\'s own webhook deliveries are accepted by /webhooks/dodo', async () => {
@@ -130,46 +182,59 @@ export function defineRouteTests(server) {
 
 		it('GET /credits/{id} shows the plan balance "5000"', async () => {
 			assert.ok(customer, 'needs the subscribe flow');
-			const j = await waitForBalance(stack, customer, (b) => b === '5000');
+			const j = await waitForBalance(stack, customer, (b) => b === '5000', { key });
 			assert.equal(j.balance, '5000', JSON.stringify(j));
-			const r = await getJson(stack, `/credits/${customer}`);
+			const r = await getJson(stack, `/credits/${customer}`, { key });
 			assertJsonOk(r, 'credits');
 			for (const k of ['balance', 'overage', 'allowance', 'low_balance_threshold'])
 				assert.ok(k in r.json, `credits reply lacks ${k}: ${r.text}`);
+			for (const p of ['/credits', '/credits/me']) {
+				const me = await getJson(stack, p, { key });
+				assertJsonOk(me, p);
+				assert.equal(me.json.customer_id, customer, p);
+				assert.equal(me.json.balance, '5000', p);
+			}
 		});
 
 		it('GET /credits/{id}/ledger lists entries', async () => {
 			assert.ok(customer, 'needs the subscribe flow');
-			const r = await getJson(stack, `/credits/${customer}/ledger`);
-			assertJsonOk(r, 'ledger');
-			assert.ok(Array.isArray(r.json.items), r.text);
+			for (const p of [`/credits/${customer}/ledger`, '/credits/me/ledger']) {
+				const r = await getJson(stack, p, { key });
+				assertJsonOk(r, p);
+				assert.ok(Array.isArray(r.json.items), r.text);
+			}
 		});
 
 		it('POST /checkout/topup adds a pack (5000 + 5000)', async () => {
-			const other = await subscribeCustomer(stack, {});
-			await waitForBalance(stack, other, (b) => b === '5000');
-			const t = await postJson(stack, '/checkout/topup', { customer_id: other });
+			other = await subscribeWithKey(stack, {});
+			const id = other.customer_id;
+			await waitForBalance(stack, id, (b) => b === '5000', { key: other.api_key });
+			const t = await postJson(stack, '/checkout/topup', {}, { key: other.api_key });
 			assertJsonOk(t, 'topup');
 			assert.equal(typeof t.json.checkout_url, 'string');
 			assert.equal(typeof t.json.session_id, 'string');
+			assert.equal(t.json.claim_token, undefined, 'no claim for a top-up');
 			const done = await completeCheckout(stack, t.json.checkout_url);
-			assert.equal(done.customer_id, other);
-			const j = await waitForBalance(stack, other, (b) => b === '10000');
+			assert.equal(done.customer_id, id);
+			assert.equal(done.api_key, null, 'a top-up issues no new key');
+			const j = await waitForBalance(stack, id, (b) => b === '10000', { key: other.api_key });
 			assert.equal(j.balance, '10000', JSON.stringify(j));
 		});
 
 		// ------------------------------------------------------------ send
 		it('POST /send sends, debits exactly 1, and reaches the sandbox outbox', async () => {
 			assert.ok(customer, 'needs the subscribe flow');
-			const before = await getJson(stack, `/credits/${customer}`);
+			const before = await getJson(stack, `/credits/${customer}`, { key });
 			assertJsonOk(before, 'credits before');
-			const body = sendBody(customer);
-			const r = await postJson(stack, '/send', body);
+			const body = sendBody();
+			const r = await postJson(stack, '/send', body, { key });
 			assertJsonOk(r, 'send');
 			assert.equal(typeof r.json.id, 'string');
 			assert.ok(r.json.id.length > 0);
-			const afterSend = await getJson(stack, `/credits/${customer}`);
-			assert.equal(Number(afterSend.json.balance), Number(before.json.balance) - 1,
+			// naming the key's own customer is fine too
+			assertJsonOk(await postJson(stack, '/send', sendBody(customer), { key }), 'send with own id');
+			const afterSend = await getJson(stack, `/credits/${customer}`, { key });
+			assert.equal(Number(afterSend.json.balance), Number(before.json.balance) - 2,
 			    `${before.json.balance} -> ${afterSend.json.balance}`);
 			const emails = await sandboxEmails(stack);
 			const mine = emails.filter((e) => JSON.stringify(e).includes(body.subject));
@@ -232,39 +297,150 @@ export function defineRouteTests(server) {
 
 		// ------------------------------------------------------------ client errors
 		it('malformed JSON → 400', async () => {
-			const r = await request(stack, 'POST', '/send', { body: '{"customer_id": "cus_x", "to": ',
+			const r = await request(stack, 'POST', '/send', { body: '{"to": ', key,
 			    headers: { 'Content-Type': 'application/json' } });
 			assertJsonError(r, 400, 'malformed /send');
 			const c = await request(stack, 'POST', '/checkout/subscribe', { body: 'not json',
 			    headers: { 'Content-Type': 'application/json' } });
 			assertJsonError(c, 400, 'malformed /checkout/subscribe');
+			const deep = '['.repeat(40) + ']'.repeat(40);
+			assertJsonError(await request(stack, 'POST', '/checkout/subscribe', { body:
+			    `{"email": "a@example.org", "x": ${deep}}`,
+			    headers: { 'Content-Type': 'application/json' } }), 400, 'nested too deep');
 		});
 
 		it('missing field → 400', async () => {
-			const body = sendBody(customer ?? 'cus_x');
+			const body = sendBody();
 			delete body.to;
-			assertJsonError(await postJson(stack, '/send', body), 400, 'send without to');
+			assertJsonError(await postJson(stack, '/send', body, { key }), 400, 'send without to');
 			assertJsonError(await postJson(stack, '/checkout/subscribe', { name: 'No Email' }),
 			    400, 'subscribe without email');
-			assertJsonError(await postJson(stack, '/checkout/topup', {}), 400, 'topup without id');
 		});
 
-		it('bad recipient → 400', async () => {
-			for (const to of ['not-an-address', 'a@b@c.org', 'x@example.org\r\nBcc: y@example.org', ''])
-				assertJsonError(await postJson(stack, '/send', sendBody(customer ?? 'cus_x', { to })),
-				    400, `to=${JSON.stringify(to)}`);
+		it('bad recipient → 400; at most 50 recipients', async () => {
+			for (const to of ['not-an-address', 'a@b@c.org', 'x@example.org\r\nBcc: y@example.org', '',
+			    `${'l'.repeat(65)}@example.org`, `a@${'d'.repeat(250)}.org`, ['ok@example.org', 'bad'],
+			    Array.from({ length: 51 }, (_, i) => `r${i}@example.org`)])
+				assertJsonError(await postJson(stack, '/send', sendBody(null, { to }), { key }),
+				    400, `to=${JSON.stringify(to).slice(0, 80)}`);
 		});
 
-		it('CR/LF in the subject → 400', async () => {
-			for (const subject of ['Hi\r\nBcc: victim@example.org', 'line\nbreak', 'cr\ronly'])
-				assertJsonError(await postJson(stack, '/send', sendBody(customer ?? 'cus_x', { subject })),
+		it('header injection (CR, LF, NUL in the subject) → 400 and nothing sent', async () => {
+			const before = (await sandboxStats(stack)).calls;
+			const subjects = [];
+			for (const bad of ['Hi\r\nBcc: victim@example.org', 'line\nbreak', 'cr\ronly', 'nul\u0000byte']) {
+				const subject = `${uniq()} ${bad}`;
+				subjects.push(subject.slice(0, 8));
+				assertJsonError(await postJson(stack, '/send', sendBody(null, { subject }), { key }),
 				    400, `subject=${JSON.stringify(subject)}`);
+			}
+			const name = await postJson(stack, '/checkout/subscribe',
+			    { email: `inj-${uniq()}@example.org`, name: 'Eve\r\nBcc: victim@example.org' });
+			assertJsonError(name, 400, 'CR/LF in the subscriber name');
+			const after = (await sandboxStats(stack)).calls;
+			for (const c of ['email_send', 'ledger_debit', 'checkout'])
+				assert.equal(after[c], before[c], `no upstream ${c} call`);
+			await assertNotSent(stack, subjects);
 		});
 
-		it('unknown customer → 404', async () => {
-			assertJsonError(await getJson(stack, '/credits/cus_doesnotexist0000'), 404, 'credits');
+		it('subject over 998 bytes → 400', async () => {
+			assertJsonError(await postJson(stack, '/send', sendBody(null, { subject: 's'.repeat(999) }),
+			    { key }), 400, 'long subject');
+		});
+
+		// ------------------------------------------------------------ API keys
+		it('no key, a wrong key, a claim token as key → 401 with WWW-Authenticate, no upstream call', async () => {
+			assert.ok(customer && key, 'needs the subscribe flow');
+			const before = (await sandboxStats(stack)).calls;
+			const tries = [
+				['GET', `/credits/${customer}`], ['GET', '/credits/me'], ['GET', '/credits'],
+				['GET', `/credits/${customer}/ledger`], ['POST', '/send', sendBody(customer)],
+				['POST', '/checkout/topup', { customer_id: customer }],
+			];
+			const subjects = [];
+			for (const [method, p, json] of tries) {
+				if (json?.subject)
+					subjects.push(json.subject);
+				for (const auth of [undefined, `Bearer ${strangerKey()}`, `Bearer ${key}x`,
+				    `Basic ${Buffer.from(`${customer}:x`).toString('base64')}`, 'Bearer',
+				    `Bearer mkc_${randomBytes(32).toString('base64url')}`]) {
+					const r = await request(stack, method, p, { json,
+					    headers: auth ? { Authorization: auth } : {} });
+					assertJsonError(r, 401, `${method} ${p} with ${auth ?? 'no Authorization'}`);
+					assert.match(r.headers.get('www-authenticate') || '', /^Bearer\b/,
+					    `${method} ${p}: WWW-Authenticate`);
+				}
+			}
+			const after = (await sandboxStats(stack)).calls;
+			for (const c of ['balance_read', 'email_send', 'ledger_debit', 'checkout', 'customer'])
+				assert.equal(after[c], before[c], `no upstream ${c} call`);
+			await assertNotSent(stack, subjects);
+		});
+
+		it("another customer's id with my key → 403, nothing read or sent", async () => {
+			assert.ok(other, 'needs the top-up test');
+			const before = (await sandboxStats(stack)).calls;
+			assertJsonError(await getJson(stack, `/credits/${other.customer_id}`, { key }), 403, 'credits');
+			assertJsonError(await getJson(stack, `/credits/${other.customer_id}/ledger`, { key }), 403, 'ledger');
+			const body = sendBody(other.customer_id);
+			assertJsonError(await postJson(stack, '/send', body, { key }), 403, 'send');
+			assertJsonError(await postJson(stack, '/checkout/topup', { customer_id: other.customer_id },
+			    { key }), 403, 'topup');
+			const after = (await sandboxStats(stack)).calls;
+			for (const c of ['balance_read', 'email_send', 'ledger_debit', 'checkout'])
+				assert.equal(after[c], before[c], `no upstream ${c} call`);
+			await assertNotSent(stack, [body.subject]);
+		});
+
+		it('rotated key: old → 401, new works; revoked → 401', async () => {
+			const c = await subscribeWithKey(stack, {});
+			assertJsonOk(await getJson(stack, '/credits/me', { key: c.api_key }), 'first key');
+			const issue = await admin(stack, ['keys', 'issue', c.customer_id]);
+			assert.equal(issue.code, 1, 'issue refuses a second active key');
+			const rot = await admin(stack, ['keys', 'rotate', c.customer_id]);
+			assert.equal(rot.code, 0, rot.stderr);
+			const fresh = rot.stdout.trim();
+			assert.match(fresh, /^mk_[A-Za-z0-9_-]{43}$/);
+			assertJsonError(await getJson(stack, '/credits/me', { key: c.api_key }), 401, 'old key');
+			const ok = await getJson(stack, '/credits/me', { key: fresh });
+			assertJsonOk(ok, 'new key');
+			assert.equal(ok.json.customer_id, c.customer_id);
+			const body = sendBody();
+			assertJsonOk(await postJson(stack, '/send', body, { key: fresh }), 'send with the new key');
+			const rev = await admin(stack, ['keys', 'revoke', c.customer_id]);
+			assert.equal(rev.code, 0, rev.stderr);
+			const revoked = await getJson(stack, '/credits/me', { key: fresh });
+			assertJsonError(revoked, 401, 'revoked key');
+			assert.match(revoked.headers.get('www-authenticate') || '', /invalid_token/);
+			const list = await admin(stack, ['keys', 'list', c.customer_id]);
+			assert.equal(list.code, 0, list.stderr);
+			assert.equal((list.stdout.match(/revoked/g) || []).length, 2, list.stdout);
+			assert.ok(!list.stdout.includes(fresh) && !list.stdout.includes(c.api_key),
+			    'keys list never shows a whole key');
+		});
+
+		it(`more than RATE_LIMIT_PER_MINUTE (${RATE_LIMIT}) requests with one key → 429 with Retry-After`, async () => {
+			const c = await subscribeWithKey(stack, {});
+			// invalid bodies: counted (the key is checked first), no upstream call
+			const hit = () => postJson(stack, '/send', { to: 'bad' }, { key: c.api_key });
+			let r;
+			for (let i = 0; i < 2 * RATE_LIMIT + 2; i++) {
+				r = await hit();
+				if (r.status === 429)
+					break;
+				assert.equal(r.status, 400, r.text);
+			}
+			assertJsonError(r, 429, 'over the limit');
+			const retry = Number(r.headers.get('retry-after'));
+			assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${retry}`);
+			// other keys are not affected
+			assertJsonOk(await getJson(stack, '/credits/me', { key }), 'another key');
+		});
+
+		it('unknown customer → 403 with a key (the key names the customer)', async () => {
+			assertJsonError(await getJson(stack, '/credits/cus_doesnotexist0000', { key }), 403, 'credits');
 			const body = sendBody('cus_doesnotexist0000');
-			assertJsonError(await postJson(stack, '/send', body), 404, 'send');
+			assertJsonError(await postJson(stack, '/send', body, { key }), 403, 'send');
 			await assertNotSent(stack, [body.subject]);
 		});
 
@@ -288,11 +464,36 @@ export function defineRouteTests(server) {
 		});
 
 		it(`body over MAX_BODY_BYTES (${MAX_BODY}) → 413`, async () => {
-			const big = sendBody(customer ?? 'cus_x', { html: 'x'.repeat(MAX_BODY + 100) });
-			assertJsonError(await postJson(stack, '/send', big), 413, 'send');
+			const big = sendBody(null, { html: 'x'.repeat(MAX_BODY + 100) });
+			assertJsonError(await postJson(stack, '/send', big, { key }), 413, 'send');
+			assertJsonError(await postJson(stack, '/send', big), 413, 'send without a key');
 			const bigHook = JSON.stringify({ pad: 'y'.repeat(MAX_BODY + 100) });
 			assertJsonError(await request(stack, 'POST', '/webhooks/dodo',
 			    { body: bigHook, headers: webhookHeaders(stack, bigHook) }), 413, 'webhook');
+		});
+
+		// The web servers buffer or limit bodies themselves (lighttpd reads the
+		// whole body before it talks to the program), so the program's own
+		// "413 before a byte is read" is proved on its FastCGI socket: a huge
+		// Content-Length, a few bytes, and a body that never ends.
+		it('413 from the program before it reads the body (FastCGI socket, body never finished)', async () => {
+			const params = { REQUEST_METHOD: 'POST', REQUEST_URI: '/send', SCRIPT_NAME: '/send',
+			    CONTENT_TYPE: 'application/json', CONTENT_LENGTH: String(64 * 1024 * 1024),
+			    HTTP_AUTHORIZATION: `Bearer ${key}`, REMOTE_ADDR: '127.0.0.1' };
+			for (const prog of ['send', 'checkout', 'webhook']) {
+				const r = await fcgiRequest(path.join(stack.stateDir, 'run', `${prog}.sock`),
+				    { ...params, REQUEST_URI: prog === 'webhook' ? '/webhooks/dodo' :
+					prog === 'checkout' ? '/checkout/subscribe' : '/send' },
+				    { stdin: '{"to": "a@example.org", "html": "', endStdin: false, timeoutMs: 5000 });
+				assert.ok(r.ended, `${prog}: the program ended the request by itself (${r.ms} ms)`);
+				assert.equal(r.status, 413, `${prog}: ${r.stdout.slice(0, 300)}`);
+				assert.match(r.stdout, /"error":/);
+				assert.ok(r.ms < 3000, `${prog}: answered in ${r.ms} ms`);
+			}
+			// the same socket serves a normal request right after
+			const ok = await fcgiRequest(path.join(stack.stateDir, 'run', 'credits.sock'), {
+			    REQUEST_METHOD: 'GET', REQUEST_URI: '/credits/me', HTTP_AUTHORIZATION: `Bearer ${key}` });
+			assert.equal(ok.status, 200, ok.stdout.slice(0, 300));
 		});
 
 		it('chunked request bodies (no Content-Length) are read and limited', async () => {
@@ -317,7 +518,7 @@ export function defineRouteTests(server) {
 			    JSON.stringify({ email: `chunked-${uniq()}@example.org`, name: 'Chunked' }));
 			assertJsonOk(ok, 'chunked subscribe');
 			assert.equal(typeof ok.json.checkout_url, 'string');
-			const big = JSON.stringify(sendBody(customer ?? 'cus_x', { html: 'x'.repeat(MAX_BODY + 100) }));
+			const big = JSON.stringify(sendBody(null, { html: 'x'.repeat(MAX_BODY + 100) }));
 			assertJsonError(await post('/send', big), 413, 'chunked oversize send');
 		});
 
@@ -329,34 +530,43 @@ export function defineRouteTests(server) {
 			}
 		});
 
-		it('wrong content type → 415', async () => {
-			const body = JSON.stringify(sendBody(customer ?? 'cus_x'));
+		it('wrong or missing content type → 415', async () => {
+			const body = JSON.stringify(sendBody());
 			assertJsonError(await request(stack, 'POST', '/send',
-			    { body, headers: { 'Content-Type': 'text/plain' } }), 415, 'text/plain');
+			    { body, key, headers: { 'Content-Type': 'text/plain' } }), 415, 'text/plain');
 			assertJsonError(await request(stack, 'POST', '/checkout/subscribe',
 			    { body: 'email=a%40b.org&name=x',
 			      headers: { 'Content-Type': 'application/x-www-form-urlencoded' } }), 415, 'form');
+			// a Uint8Array body: fetch adds no Content-Type at all
+			for (const p of ['/send', '/checkout/subscribe', '/checkout/topup']) {
+				const r = await request(stack, 'POST', p, { key,
+				    body: new TextEncoder().encode(JSON.stringify({ email: 'a@example.org' })) });
+				assertJsonError(r, 415, `${p} without Content-Type`);
+			}
+			assertJsonOk(await request(stack, 'POST', '/checkout/subscribe', {
+			    body: JSON.stringify({ email: `ct-${uniq()}@example.org` }),
+			    headers: { 'Content-Type': 'Application/JSON; charset=utf-8' } }), 'JSON with parameters');
 		});
 
 		it('ids with / or ? do not change the upstream path', async () => {
 			assert.ok(customer, 'needs the subscribe flow');
-			const before = await getJson(stack, `/credits/${customer}`);
+			const before = await getJson(stack, `/credits/${customer}`, { key });
 			const subjects = [];
 			for (const id of [`${customer}/../${customer}`, `../../customers/${customer}`,
 			    `${customer}?x=1`, `${customer}#frag`, `${customer}%2F..`]) {
 				const body = sendBody(id);
 				subjects.push(body.subject);
-				const s = await postJson(stack, '/send', body);
-				assert.ok([400, 404].includes(s.status), `send ${id}: ${s.status} ${s.text}`);
+				const s = await postJson(stack, '/send', body, { key });
+				assert.ok([400, 403, 404].includes(s.status), `send ${id}: ${s.status} ${s.text}`);
 				assertJsonError(s, s.status, `send ${id}`);
-				const t = await postJson(stack, '/checkout/topup', { customer_id: id });
-				assert.ok([400, 404].includes(t.status), `topup ${id}: ${t.status} ${t.text}`);
+				const t = await postJson(stack, '/checkout/topup', { customer_id: id }, { key });
+				assert.ok([400, 403, 404].includes(t.status), `topup ${id}: ${t.status} ${t.text}`);
 				assertJsonError(t, t.status, `topup ${id}`);
 			}
-			const enc = await getJson(stack, `/credits/${encodeURIComponent(`${customer}/x`)}`);
-			assert.ok([400, 404].includes(enc.status), `credits %2F: ${enc.status} ${enc.text}`);
+			const enc = await getJson(stack, `/credits/${encodeURIComponent(`${customer}/x`)}`, { key });
+			assert.ok([400, 403, 404].includes(enc.status), `credits %2F: ${enc.status} ${enc.text}`);
 			assertJsonError(enc, enc.status, 'credits %2F');
-			const afterAll = await getJson(stack, `/credits/${customer}`);
+			const afterAll = await getJson(stack, `/credits/${customer}`, { key });
 			assert.equal(afterAll.json.balance, before.json.balance, 'balance untouched');
 			await assertNotSent(stack, subjects);
 		});
@@ -366,11 +576,11 @@ export function defineRouteTests(server) {
 			assert.ok(customer, 'needs the subscribe flow');
 			await sandboxFault(stack, { target: 'balance_read', mode: '500', count: 5 });
 			try {
-				assertJsonError(await getJson(stack, `/credits/${customer}`), 502, 'credits');
+				assertJsonError(await getJson(stack, `/credits/${customer}`, { key }), 502, 'credits');
 			} finally {
 				await clearSandboxFaults(stack);
 			}
-			assertJsonOk(await getJson(stack, `/credits/${customer}`), 'credits after the fault');
+			assertJsonOk(await getJson(stack, `/credits/${customer}`, { key }), 'credits after the fault');
 		});
 
 		it('upstream stalling → 504', async () => {
@@ -379,7 +589,7 @@ export function defineRouteTests(server) {
 			    stall_ms: STALL_MS });
 			try {
 				const t0 = Date.now();
-				const r = await getJson(stack, `/credits/${customer}`);
+				const r = await getJson(stack, `/credits/${customer}`, { key });
 				assertJsonError(r, 504, 'credits');
 				assert.ok(Date.now() - t0 < 3 * STALL_MS, 'answered before the stalls ended');
 			} finally {
@@ -390,19 +600,19 @@ export function defineRouteTests(server) {
 		// ------------------------------------------------------------ hard stop
 		it('402 with the tutorial message when the balance is 0', async () => {
 			assert.ok(customer, 'needs the subscribe flow');
-			const cur = await getJson(stack, `/credits/${customer}`);
+			const cur = await getJson(stack, `/credits/${customer}`, { key });
 			assertJsonOk(cur, 'credits');
 			const amount = String(cur.json.balance);
 			const adj = await request(stack, 'POST', `/sandbox/customers/${customer}/adjust`,
 			    { body: new URLSearchParams({ entry_type: 'debit', amount }) });
 			assert.ok([200, 303].includes(adj.status), `adjust: ${adj.status} ${adj.text.slice(0, 200)}`);
-			const zero = await waitForBalance(stack, customer, (b) => Number(b) === 0);
+			const zero = await waitForBalance(stack, customer, (b) => Number(b) === 0, { key });
 			assert.equal(Number(zero.balance), 0, JSON.stringify(zero));
-			const body = sendBody(customer);
-			const r = await postJson(stack, '/send', body);
+			const body = sendBody();
+			const r = await postJson(stack, '/send', body, { key });
 			assertJsonError(r, 402, 'send at zero');
 			assert.deepEqual(r.json, { error: NO_CREDITS });
-			const still = await getJson(stack, `/credits/${customer}`);
+			const still = await getJson(stack, `/credits/${customer}`, { key });
 			assert.equal(Number(still.json.balance), 0, 'no overdraft');
 			await assertNotSent(stack, [body.subject]);
 		});
@@ -415,4 +625,19 @@ async function assertNotSent(stack, subjects) {
 	const outbox = JSON.stringify(await sandboxEmails(stack));
 	for (const subject of subjects)
 		assert.ok(!outbox.includes(subject), `an email with subject ${subject} was sent`);
+}
+
+// The newest outbox email to `to` whose subject matches `subject` (polled:
+// webhook.fcgi sends some a moment later).
+async function eventuallyEmail(stack, to, subject, timeoutMs = 10_000) {
+	const until = Date.now() + timeoutMs;
+	for (;;) {
+		const found = (await sandboxEmails(stack)).find((e) =>
+		    JSON.stringify(e.to).includes(to) && subject.test(String(e.subject)));
+		if (found)
+			return found;
+		if (Date.now() > until)
+			assert.fail(`no email "${subject}" to ${to} in the outbox`);
+		await new Promise((r) => setTimeout(r, 100));
+	}
 }

@@ -1,4 +1,6 @@
 /* test_settings.c: dotenv parsing and the checks settings_load applies. */
+#include <sys/stat.h>
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,4 +179,127 @@ Test(settings, secrets_are_known)
 	cr_expect(settings_is_secret("DODO_PAYMENTS_WEBHOOK_KEY"));
 	cr_expect(settings_is_secret("RESEND_API_KEY"));
 	cr_expect(!settings_is_secret("PORT"));
+}
+
+/* --- security settings --- */
+
+static int
+load_with(const char *kv1, const char *kv2, struct settings *s, char *err, size_t errlen)
+{
+	char *const env[] = { (char *)kv1, (char *)kv2, NULL };
+
+	return settings_load_from(s, NULL, env, 0, err, errlen);
+}
+
+Test(settings, auth_mode_and_rate_limit)
+{
+	struct settings	s;
+	char		err[256];
+
+	cr_assert_eq(settings_load_from(&s, NULL, good_env, NEED_ALL, err, sizeof err), 0, "%s", err);
+	cr_expect_str_eq(s.auth_mode, "api_key", "keys by default");
+	cr_expect_eq(s.auth_trusts_customer_id, 0);
+	cr_expect_eq(s.rate_limit, 600);
+	cr_expect_eq(s.allow_insecure_upstream, 0);
+	cr_expect_str_eq(s.ca_file, "");
+	settings_free(&s);
+
+	cr_assert_eq(load_with("MAILKIT_AUTH=customer_id", "RATE_LIMIT_PER_MINUTE=0", &s, err,
+	    sizeof err), 0, "%s", err);
+	cr_expect_eq(s.auth_trusts_customer_id, 1);
+	cr_expect_eq(s.rate_limit, 0, "0 turns the limit off");
+	settings_free(&s);
+
+	const char *bad[] = { "MAILKIT_AUTH=none", "MAILKIT_AUTH=API_KEY", "MAILKIT_AUTH=",
+	    "RATE_LIMIT_PER_MINUTE=-1", "RATE_LIMIT_PER_MINUTE=ten",
+	    "ALLOW_INSECURE_UPSTREAM=2", "ALLOW_INSECURE_UPSTREAM=yes" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char name[64];
+
+		snprintf(name, sizeof name, "%.*s", (int)strcspn(bad[i], "="), bad[i]);
+		cr_expect_eq(load_with(bad[i], NULL, &s, err, sizeof err), -1, "accepted %s", bad[i]);
+		cr_expect_not_null(strstr(err, name), "%s: %s", bad[i], err);
+	}
+}
+
+Test(settings, upstream_url_rules)
+{
+	const char *ok[] = { "https://api.resend.com", "https://10.0.0.1", "http://127.0.0.1",
+	    "http://127.0.0.1:8080/sandbox/dodo", "http://127.255.1.2:1", "http://localhost",
+	    "http://LOCALHOST:8080/x", "http://[::1]:8080/sandbox", "http://[::1]" };
+	const char *refused[] = { "http://api.resend.com", "http://10.0.0.1:8080",
+	    "http://128.0.0.1", "http://127.0.0.1.evil.example", "http://localhost.evil.example",
+	    "http://127.0.0.1@evil.example", "http://localhost:80@evil.example/",
+	    "http://[::2]:8080", "http://", "http://127.0.0", "http://127.0.0.1a",
+	    "ftp://127.0.0.1" };
+
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+		cr_expect(settings_upstream_url_ok(ok[i], 0), "refused %s", ok[i]);
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		cr_expect(!settings_upstream_url_ok(refused[i], 0), "accepted %s", refused[i]);
+	cr_expect(settings_upstream_url_ok("http://api.resend.com", 1), "explicitly allowed");
+	cr_expect(!settings_upstream_url_ok("ftp://x", 1));
+}
+
+Test(settings, plain_http_upstreams_refused_at_load)
+{
+	struct settings	s;
+	char		err[256];
+
+	cr_expect_eq(load_with("DODO_PAYMENTS_BASE_URL=http://dodo.example.com", NULL, &s, err,
+	    sizeof err), -1);
+	cr_expect_not_null(strstr(err, "DODO_PAYMENTS_BASE_URL"), "%s", err);
+	cr_expect_null(strstr(err, "dodo.example.com"), "value echoed: %s", err);
+	cr_expect_eq(load_with("RESEND_BASE_URL=http://api.resend.com", NULL, &s, err,
+	    sizeof err), -1);
+	cr_expect_not_null(strstr(err, "RESEND_BASE_URL"), "%s", err);
+	cr_assert_eq(load_with("RESEND_BASE_URL=http://api.resend.com",
+	    "ALLOW_INSECURE_UPSTREAM=1", &s, err, sizeof err), 0, "%s", err);
+	settings_free(&s);
+	cr_assert_eq(load_with("DODO_PAYMENTS_BASE_URL=http://127.0.0.1:8080/sandbox/dodo",
+	    "RESEND_BASE_URL=http://localhost:8080/sandbox/resend", &s, err, sizeof err), 0,
+	    "%s", err);
+	settings_free(&s);
+	/* BASE_URL is where the page is served, not an upstream */
+	cr_assert_eq(load_with("BASE_URL=http://mailkit.example.com", NULL, &s, err, sizeof err), 0,
+	    "%s", err);
+	settings_free(&s);
+}
+
+Test(settings, ca_file_must_be_readable)
+{
+	struct settings	s;
+	char		err[256];
+
+	cr_expect_eq(load_with("UPSTREAM_CA_FILE=/nonexistent/ca.pem", NULL, &s, err, sizeof err),
+	    -1);
+	cr_expect_not_null(strstr(err, "UPSTREAM_CA_FILE"), "%s", err);
+	cr_assert_eq(load_with("UPSTREAM_CA_FILE=/dev/null", NULL, &s, err, sizeof err), 0, "%s",
+	    err);
+	cr_expect_str_eq(s.ca_file, "/dev/null");
+	settings_free(&s);
+}
+
+Test(settings, file_mode_is_recorded)
+{
+	char		 path[] = "/tmp/mailkit-test-env-XXXXXX";
+	int		 fd = mkstemp(path);
+	struct settings	 s;
+	char		 err[256];
+
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(chmod(path, 0600), 0);
+	cr_assert_eq(settings_load_from(&s, path, NULL, 0, err, sizeof err), 0, "%s", err);
+	cr_expect_str_eq(s.env_file, path);
+	cr_expect_eq(s.env_file_mode & 0777, 0600);
+	settings_free(&s);
+	cr_assert_eq(chmod(path, 0644), 0);
+	cr_assert_eq(settings_load_from(&s, path, NULL, 0, err, sizeof err), 0, "%s", err);
+	cr_expect_eq(s.env_file_mode & 077, 044, "group/other bits seen (%o)", s.env_file_mode);
+	settings_free(&s);
+	cr_assert_eq(settings_load_from(&s, NULL, NULL, 0, err, sizeof err), 0, "%s", err);
+	cr_expect_null(s.env_file);
+	settings_free(&s);
+	unlink(path);
 }

@@ -249,6 +249,24 @@ Test(store, webhook_claim_survives_reopen_and_expired_lease_is_taken)
 	cr_assert_eq(store_webhook_claim(&s, "msg_x", "t", &err), STORE_CLAIM_NEW);
 }
 
+/* Log-only events: one write claims and finishes; a redelivery is seen. */
+Test(store, webhook_record_is_claim_and_done)
+{
+	struct settings	s = settings_for(path);
+	struct mk_err	err;
+
+	cr_assert_eq(store_webhook_record(&s, "msg_log", "credit.deducted", &err),
+	    STORE_CLAIM_NEW);
+	cr_expect_eq(store_webhook_record(&s, "msg_log", "credit.deducted", &err),
+	    STORE_CLAIM_SEEN);
+	cr_expect_eq(store_webhook_claim(&s, "msg_log", "credit.deducted", &err),
+	    STORE_CLAIM_SEEN);
+	/* a live claim by the full path is busy for the one-write path too */
+	cr_assert_eq(store_webhook_claim(&s, "msg_slow", "credit.added", &err), STORE_CLAIM_NEW);
+	cr_expect_eq(store_webhook_record(&s, "msg_slow", "credit.added", &err),
+	    STORE_CLAIM_BUSY);
+}
+
 Test(store, low_balance_set_get_clear)
 {
 	struct settings			s = settings_for(path);
@@ -396,4 +414,100 @@ Test(store, unusable_path_is_503)
 	cr_assert_eq(store_open(&s, &err), -1);
 	cr_assert_eq(err.status, 503);
 	cr_assert_eq(store_webhook_claim(&s, "msg_1", "t", &err), -1);
+}
+
+/* --- API keys, claims --- */
+
+static int
+count_keys(const struct store_key *k, void *arg)
+{
+	int *n = arg;
+
+	(void)k;
+	(*n)++;
+	return 0;
+}
+
+Test(store, keys_one_active_per_customer_rotate_revoke)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_key	k;
+	long long		id1 = 0, id2 = 0;
+	int			n = 0;
+
+	cr_assert_eq(store_key_active(&s, "cus_1", 0, &err), 0);
+	cr_assert_eq(store_key_active(&s, "cus_1", 1, &err), 0);
+	cr_assert_eq(store_key_issue(&s, "cus_1", "hash1", "mk_a...", "test", 0, &id1, &err),
+	    STORE_KEY_ISSUED, "%s", err.msg);
+	cr_expect_gt(id1, 0);
+	cr_assert_eq(store_key_active(&s, "cus_1", 0, &err), 1);
+	/* a second issue without rotate loses: the first key stays the only one */
+	cr_assert_eq(store_key_issue(&s, "cus_1", "hash2", "mk_b...", "test", 0, &id2, &err),
+	    STORE_KEY_EXISTS);
+	cr_assert_eq(store_key_find(&s, "hash2", &k, &err), 0, "not recorded");
+	/* another customer is independent */
+	cr_assert_eq(store_key_issue(&s, "cus_2", "hash3", "mk_c...", "test", 0, NULL, &err),
+	    STORE_KEY_ISSUED);
+	cr_assert_eq(store_key_find(&s, "hash1", &k, &err), 1);
+	cr_expect_str_eq(k.customer_id, "cus_1");
+	cr_expect_eq(k.revoked_at, 0);
+	cr_expect_str_eq(k.shown, "mk_a...");
+	/* rotate: the old key is revoked in the same transaction */
+	cr_assert_eq(store_key_issue(&s, "cus_1", "hash4", "mk_d...", "rotate", 1, &id2, &err),
+	    STORE_KEY_ISSUED);
+	cr_assert_eq(store_key_find(&s, "hash1", &k, &err), 1);
+	cr_expect_neq(k.revoked_at, 0, "old key revoked");
+	cr_assert_eq(store_key_find(&s, "hash4", &k, &err), 1);
+	cr_expect_eq(k.revoked_at, 0);
+	/* revoke all of cus_1 */
+	cr_assert_eq(store_key_revoke(&s, "cus_1", &err), 1);
+	cr_assert_eq(store_key_active(&s, "cus_1", 0, &err), 0);
+	cr_assert_eq(store_key_active(&s, "cus_1", 1, &err), 1, "revoked keys count with any");
+	cr_assert_eq(store_key_find(&s, "hash4", &k, &err), 1);
+	cr_expect_neq(k.revoked_at, 0);
+	cr_assert_eq(store_key_active(&s, "cus_2", 0, &err), 1);
+	/* a withdrawn issue leaves room for a new one */
+	cr_assert_eq(store_key_issue(&s, "cus_1", "hash5", "mk_e...", "test", 0, &id1, &err),
+	    STORE_KEY_ISSUED);
+	cr_assert_eq(store_key_forget(&s, id1, &err), 0);
+	cr_assert_eq(store_key_find(&s, "hash5", &k, &err), 0);
+	cr_assert_eq(store_key_active(&s, "cus_1", 0, &err), 0);
+	cr_assert_eq(store_key_list(&s, "cus_1", count_keys, &n, &err), 2);
+	n = 0;
+	cr_assert_eq(store_key_list(&s, "", count_keys, &n, &err), 3);
+	cr_expect_eq(n, 3);
+}
+
+Test(store, claims_are_one_time_per_email_and_expire)
+{
+	struct settings	s = settings_for(path);
+	struct mk_err	err;
+	time_t		now = time(NULL);
+
+	cr_assert_eq(store_claim_add(&s, "th1", "cks_1", "Buyer@Example.org", now + 600, &err), 0,
+	    "%s", err.msg);
+	cr_assert_eq(store_claim_pending(&s, "buyer@example.org", &err), 1, "case-insensitive");
+	cr_assert_eq(store_claim_pending(&s, "other@example.org", &err), 0);
+	cr_assert_eq(store_claim_take(&s, "th1", "other@example.org", &err), 0, "another buyer");
+	cr_assert_eq(store_claim_take(&s, "nope", "buyer@example.org", &err), 0, "unknown token");
+	cr_assert_eq(store_claim_take(&s, "th1", "BUYER@example.org", &err), 1);
+	cr_assert_eq(store_claim_take(&s, "th1", "buyer@example.org", &err), 0, "once only");
+	/* just taken: its key is being issued, so it still holds off the webhook */
+	cr_assert_eq(store_claim_pending(&s, "buyer@example.org", &err), 1);
+	cr_assert_eq(store_claim_give_back(&s, "th1", &err), 0);
+	cr_assert_eq(store_claim_take(&s, "th1", "buyer@example.org", &err), 1, "given back");
+	{
+		char	e[256];
+		sqlite3	*db = db_open(path, NULL, 0, e, sizeof(e));
+
+		cr_assert_not_null(db, "%s", e);
+		cr_assert_eq(sqlite3_exec(db, "UPDATE key_claims SET redeemed_at = redeemed_at - 3600",
+		    NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+	}
+	cr_assert_eq(store_claim_pending(&s, "buyer@example.org", &err), 0, "taken long ago");
+	cr_assert_eq(store_claim_add(&s, "th2", "cks_2", "late@example.org", now - 1, &err), 0);
+	cr_assert_eq(store_claim_pending(&s, "late@example.org", &err), 0, "expired");
+	cr_assert_eq(store_claim_take(&s, "th2", "late@example.org", &err), 0, "expired");
 }
