@@ -239,17 +239,11 @@ checkout_return(const struct request *req, struct response *resp)
 static int
 checkout_init(const struct settings *s, char *errbuf, size_t errlen)
 {
-	struct mk_err err;
-
 	if ((mailer = mail_provider_find(s->mail_provider)) == NULL) {
 		snprintf(errbuf, errlen, "MAIL_PROVIDER names no known provider");
 		return -1;
 	}
-	if (store_open(s, &err) == -1) {
-		snprintf(errbuf, errlen, "MAILKIT_DB: %s", err.msg);
-		return -1;
-	}
-	return 0;
+	return store_check(s, errbuf, errlen);
 }
 
 static const struct route routes[] = {

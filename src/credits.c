@@ -94,13 +94,7 @@ credits_ledger(const struct request *req, struct response *resp)
 static int
 credits_init(const struct settings *s, char *errbuf, size_t errlen)
 {
-	struct mk_err err;
-
-	if (store_open(s, &err) == -1) {
-		snprintf(errbuf, errlen, "MAILKIT_DB: %s", err.msg);
-		return -1;
-	}
-	return 0;
+	return store_check(s, errbuf, errlen);
 }
 
 static const struct route routes[] = {

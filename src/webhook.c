@@ -492,8 +492,6 @@ static const struct route routes[] = {
 static int
 webhook_init(const struct settings *s, char *err, size_t errlen)
 {
-	struct mk_err	e;
-
 	if (s->webhook_key == NULL || *s->webhook_key == '\0') {
 		snprintf(err, errlen, "DODO_WEBHOOK_KEY is not set: refusing to accept "
 		    "unsigned webhooks");
@@ -508,14 +506,7 @@ webhook_init(const struct settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "MAIL_PROVIDER names no known provider");
 		return -1;
 	}
-	if (store_open(s, &e) == -1) {
-		snprintf(err, errlen, "MAILKIT_DB %s cannot be opened (see the log above)",
-		    s->db_path != NULL ? s->db_path : "");
-		return -1;
-	}
-	/* This handle belongs to the main thread; request threads open their own. */
-	store_close();
-	return 0;
+	return store_check(s, err, errlen);
 }
 
 int

@@ -48,17 +48,12 @@ show() {	# show LOG: the end of a step's log, as TAP comments
 }
 elapsed() { echo "$(( $(date +%s) - $1 )) s"; }
 
-why_not=
+# (It needs no write access to the source tree: make distcheck runs it too.)
 if [ "${MAILKIT_HARDENING:-1}" = 0 ]; then
-	why_not="MAILKIT_HARDENING=0"
-elif [ ! -w "$srcdir" ] && [ "$require" != 1 ]; then
-	why_not="read-only source tree (make distcheck)"
-fi
-if [ -n "$why_not" ]; then
 	for what in "asan build" "asan unit tests" "asan lighttpd routes" \
 	    "valgrind lighttpd routes" "fuzz whsig" "fuzz request" "fuzz settings"; do
 		n=$((n + 1))
-		echo "ok $n - $what # SKIP $why_not"
+		echo "ok $n - $what # SKIP MAILKIT_HARDENING=0"
 	done
 	exit 0
 fi

@@ -352,6 +352,20 @@ store_open(const struct settings *s, struct mk_err *err)
 	return store_thread(s, err) != NULL ? 0 : -1;
 }
 
+int
+store_check(const struct settings *s, char *errbuf, size_t errlen)
+{
+	struct mk_err err;
+
+	if (store_open(s, &err) == -1) {
+		snprintf(errbuf, errlen, "MAILKIT_DB %s cannot be opened: %s (see the log)",
+		    s->db_path != NULL ? s->db_path : "", err.msg);
+		return -1;
+	}
+	store_close();
+	return 0;
+}
+
 void
 store_close(void)
 {

@@ -27,6 +27,14 @@ struct settings;
  * bad MAILKIT_DB).  0 / -1. */
 int	store_open(const struct settings *s, struct mk_err *err);
 
+/*
+ * Open, migrate and close a handle once: programs call it from their init
+ * so a bad MAILKIT_DB stops them at start, without the main thread keeping
+ * a handle (request threads open their own).  0, or -1 with a message
+ * naming MAILKIT_DB in errbuf.
+ */
+int	store_check(const struct settings *s, char *errbuf, size_t errlen);
+
 /* Close this thread's handle (tests; reopening with another path). */
 void	store_close(void);
 
