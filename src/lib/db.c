@@ -219,7 +219,10 @@ db_open(const char *path, const struct db_migration *migrations, size_t n,
 		db_err(err, errlen, "%s: cannot use WAL (journal mode %s)", path, mode);
 		goto fail;
 	}
-	if (db_exec_text(db, "PRAGMA synchronous=NORMAL", NULL, 0) == -1 ||
+	/* a bounded page cache: the OS caches the file anyway, and a worker's
+	 * memory must not creep up as tables grow (DB_CACHE_KIB) */
+	if (db_exec_text(db, "PRAGMA cache_size=-" DB_CACHE_KIB, NULL, 0) == -1 ||
+	    db_exec_text(db, "PRAGMA synchronous=NORMAL", NULL, 0) == -1 ||
 	    db_exec_text(db, "PRAGMA foreign_keys=ON", NULL, 0) == -1) {
 		db_err(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
 		goto fail;

@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #define DB_BUSY_TIMEOUT_MS	5000	/* writers queue this long before SQLITE_BUSY */
+#define DB_CACHE_KIB		"256"	/* page cache per handle, KiB (PRAGMA cache_size) */
 
 /*
  * Schema migrations: migration i (0-based) brings the schema from version

@@ -1,4 +1,5 @@
 /* whsig.c: Standard Webhooks v1 signatures (HMAC-SHA256, base64) with OpenSSL 3. */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -76,12 +77,26 @@ whsig_key_from_secret(const char *secret, struct whsig_key *key)
 	return -1;
 }
 
+/*
+ * The HMAC implementation, fetched once per process: EVP_MAC_fetch searches
+ * the provider tables under a lock, which would cost more than the MAC of a
+ * webhook body.  Shared by all threads (fetched objects are thread-safe);
+ * kept until exit.
+ */
+static EVP_MAC		*whsig_hmac;
+static pthread_once_t	 whsig_hmac_once = PTHREAD_ONCE_INIT;
+
+static void
+whsig_hmac_fetch(void)
+{
+	whsig_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
 /* HMAC-SHA256(key, id "." ts "." body) into mac[WHSIG_MAC_LEN]. */
 static int
 whsig_mac(const struct whsig_key *key, const char *id, const char *ts,
     const char *body, size_t body_len, unsigned char *mac)
 {
-	EVP_MAC		*hmac = NULL;
 	EVP_MAC_CTX	*ctx = NULL;
 	OSSL_PARAM	 params[2];
 	char		 digest[] = "SHA256";
@@ -90,8 +105,8 @@ whsig_mac(const struct whsig_key *key, const char *id, const char *ts,
 
 	if (key->len == 0 || key->len > sizeof(key->bytes))
 		return -1;
-	if ((hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
-	    (ctx = EVP_MAC_CTX_new(hmac)) == NULL)
+	pthread_once(&whsig_hmac_once, whsig_hmac_fetch);
+	if (whsig_hmac == NULL || (ctx = EVP_MAC_CTX_new(whsig_hmac)) == NULL)
 		goto out;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
 	params[1] = OSSL_PARAM_construct_end();
@@ -108,7 +123,6 @@ whsig_mac(const struct whsig_key *key, const char *id, const char *ts,
 	rc = 0;
  out:
 	EVP_MAC_CTX_free(ctx);
-	EVP_MAC_free(hmac);
 	return rc;
 }
 
