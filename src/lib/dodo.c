@@ -220,6 +220,24 @@ dodo_need_entitlement(const struct settings *s, struct mk_err *err)
 	return 0;
 }
 
+/*
+ * GET path; 0 when Dodo answered 2xx (resp->json may still be NULL: the
+ * caller's parse reports that), -1 with err mapped from the status (what
+ * names the call in logs, notfound is the 404 text).
+ */
+static int
+dodo_get(const struct settings *s, const char *path, const char *what,
+    const char *notfound, struct upstream_response *resp, struct mk_err *err)
+{
+	if (dodo_call(s, "GET", path, NULL, 1, resp, err) == -1)
+		return -1;
+	if (!dodo_success(resp)) {
+		dodo_fail_status(what, resp, notfound, err);
+		return -1;
+	}
+	return 0;
+}
+
 int
 dodo_get_balance(const struct settings *s, const char *customer_id,
     struct dodo_balance *out, struct mk_err *err)
@@ -236,12 +254,8 @@ dodo_get_balance(const struct settings *s, const char *customer_id,
 		mk_fail(err, 400, "customer_id too long");
 		goto out;
 	}
-	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+	if (dodo_get(s, path, "get balance", "unknown customer", &resp, err) == -1)
 		goto out;
-	if (!dodo_success(&resp)) {
-		dodo_fail_status("get balance", &resp, "unknown customer", err);
-		goto out;
-	}
 	if (dodo_copy(resp.json, "balance", out->balance, sizeof out->balance, 1) == -1 ||
 	    dodo_copy(resp.json, "overage", out->overage, sizeof out->overage, 0) == -1 ||
 	    dodo_copy(resp.json, "last_transaction_at", out->last_transaction_at,
@@ -377,12 +391,8 @@ dodo_get_customer(const struct settings *s, const char *customer_id,
 		mk_fail(err, 400, "customer_id too long");
 		goto out;
 	}
-	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+	if (dodo_get(s, path, "get customer", "unknown customer", &resp, err) == -1)
 		goto out;
-	if (!dodo_success(&resp)) {
-		dodo_fail_status("get customer", &resp, "unknown customer", err);
-		goto out;
-	}
 	if (dodo_read_customer(resp.json, out) == -1) {
 		dodo_unexpected("get customer", err);
 		goto out;
@@ -419,12 +429,8 @@ dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
 		mk_fail(err, 400, "id too long");
 		goto out;
 	}
-	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+	if (dodo_get(s, path, what, notfound, &resp, err) == -1)
 		goto out;
-	if (!dodo_success(&resp)) {
-		dodo_fail_status(what, &resp, notfound, err);
-		goto out;
-	}
 	if (resp.json == NULL || !json_object_object_get_ex(resp.json, "customer", &cust) ||
 	    dodo_read_customer(cust, customer) == -1 ||
 	    dodo_copy(resp.json, "status", status, statuslen, 0) == -1) {
@@ -467,12 +473,8 @@ dodo_list_ledger(const struct settings *s, const char *customer_id, int page_siz
 		mk_fail(err, 400, "customer_id too long");
 		goto out;
 	}
-	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+	if (dodo_get(s, path, "list ledger", "unknown customer", &resp, err) == -1)
 		goto out;
-	if (!dodo_success(&resp)) {
-		dodo_fail_status("list ledger", &resp, "unknown customer", err);
-		goto out;
-	}
 	if (resp.json == NULL || !json_object_object_get_ex(resp.json, "items", &items) ||
 	    !json_object_is_type(items, json_type_array)) {
 		dodo_unexpected("list ledger", err);
