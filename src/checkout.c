@@ -103,21 +103,18 @@ checkout_topup(const struct request *req, struct response *resp)
 	struct mk_err		 err;
 	json_object		*root;
 	char			 customer[CUSTOMER_ID_MAX + 1];
-	int			 keyed = 0;
+	int			 keyed;
 
-	if (req->authorization[0] != '\0' || !settings.auth_trusts_customer_id) {
-		if (auth_customer(&settings, req, NULL, customer, sizeof customer, resp) == -1)
-			return;
-		keyed = 1;
-	}
+	if (auth_before_body(&settings, req, customer, sizeof customer, &keyed, resp) == -1)
+		return;
 	if ((root = request_json(req, &err)) == NULL ||
 	    fields_read(root, specs, 1, v, &err) == -1) {
 		response_fail(resp, &err);
 		json_object_put(root);
 		return;
 	}
-	if (keyed ? auth_check_claim(v[0].str, customer, resp) == 0 :
-	    auth_customer(&settings, req, v[0].str, customer, sizeof customer, resp) == 0)
+	if (auth_after_body(&settings, req, v[0].str, keyed, customer, sizeof customer,
+	    resp) == 0)
 		checkout_start(resp, settings.topup_product_id, customer, NULL, NULL,
 		    "topped_up=1");
 	json_object_put(root);

@@ -31,14 +31,10 @@ send_email(const struct request *req, struct response *resp)
 	json_object		*root = NULL, *out;
 	const char		*client_key = NULL;
 	char			 customer[CUSTOMER_ID_MAX + 1];
-	int			 keyed = 0;
+	int			 keyed;
 
-	/* a key is checked first: an unauthenticated request costs no parsing */
-	if (req->authorization[0] != '\0' || !settings.auth_trusts_customer_id) {
-		if (auth_customer(&settings, req, NULL, customer, sizeof customer, resp) == -1)
-			return;
-		keyed = 1;
-	}
+	if (auth_before_body(&settings, req, customer, sizeof customer, &keyed, resp) == -1)
+		return;
 	if (req->idempotency_key[0] != '\0') {
 		if (!valid_idempotency_key(req->idempotency_key)) {
 			response_error(resp, 400, "Idempotency-Key must be 1-%d printable characters",
@@ -52,11 +48,8 @@ send_email(const struct request *req, struct response *resp)
 		response_fail(resp, &err);
 		goto out;
 	}
-	/* a customer_id in the body must agree with the key (403 otherwise);
-	 * without a key (MAILKIT_AUTH=customer_id) it names the customer */
-	if (keyed ? auth_check_claim(v[F_CUSTOMER].str, customer, resp) == -1 :
-	    auth_customer(&settings, req, v[F_CUSTOMER].str, customer, sizeof customer,
-	    resp) == -1)
+	if (auth_after_body(&settings, req, v[F_CUSTOMER].str, keyed, customer,
+	    sizeof customer, resp) == -1)
 		goto out;
 	if (v[F_HTML].str == NULL && v[F_TEXT].str == NULL) {
 		response_error(resp, 400, "html or text is required");

@@ -169,6 +169,29 @@ auth_customer(const struct settings *s, const struct request *req, const char *c
 	return 0;
 }
 
+int
+auth_before_body(const struct settings *s, const struct request *req, char *customer_id,
+    size_t len, int *keyed, struct response *resp)
+{
+	*keyed = 0;
+	customer_id[0] = '\0';
+	if (req->authorization[0] == '\0' && s->auth_trusts_customer_id)
+		return 0;	/* the body will name the customer */
+	if (auth_customer(s, req, NULL, customer_id, len, resp) == -1)
+		return -1;
+	*keyed = 1;
+	return 0;
+}
+
+int
+auth_after_body(const struct settings *s, const struct request *req, const char *claimed,
+    int keyed, char *customer_id, size_t len, struct response *resp)
+{
+	if (keyed)
+		return auth_check_claim(claimed, customer_id, resp);
+	return auth_customer(s, req, claimed, customer_id, len, resp);
+}
+
 /* The key email, every interpolated value escaped in the HTML part.  0 / -1. */
 static int
 auth_mail_bodies(struct buf *html, struct buf *text, const struct settings *s,

@@ -40,6 +40,20 @@ int	auth_customer(const struct settings *s, const struct request *req, const cha
  * an id) agrees with the authenticated customer, else -1 with 403 in resp. */
 int	auth_check_claim(const char *claimed, const char *customer_id, struct response *resp);
 
+/*
+ * For routes that name the customer in the JSON body, in two steps around
+ * the body's parsing.  auth_before_body: when a key is sent or required,
+ * check it now, so an unauthenticated request costs no parsing (*keyed = 1).
+ * auth_after_body: with a key, the body's customer_id (claimed) must agree
+ * (403 otherwise); without one (MAILKIT_AUTH=customer_id), it names the
+ * customer.  customer_id holds len >= CUSTOMER_ID_MAX + 1 bytes.  Both
+ * return 0, or -1 with resp filled.
+ */
+int	auth_before_body(const struct settings *s, const struct request *req,
+	    char *customer_id, size_t len, int *keyed, struct response *resp);
+int	auth_after_body(const struct settings *s, const struct request *req, const char *claimed,
+	    int keyed, char *customer_id, size_t len, struct response *resp);
+
 #define AUTH_ISSUE_ROTATE	0x01	/* revoke the active key first (else an active key wins) */
 #define AUTH_ISSUE_MAIL		0x02	/* mail the key; if that fails, undo the issue (-1) */
 #define AUTH_ISSUE_MAIL_TRY	0x04	/* mail the key; a failure is only logged */
