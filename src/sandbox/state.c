@@ -85,6 +85,9 @@ static const struct db_migration state_migrations[] = {
 	/* the headers of the last attempt, so tests can verify what was signed */
 	{ "ALTER TABLE deliveries ADD COLUMN last_timestamp TEXT;"
 	  "ALTER TABLE deliveries ADD COLUMN last_signature TEXT;" },
+	/* every /emails call prunes expired idempotency keys: without an index
+	 * that is a scan of every key of the last 24 hours */
+	{ "CREATE INDEX idempotency_created ON idempotency (created_at);" },
 };
 
 static __thread sqlite3 *state_tls_db;

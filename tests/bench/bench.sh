@@ -34,6 +34,7 @@ leak_max_s=300		# the leak check's wrk runs stop here even if short of the count
 port_base=18600
 out=bench-results
 builddir=${MAILKIT_BUILDDIR:-}
+profile=no		# --profile: perf record MailKit's processes during each measured run
 WARMUP_S=2
 QUIET_MAX_S=60		# bound of the wait for an idle sandbox before each run
 WRK_GRACE_S=30		# wrk gets -d plus this before timeout(1) ends it
@@ -52,6 +53,9 @@ Usage: tests/bench/bench.sh [options]   (from the build directory)
   --port-base N        ports N..N+4 on 127.0.0.1 (default $port_base)
   --out DIR            results: bench.json, bench.svg, runs.jsonl, state/ (default $out)
   --builddir DIR       where mailkit-stack and the programs are (default: cwd)
+  --profile            also sample MailKit's processes with perf (cpu-clock, call
+                       graphs) during each measured run: OUT/perf-SERVER-ROUTE.data
+                       and a flat report, OUT/perf-SERVER-ROUTE.txt
 EOF
 }
 
@@ -71,6 +75,7 @@ while [ $# -gt 0 ]; do
 	--port-base) num "$1" "${2:-}"; port_base=$2; shift ;;
 	--out) out=${2:-}; shift ;;
 	--builddir) builddir=${2:-}; shift ;;
+	--profile) profile=yes ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
@@ -95,6 +100,9 @@ done
 for t in wrk node curl make; do
 	command -v "$t" >/dev/null || die "$t is needed (apt-get install wrk nodejs curl make)"
 done
+if [ "$profile" = yes ]; then
+	command -v perf >/dev/null || die "--profile needs perf (apt-get install linux-perf)"
+fi
 make -s -C "$builddir" null.fcgi >&2 || die "make null.fcgi failed"
 
 mkdir -p "$out" || die "cannot create $out"
@@ -116,11 +124,15 @@ port_of() {	# port_of SERVER STACK
 # ------------------------------------------------------------------ cleanup
 started_states=()
 wrk_pid=
+perf_pid=
 cleanup() {
 	local rc=$? s
 	trap - EXIT INT TERM HUP
 	if [ -n "$wrk_pid" ] && kill -0 "$wrk_pid" 2>/dev/null; then
 		kill -TERM "$wrk_pid" 2>/dev/null
+	fi
+	if [ -n "$perf_pid" ] && kill -0 "$perf_pid" 2>/dev/null; then
+		kill -INT "$perf_pid" 2>/dev/null
 	fi
 	for s in "${started_states[@]}"; do
 		"$stack" stop --state "$s" >/dev/null 2>&1
@@ -295,15 +307,38 @@ run_wrk() {
 	cat "$res"
 }
 
+# perf_start STATE BASE: sample the stack's processes until perf_stop.
+# cpu-clock (a software event) works where hardware counters do not.
+perf_start() {
+	local pids
+	pids=$(stack_pids "$1" | paste -sd, -)
+	perf record -q -e cpu-clock -F 2000 -g -o "$2.data" -p "$pids" >"$2.log" 2>&1 &
+	perf_pid=$!
+	sleep 0.5	# perf attaches before the load starts
+}
+
+perf_stop() {	# perf_stop BASE: end the sampling, write its flat report
+	[ -n "$perf_pid" ] || return 0
+	kill -INT "$perf_pid" 2>/dev/null
+	wait "$perf_pid" 2>/dev/null
+	perf_pid=
+	perf report -q -i "$1.data" --no-children --sort comm,dso,sym --percent-limit 0.5 \
+	    >"$1.txt" 2>>"$1.log" || say "perf report failed: see $1.log"
+	say "profile: $1.txt"
+}
+
 # measure KIND SERVER STACK ROUTE STATE URL [VAR=value ...]: a wrk run with the
 # stack's CPU sampled around it and its memory after; appends to runs.jsonl.
 measure() {
 	local kind=$1 server=$2 stk=$3 route=$4 st=$5 url=$6 w cpu mem
 	shift 6
 	quiesce
+	[ "$profile" = yes ] && [ "$kind" = measure ] && [ "$stk" = mailkit ] &&
+		perf_start "$st" "$out/perf-$server-$route"
 	cpu_snapshot "$st" >"$out/cpu.before"
 	w=$(run_wrk "$kind-$server-$stk-$route" "$url" "$@") || exit 1
 	cpu_snapshot "$st" >"$out/cpu.after"
+	perf_stop "$out/perf-$server-$route"
 	cpu=$(cpu_delta "$out/cpu.before" "$out/cpu.after")
 	mem=$(mem_json "$st")
 	mem=${mem#\{}
