@@ -3,10 +3,12 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "apikey.h"
+#include "digest.h"
+
+_Static_assert(APIKEY_HASH_HEX == DIGEST_SHA256_HEX, "a key hash is a SHA-256 in hex");
 
 static const char apikey_b64url[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -55,18 +57,9 @@ apikey_well_formed(const char *prefix, const char *s)
 int
 apikey_hash(const char *s, char out[APIKEY_HASH_HEX])
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char	  md[EVP_MAX_MD_SIZE];
-	unsigned int	  mdlen = 0;
+	struct digest_part part = { s, strlen(s) };
 
-	if (EVP_Digest(s, strlen(s), md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
-		return -1;
-	for (unsigned int i = 0; i < mdlen; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 15];
-	}
-	out[2 * mdlen] = '\0';
-	return 0;
+	return digest_sha256_hex(&part, 1, out);
 }
 
 int

@@ -1,13 +1,14 @@
 /* billing.c: the send journal's state machine — debit, send, compensate; one credit per email. */
+#include <sys/random.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include <json-c/json.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include "billing.h"
+#include "digest.h"
 #include "dodo.h"
 #include "log.h"
 #include "settings.h"
@@ -16,38 +17,15 @@
 #define KEY_RANDOM_BYTES	16	/* 128 bits: collisions are not a concern */
 #define BILLING_JSON_FLAGS	(JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
-static void
-billing_hex(const unsigned char *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 /* Hex SHA-256 of a, a NUL, and b (so ("ab","c") and ("a","bc") differ). */
 static int
 billing_sha256(const char *a, const char *b, char *out, size_t outlen)
 {
-	unsigned char	 md[EVP_MAX_MD_SIZE];
-	unsigned int	 mdlen = 0;
-	EVP_MD_CTX	*ctx;
-	int		 ok;
+	struct digest_part parts[] = { { a, strlen(a) + 1 }, { b, strlen(b) } };
 
-	if ((ctx = EVP_MD_CTX_new()) == NULL)
+	if (outlen < DIGEST_SHA256_HEX)
 		return -1;
-	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-	    EVP_DigestUpdate(ctx, a, strlen(a) + 1) == 1 &&
-	    EVP_DigestUpdate(ctx, b, strlen(b)) == 1 &&
-	    EVP_DigestFinal_ex(ctx, md, &mdlen) == 1;
-	EVP_MD_CTX_free(ctx);
-	if (!ok || outlen < 2 * (size_t)mdlen + 1)
-		return -1;
-	billing_hex(md, mdlen, out);
-	return 0;
+	return digest_sha256_hex(parts, 2, out);
 }
 
 int
@@ -57,9 +35,11 @@ billing_key_base(const char *customer_id, const char *client_key, char *out, siz
 
 	if (client_key != NULL)
 		return billing_sha256(customer_id, client_key, out, outlen);
-	if (outlen < 2 * KEY_RANDOM_BYTES + 1 || RAND_bytes(rnd, sizeof rnd) != 1)
+	/* unique, not secret: the kernel's generator, one system call */
+	if (outlen < 2 * KEY_RANDOM_BYTES + 1 ||
+	    getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
 		return -1;
-	billing_hex(rnd, sizeof rnd, out);
+	digest_hex(rnd, sizeof rnd, out);
 	return 0;
 }
 
@@ -117,18 +97,20 @@ billing_definite(const struct mk_err *err)
 }
 
 /*
- * Drive an owned row from its state to a final one.  Returns 0 (sent, out
+ * Drive an owned row from its state to a final one: the message is request
+ * when the row was inserted from it, else the row's stored copy.  Returns 0 (sent, out
  * filled) or -1 with err; on -1 the row is either final (rejected/refunded,
  * replayed to later retries) or released for a retry to resume.
  */
 static int
 billing_drive(const struct settings *s, const struct mail_provider *mp,
-    struct store_send *row, struct mail_result *out, struct mk_err *err)
+    struct store_send *row, const struct mail_message *request, struct mail_result *out,
+    struct mk_err *err)
 {
 	struct dodo_ledger_result	 entry;
 	struct mail_message		 msg;
 	struct mk_err			 serr;
-	json_object			*stored;
+	json_object			*stored = NULL;
 	char				 debit_key[BILLING_KEY_MAX], send_key[BILLING_KEY_MAX];
 	char				 refund_key[BILLING_KEY_MAX];
 	int				 rc = -1;
@@ -136,7 +118,9 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 	snprintf(debit_key, sizeof debit_key, "mk-send-%s-debit", row->key);
 	snprintf(send_key, sizeof send_key, "mk-send-%s", row->key);
 	snprintf(refund_key, sizeof refund_key, "mk-send-%s-refund", row->key);
-	if ((stored = billing_message_parse(row->message, &msg)) == NULL) {
+	if (request != NULL)
+		msg = *request;		/* the row was stored from it just now */
+	else if ((stored = billing_message_parse(row->message, &msg)) == NULL) {
 		log_error("send %.12s…: stored message unreadable", row->key);
 		return mk_fail(err, 500, "internal error");
 	}
@@ -234,7 +218,9 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 		return mk_fail(err, 500, "cannot derive an idempotency key");
 	mj = billing_message_json(msg);
 	message = json_object_to_json_string_ext(mj, BILLING_JSON_FLAGS);
-	if (billing_sha256(customer_id, message, hash, sizeof hash) == -1) {
+	/* only a client's key can come again, with another request to tell apart */
+	hash[0] = '\0';
+	if (client_key != NULL && billing_sha256(customer_id, message, hash, sizeof hash) == -1) {
 		json_object_put(mj);
 		return mk_fail(err, 500, "cannot hash the request");
 	}
@@ -250,7 +236,7 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 	}
 	switch (r) {
 	case STORE_SEND_OWNED:
-		rc = billing_drive(s, mp, &row, out, err);
+		rc = billing_drive(s, mp, &row, row.inserted ? msg : NULL, out, err);
 		break;
 	case STORE_SEND_FINAL:
 		if (row.state == SEND_SENT) {
@@ -291,7 +277,7 @@ billing_resume(const struct settings *s, const struct mail_provider *mp,
 		return r == STORE_SEND_FINAL ? 0 : 1;
 	}
 	log_info("send %.12s…: resuming from state %s", row.key, store_send_state_name(row.state));
-	billing_drive(s, mp, &row, &out, &derr);
+	billing_drive(s, mp, &row, NULL, &out, &derr);
 	rc = row.state >= SEND_SENT ? 0 : 1;
 	store_send_free(&row);
 	return rc;

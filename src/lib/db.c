@@ -197,7 +197,7 @@ db_open(const char *path, const struct db_migration *migrations, size_t n,
 	}
 	if (db_check_parent(path, err, errlen) == -1)
 		return NULL;
-	/* NOMUTEX: each handle belongs to one thread (db.h). */
+	/* NOMUTEX: one thread at a time uses a handle (db.h). */
 	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK) {

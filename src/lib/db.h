@@ -19,9 +19,10 @@ struct db_migration {
 
 /*
  * Open (creating if needed) the database at path in WAL mode with a busy
- * timeout and foreign keys on, then apply pending migrations.  One handle
- * per thread: SQLite handles are not shared across threads here.  Returns
- * the handle or NULL with a reason in err.
+ * timeout and foreign keys on, then apply pending migrations.  The handle
+ * is opened without SQLite's own mutex: one thread at a time may use it
+ * (the caller serialises; store.c holds a lock).  Returns the handle or
+ * NULL with a reason in err.
  */
 sqlite3	*db_open(const char *path, const struct db_migration *migrations, size_t n,
 	    char *err, size_t errlen);

@@ -79,6 +79,19 @@ static const struct db_migration store_migrations[] = {
 	  " expires_at INTEGER NOT NULL,"
 	  " redeemed_at INTEGER);"
 	  "CREATE INDEX key_claims_email ON key_claims(email, expires_at);" },
+	/* 6: webhook ids keyed by the id itself (WITHOUT ROWID): each delivery
+	 * writes two b-tree pages, not three (a rowid table plus the id index). */
+	{ "CREATE TABLE webhook_events_by_id ("
+	  " id TEXT PRIMARY KEY,"
+	  " type TEXT NOT NULL,"
+	  " received_at INTEGER NOT NULL,"
+	  " claimed_at INTEGER,"
+	  " done_at INTEGER) WITHOUT ROWID;"
+	  "INSERT INTO webhook_events_by_id SELECT id, type, received_at, claimed_at, done_at"
+	  " FROM webhook_events;"
+	  "DROP TABLE webhook_events;"
+	  "ALTER TABLE webhook_events_by_id RENAME TO webhook_events;"
+	  "CREATE INDEX webhook_events_received_at ON webhook_events(received_at);" },
 };
 
 /* Every statement, prepared once per handle (db_stmt) and kept in a slot. */
@@ -164,7 +177,7 @@ static const char *const store_sql_text[SQL_COUNT] = {
 	[SQL_SEND_INSERT] =
 	    "INSERT INTO sends (key, customer_id, request_hash, message, state, owner_pid,"
 	    " owner_token, lease_until, created_at, updated_at)"
-	    " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8)",
+	    " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8) ON CONFLICT (key) DO NOTHING",
 	[SQL_SEND_TAKE] =
 	    "UPDATE sends SET owner_pid = ?2, owner_token = ?3, lease_until = ?4, updated_at = ?5"
 	    " WHERE key = ?1",
@@ -223,99 +236,133 @@ static const char *const store_sql_text[SQL_COUNT] = {
 	    "DELETE FROM key_claims WHERE expires_at < ?1",
 };
 
-/* This thread's handle. */
-struct store_thread {
+/*
+ * The process's handle: one connection shared by its request threads, used
+ * under `lock`.  One connection rather than one per thread, because SQLite
+ * drops a connection's page cache whenever another connection has written:
+ * with a handle per thread every transaction re-read its pages and the
+ * writers polled for each other's locks (sleeping in the busy handler),
+ * which cost more CPU than the statements.  Transactions are short and never
+ * span an upstream call, so holding the lock for a whole store_* call costs
+ * the other threads little.  Recursive: the admin tool's listing callbacks
+ * call store functions while a listing holds it.
+ */
+struct store_handle {
+	pthread_mutex_t	 lock;
 	sqlite3		*db;
 	char		*path;
 	unsigned	 claims;	/* for STORE_PRUNE_EVERY */
 	sqlite3_stmt	*stmt[SQL_COUNT];
 };
 
-static pthread_key_t	store_key;
-static pthread_once_t	store_once = PTHREAD_ONCE_INIT;
-static int		store_key_ok;
+static struct store_handle	store_handle;
+static pthread_once_t		store_once = PTHREAD_ONCE_INIT;
+static int			store_lock_ok;
+
+/* Declares a handle pointer that store_unlock_at_exit() releases on every
+ * return path of the function that holds it. */
+#define STORE_HELD	__attribute__((cleanup(store_unlock_at_exit)))
 
 static void
-store_thread_close(struct store_thread *t)
+store_handle_close(struct store_handle *h)
 {
 	size_t	i;
 
 	for (i = 0; i < SQL_COUNT; i++) {
-		sqlite3_finalize(t->stmt[i]);
-		t->stmt[i] = NULL;
+		sqlite3_finalize(h->stmt[i]);
+		h->stmt[i] = NULL;
 	}
-	sqlite3_close_v2(t->db);
-	t->db = NULL;
-	free(t->path);
-	t->path = NULL;
+	sqlite3_close_v2(h->db);
+	h->db = NULL;
+	free(h->path);
+	h->path = NULL;
 }
 
 static void
-store_thread_free(void *arg)
+store_close_at_exit(void)
 {
-	struct store_thread *t = arg;
-
-	store_thread_close(t);
-	free(t);
+	store_close();
 }
 
 static void
-store_key_create(void)
+store_init_once(void)
 {
-	store_key_ok = pthread_key_create(&store_key, store_thread_free) == 0;
+	pthread_mutexattr_t	attr;
+
+	if (pthread_mutexattr_init(&attr) != 0)
+		return;
+	if (pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE) == 0 &&
+	    pthread_mutex_init(&store_handle.lock, &attr) == 0)
+		store_lock_ok = 1;
+	pthread_mutexattr_destroy(&attr);
+	/* the handle outlives the request threads: close it at exit, so
+	 * nothing is left open for valgrind or LeakSanitizer */
+	if (store_lock_ok)
+		atexit(store_close_at_exit);
 }
 
-/* This thread's open handle, opening it (and migrating) on first use. */
-static struct store_thread *
-store_thread(const struct settings *s, struct mk_err *err)
+/*
+ * Take the process's handle, opening it (and migrating) on first use or
+ * when MAILKIT_DB changed.  Returns it locked, or NULL with err (unlocked).
+ * The caller releases it with store_unlock(), or declares its pointer
+ * STORE_HELD.
+ */
+static struct store_handle *
+store_lock(const struct settings *s, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*h = &store_handle;
 	char			 why[STORE_ERR_MAX];
 
-	pthread_once(&store_once, store_key_create);
-	if (!store_key_ok) {
+	pthread_once(&store_once, store_init_once);
+	if (!store_lock_ok) {
 		mk_fail(err, 500, "state store unavailable");
 		return NULL;
 	}
-	if ((t = pthread_getspecific(store_key)) == NULL) {
-		if ((t = calloc(1, sizeof(*t))) == NULL) {
-			mk_fail(err, 503, "out of memory");
-			return NULL;
-		}
-		if (pthread_setspecific(store_key, t) != 0) {
-			free(t);
-			mk_fail(err, 500, "state store unavailable");
-			return NULL;
-		}
-	}
-	if (t->db != NULL && strcmp(t->path, s->db_path != NULL ? s->db_path : "") == 0)
-		return t;
+	pthread_mutex_lock(&h->lock);
+	if (h->db != NULL && strcmp(h->path, s->db_path != NULL ? s->db_path : "") == 0)
+		return h;
 
-	store_thread_close(t);
+	store_handle_close(h);
 	if (s->db_path == NULL || *s->db_path == '\0') {
 		log_error("store: MAILKIT_DB is not set");
 		mk_fail(err, 503, "state store unavailable");
-		return NULL;
+		goto fail;
 	}
-	if ((t->path = strdup(s->db_path)) == NULL) {
+	if ((h->path = strdup(s->db_path)) == NULL) {
 		mk_fail(err, 503, "out of memory");
-		return NULL;
+		goto fail;
 	}
-	t->db = db_open(s->db_path, store_migrations,
+	h->db = db_open(s->db_path, store_migrations,
 	    sizeof(store_migrations) / sizeof(store_migrations[0]), why, sizeof(why));
-	if (t->db == NULL) {
+	if (h->db == NULL) {
 		log_error("store: %s", why);
-		free(t->path);
-		t->path = NULL;
+		free(h->path);
+		h->path = NULL;
 		mk_fail(err, 503, "state store unavailable");
-		return NULL;
+		goto fail;
 	}
-	return t;
+	return h;
+ fail:
+	pthread_mutex_unlock(&h->lock);
+	return NULL;
+}
+
+static void
+store_unlock(struct store_handle *h)
+{
+	if (h != NULL)
+		pthread_mutex_unlock(&h->lock);
+}
+
+static void
+store_unlock_at_exit(struct store_handle **hp)
+{
+	store_unlock(*hp);
 }
 
 /* The cached statement for `which`, reset and unbound. */
 static sqlite3_stmt *
-store_stmt(struct store_thread *t, enum store_sql which, struct mk_err *err)
+store_stmt(struct store_handle *t, enum store_sql which, struct mk_err *err)
 {
 	sqlite3_stmt	*st;
 
@@ -326,7 +373,7 @@ store_stmt(struct store_thread *t, enum store_sql which, struct mk_err *err)
 
 /* Step a statement that returns no rows; -1 with err on failure. */
 static int
-store_step_done(struct store_thread *t, sqlite3_stmt *st, const char *what,
+store_step_done(struct store_handle *t, sqlite3_stmt *st, const char *what,
     struct mk_err *err)
 {
 	int	rc;
@@ -349,7 +396,12 @@ store_bind_text(sqlite3_stmt *st, int i, const char *v)
 int
 store_open(const struct settings *s, struct mk_err *err)
 {
-	return store_thread(s, err) != NULL ? 0 : -1;
+	struct store_handle *h;
+
+	if ((h = store_lock(s, err)) == NULL)
+		return -1;
+	store_unlock(h);
+	return 0;
 }
 
 int
@@ -369,18 +421,17 @@ store_check(const struct settings *s, char *errbuf, size_t errlen)
 void
 store_close(void)
 {
-	struct store_thread *t;
-
-	pthread_once(&store_once, store_key_create);
-	if (!store_key_ok || (t = pthread_getspecific(store_key)) == NULL)
+	pthread_once(&store_once, store_init_once);
+	if (!store_lock_ok)
 		return;
-	pthread_setspecific(store_key, NULL);
-	store_thread_free(t);
+	pthread_mutex_lock(&store_handle.lock);
+	store_handle_close(&store_handle);
+	pthread_mutex_unlock(&store_handle.lock);
 }
 
 /* Drop ids past STORE_WEBHOOK_KEEP_SEC; failure only logs (it is housekeeping). */
 static void
-store_webhook_prune(struct store_thread *t, time_t now)
+store_webhook_prune(struct store_handle *t, time_t now)
 {
 	sqlite3_stmt	*st;
 	struct mk_err	 ignored;
@@ -396,14 +447,14 @@ static int
 store_webhook_take(const struct settings *s, enum store_sql which, const char *id,
     const char *type, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	time_t			 now = time(NULL);
 	int			 rc;
 
 	if (id == NULL || *id == '\0' || strlen(id) >= STORE_ID_MAX)
 		return mk_fail(err, 400, "invalid webhook id");
-	if ((t = store_thread(s, err)) == NULL)
+	if ((t = store_lock(s, err)) == NULL)
 		return -1;
 	if (t->claims++ % STORE_PRUNE_EVERY == 0)
 		store_webhook_prune(t, now);
@@ -456,10 +507,10 @@ static int
 store_webhook_update(const struct settings *s, enum store_sql which, const char *id,
     const char *what, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, which, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, id);
@@ -485,10 +536,10 @@ store_low_balance_set(const struct settings *s, const char *customer_id,
     const char *available, const char *threshold, time_t at, const char *event_id,
     struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_LOW_SET, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, customer_id);
@@ -503,11 +554,11 @@ int
 store_low_balance_owner(const struct settings *s, const char *customer_id,
     const char *event_id, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	int			 rc;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_LOW_OWNER, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, customer_id);
@@ -543,12 +594,12 @@ int
 store_low_balance_get(const struct settings *s, const char *customer_id,
     struct store_low_balance *out, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	int			 rc;
 
 	memset(out, 0, sizeof(*out));
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_LOW_GET, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, customer_id);
@@ -572,10 +623,10 @@ int
 store_low_balance_clear(const struct settings *s, const char *customer_id, time_t at,
     struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_LOW_CLEAR, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, customer_id);
@@ -657,24 +708,75 @@ store_send_token(void)
 	    0x7fffffffffffffffULL);
 }
 
+/*
+ * Insert key as a new SEND_NEW row owned by this process.  Returns 1 when
+ * inserted (out filled), 0 when the key exists already, -1 on failure.
+ */
+static int
+store_send_insert(struct store_handle *t, const char *key, const char *customer_id,
+    const char *request_hash, const char *message, time_t now, struct store_send *out,
+    struct mk_err *err)
+{
+	sqlite3_stmt	*st;
+
+	if ((st = store_stmt(t, SQL_SEND_INSERT, err)) == NULL)
+		return -1;
+	out->owner_token = store_send_token();
+	store_bind_text(st, 1, key);
+	store_bind_text(st, 2, customer_id);
+	store_bind_text(st, 3, request_hash);
+	store_bind_text(st, 4, message);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)getpid());
+	sqlite3_bind_int64(st, 6, out->owner_token);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
+	sqlite3_bind_int64(st, 8, (sqlite3_int64)now);
+	if (store_step_done(t, st, "recording a send", err) == -1)
+		return -1;
+	if (sqlite3_changes(t->db) == 0)
+		return 0;
+	snprintf(out->key, sizeof out->key, "%s", key);
+	snprintf(out->customer_id, sizeof out->customer_id, "%s", customer_id);
+	snprintf(out->request_hash, sizeof out->request_hash, "%s", request_hash);
+	if ((out->message = strdup(message)) == NULL) {
+		mk_fail(err, 503, "out of memory");
+		return -1;
+	}
+	out->state = SEND_NEW;
+	out->created_at = out->updated_at = now;
+	out->inserted = 1;
+	return 1;
+}
+
 int
 store_send_begin(const struct settings *s, const char *key, const char *customer_id,
     const char *request_hash, const char *message, struct store_send *out,
     struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	time_t			 now = time(NULL);
 	long long		 owner_pid = 0, lease = 0;
 	int			 rc, result = -1;
 
 	memset(out, 0, sizeof *out);
-	if ((t = store_thread(s, err)) == NULL)
+	if ((t = store_lock(s, err)) == NULL)
 		return -1;
 	if (t->claims++ % STORE_PRUNE_EVERY == 0 &&
 	    (st = store_stmt(t, SQL_SEND_PRUNE, err)) != NULL) {
 		sqlite3_bind_int64(st, 1, (sqlite3_int64)now - STORE_SEND_KEEP_SEC);
 		(void)store_step_done(t, st, "pruning old sends", err);
+	}
+	/* The common case, a new key, in one statement without a transaction;
+	 * the insert does nothing when the key exists, and then the row is
+	 * read and judged in one below. */
+	if (message != NULL) {
+		if ((rc = store_send_insert(t, key, customer_id, request_hash, message, now,
+		    out, err)) == -1) {
+			store_send_free(out);
+			return -1;
+		}
+		if (rc == 1)
+			return STORE_SEND_OWNED;
 	}
 	if (db_begin(t->db) == -1)
 		return mk_fail(err, 503, "state store unavailable");
@@ -699,27 +801,13 @@ store_send_begin(const struct settings *s, const char *key, const char *customer
 		goto out;
 	}
 	if (rc == SQLITE_DONE) {
-		if ((st = store_stmt(t, SQL_SEND_INSERT, err)) == NULL)
-			goto out;
-		store_bind_text(st, 1, key);
-		store_bind_text(st, 2, customer_id);
-		store_bind_text(st, 3, request_hash);
-		store_bind_text(st, 4, message);
-		sqlite3_bind_int64(st, 5, (sqlite3_int64)getpid());
-		sqlite3_bind_int64(st, 6, out->owner_token);
-		sqlite3_bind_int64(st, 7, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
-		sqlite3_bind_int64(st, 8, (sqlite3_int64)now);
-		if (store_step_done(t, st, "recording a send", err) == -1)
-			goto out;
-		snprintf(out->key, sizeof out->key, "%s", key);
-		snprintf(out->customer_id, sizeof out->customer_id, "%s", customer_id);
-		snprintf(out->request_hash, sizeof out->request_hash, "%s", request_hash);
-		if ((out->message = strdup(message)) == NULL) {
-			mk_fail(err, 503, "out of memory");
+		/* pruned since the insert above found it */
+		if ((rc = store_send_insert(t, key, customer_id, request_hash, message, now,
+		    out, err)) != 1) {
+			if (rc == 0)	/* cannot be: the write lock is ours */
+				mk_fail(err, 503, "state store unavailable");
 			goto out;
 		}
-		out->state = SEND_NEW;
-		out->created_at = out->updated_at = now;
 		result = STORE_SEND_OWNED;
 	} else if (strcmp(out->customer_id, customer_id) != 0 ||
 	    (request_hash != NULL && strcmp(out->request_hash, request_hash) != 0))
@@ -764,11 +852,11 @@ store_send_advance(const struct settings *s, struct store_send *row,
     enum store_send_state state, int status, const char *reply, const char *email_id,
     struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	time_t			 now = time(NULL);
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_SEND_ADVANCE, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, row->key);
@@ -805,10 +893,10 @@ int
 store_send_release(const struct settings *s, struct store_send *row, int status,
     const char *reply, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_SEND_RELEASE, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, row->key);
@@ -827,14 +915,14 @@ static int
 store_send_each(const struct settings *s, enum store_sql which, time_t when, int skip_live,
     int (*cb)(const struct store_send *, void *), void *arg, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	struct store_send	 row;
 	long long		 owner_pid, lease;
 	time_t			 now = time(NULL);
 	int			 rc, n = 0;
 
-	if ((t = store_thread(s, err)) == NULL || (st = store_stmt(t, which, err)) == NULL)
+	if ((t = store_lock(s, err)) == NULL || (st = store_stmt(t, which, err)) == NULL)
 		return -1;
 	memset(&row, 0, sizeof row);
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)when);
@@ -876,7 +964,7 @@ store_send_list(const struct settings *s, time_t since,
 
 /* One integer from a one-row statement already bound; -1 with err on failure. */
 static long long
-store_count(struct store_thread *t, sqlite3_stmt *st, const char *what, struct mk_err *err)
+store_count(struct store_handle *t, sqlite3_stmt *st, const char *what, struct mk_err *err)
 {
 	long long	n;
 	int		rc = sqlite3_step(st);
@@ -908,12 +996,12 @@ int
 store_key_issue(const struct settings *s, const char *customer_id, const char *key_hash,
     const char *shown, const char *source, int rotate, long long *id, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	time_t			 now = time(NULL);
 	int			 result = -1;
 
-	if ((t = store_thread(s, err)) == NULL)
+	if ((t = store_lock(s, err)) == NULL)
 		return -1;
 	if (db_begin(t->db) == -1)
 		return mk_fail(err, 503, "state store unavailable");
@@ -959,12 +1047,12 @@ int
 store_key_find(const struct settings *s, const char *key_hash, struct store_key *out,
     struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	int			 rc;
 
 	memset(out, 0, sizeof *out);
-	if ((t = store_thread(s, err)) == NULL || (st = store_stmt(t, SQL_KEY_FIND, err)) == NULL)
+	if ((t = store_lock(s, err)) == NULL || (st = store_stmt(t, SQL_KEY_FIND, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, key_hash);
 	rc = sqlite3_step(st);
@@ -984,10 +1072,10 @@ store_key_find(const struct settings *s, const char *key_hash, struct store_key 
 int
 store_key_revoke(const struct settings *s, const char *customer_id, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_KEY_REVOKE, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, customer_id);
@@ -1001,10 +1089,10 @@ store_key_revoke(const struct settings *s, const char *customer_id, struct mk_er
 int
 store_key_forget(const struct settings *s, long long id, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_KEY_FORGET, err)) == NULL)
 		return -1;
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
@@ -1018,11 +1106,11 @@ int
 store_key_active(const struct settings *s, const char *customer_id, int any,
     struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	long long		 n;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, any ? SQL_KEY_ANY : SQL_KEY_ACTIVE, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, customer_id);
@@ -1035,12 +1123,12 @@ int
 store_key_list(const struct settings *s, const char *customer_id,
     int (*cb)(const struct store_key *key, void *arg), void *arg, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	struct store_key	 key;
 	int			 rc, n = 0;
 
-	if ((t = store_thread(s, err)) == NULL || (st = store_stmt(t, SQL_KEY_LIST, err)) == NULL)
+	if ((t = store_lock(s, err)) == NULL || (st = store_stmt(t, SQL_KEY_LIST, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, customer_id);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1063,11 +1151,11 @@ int
 store_claim_add(const struct settings *s, const char *token_hash, const char *session_id,
     const char *email, time_t expires_at, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	time_t			 now = time(NULL);
 
-	if ((t = store_thread(s, err)) == NULL)
+	if ((t = store_lock(s, err)) == NULL)
 		return -1;
 	if (t->claims++ % STORE_PRUNE_EVERY == 0 &&
 	    (st = store_stmt(t, SQL_CLAIM_PRUNE, err)) != NULL) {
@@ -1088,10 +1176,10 @@ int
 store_claim_take(const struct settings *s, const char *token_hash, const char *email,
     struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_CLAIM_TAKE, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, token_hash);
@@ -1105,10 +1193,10 @@ store_claim_take(const struct settings *s, const char *token_hash, const char *e
 int
 store_claim_give_back(const struct settings *s, const char *token_hash, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_CLAIM_GIVE_BACK, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, token_hash);
@@ -1118,11 +1206,11 @@ store_claim_give_back(const struct settings *s, const char *token_hash, struct m
 int
 store_claim_pending(const struct settings *s, const char *email, struct mk_err *err)
 {
-	struct store_thread	*t;
+	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
 	long long		 n;
 
-	if ((t = store_thread(s, err)) == NULL ||
+	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_CLAIM_PENDING, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, email);

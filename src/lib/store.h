@@ -11,31 +11,30 @@ struct settings;
 
 #define STORE_WEBHOOK_KEEP_SEC	(72 * 3600)	/* Dodo retries for ~28 h (api-facts B.2); keep ids longer */
 #define STORE_WEBHOOK_LEASE_SEC	120		/* a claim not finished by then is presumed dead (crash) */
-#define STORE_PRUNE_EVERY	100		/* prune old webhook ids on 1 claim in this many per thread */
+#define STORE_PRUNE_EVERY	100		/* prune old rows on 1 insert in this many per process */
 #define STORE_ID_MAX		256		/* webhook ids: the request header's size */
 
 /*
  * Every function takes the settings for settings->db_path (MAILKIT_DB) and
- * works on this thread's own handle, opened on first use and kept for the
- * thread's life (closed by the thread-exit destructor): SQLite handles are
- * never shared between threads.  The schema is brought up to date by db.h
- * migrations when a handle is opened.  Failures are -1 with err->status 503
- * (the state is unavailable: retrying later may work) unless noted.
+ * works on the process's one handle, opened on first use, shared by its
+ * threads under a lock held for the length of the call (store.c says why),
+ * and closed at exit.  The schema is brought up to date by db.h migrations
+ * when the handle is opened.  Failures are -1 with err->status 503 (the
+ * state is unavailable: retrying later may work) unless noted.
  */
 
-/* Open this thread's handle now (programs call it in main to fail fast on a
- * bad MAILKIT_DB).  0 / -1. */
+/* Open the handle now (programs call it in main to fail fast on a bad
+ * MAILKIT_DB).  0 / -1. */
 int	store_open(const struct settings *s, struct mk_err *err);
 
 /*
- * Open, migrate and close a handle once: programs call it from their init
- * so a bad MAILKIT_DB stops them at start, without the main thread keeping
- * a handle (request threads open their own).  0, or -1 with a message
+ * Open, migrate and close the handle once: programs call it from their
+ * init so a bad MAILKIT_DB stops them at start.  0, or -1 with a message
  * naming MAILKIT_DB in errbuf.
  */
 int	store_check(const struct settings *s, char *errbuf, size_t errlen);
 
-/* Close this thread's handle (tests; reopening with another path). */
+/* Close the handle (tests; reopening with another path; at exit). */
 void	store_close(void);
 
 /* --- webhook deliveries: at most one worker handles a webhook-id --- */
@@ -146,6 +145,7 @@ struct store_send {
 	time_t			 created_at;
 	time_t			 updated_at;
 	long long		 owner_token;		/* ours while we own the row */
+	int			 inserted;		/* store_send_begin created it just now */
 };
 
 #define STORE_SEND_OWNED	0	/* the caller owns the row now: drive it on */
@@ -155,7 +155,8 @@ struct store_send {
 
 /*
  * Record a send request under key, or join the existing one, in one
- * transaction.  A new key is inserted as SEND_NEW and owned by this process.
+ * transaction.  A new key is inserted as SEND_NEW and owned by this process
+ * (out->inserted set).
  * An existing row is compared (customer and request_hash), replayed when
  * final, reported busy while a live process holds it (lease not expired
  * and the owner pid alive), and otherwise taken over.  message is stored

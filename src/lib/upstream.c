@@ -41,6 +41,7 @@ static struct {
 /* One per thread: the easy handle keeps its connection cache across calls. */
 struct upstream_thread {
 	CURL		*easy;
+	unsigned int	 config;		/* upstream_config_gen its options were set for */
 	unsigned int	 seed;			/* for backoff jitter; not a secret */
 	char		 errbuf[CURL_ERROR_SIZE];
 };
@@ -53,6 +54,9 @@ struct upstream_attempt {
 	long		retry_after_ms;		/* -1: no header */
 	int		should_retry;		/* x-should-retry: -1 absent, 0 false, 1 true */
 };
+
+/* Bumped by upstream_configure(): handles set their fixed options again. */
+static _Atomic unsigned int	upstream_config_gen = 1;
 
 static pthread_once_t	upstream_once = PTHREAD_ONCE_INIT;
 static pthread_key_t	upstream_key;
@@ -119,6 +123,7 @@ upstream_configure(const struct settings *s)
 	if (s->max_retries >= 0)
 		upstream_cfg.max_retries = s->max_retries > UPSTREAM_MAX_RETRIES_LIMIT ?
 		    UPSTREAM_MAX_RETRIES_LIMIT : (int)s->max_retries;
+	upstream_config_gen++;
 }
 
 void
@@ -356,19 +361,23 @@ upstream_status_retryable(const struct upstream_attempt *a)
 		(rc) = curl_easy_setopt((c), (opt), (val));	\
 } while (0)
 
-/* One attempt on the thread's handle; the caller reads a->status on CURLE_OK. */
+/*
+ * The options every call shares, set once per handle (and again after
+ * upstream_configure()): resetting the handle and setting them anew on
+ * each call cost as much as parsing the reply.
+ */
 static CURLcode
-upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
-    const char *url, struct curl_slist *headers, struct upstream_attempt *a)
+upstream_fixed_options(struct upstream_thread *t)
 {
 	CURL		*c = t->easy;
 	CURLcode	 rc = CURLE_OK;
+	unsigned int	 gen = upstream_config_gen;
 
+	if (t->config == gen)
+		return CURLE_OK;
 	/* reset keeps live connections, DNS and TLS session caches */
 	curl_easy_reset(c);
-	t->errbuf[0] = '\0';
 	UPSTREAM_SETOPT(c, rc, CURLOPT_ERRORBUFFER, t->errbuf);
-	UPSTREAM_SETOPT(c, rc, CURLOPT_URL, url);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_NOSIGNAL, 1L);
 #if LIBCURL_VERSION_NUM >= 0x075500
 	UPSTREAM_SETOPT(c, rc, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -388,23 +397,44 @@ upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
 		UPSTREAM_SETOPT(c, rc, CURLOPT_CAINFO, upstream_cfg.ca_file);
 	/* Resend rejects requests without a User-Agent (403, "error 1010") */
 	UPSTREAM_SETOPT(c, rc, CURLOPT_USERAGENT, "MailKit/" PACKAGE_VERSION);
-	UPSTREAM_SETOPT(c, rc, CURLOPT_HTTPHEADER, headers);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_WRITEFUNCTION, upstream_write_cb);
-	UPSTREAM_SETOPT(c, rc, CURLOPT_WRITEDATA, a);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_HEADERFUNCTION, upstream_header_cb);
+	if (rc == CURLE_OK)
+		t->config = gen;
+	return rc;
+}
+
+/* One attempt on the thread's handle; the caller reads a->status on CURLE_OK. */
+static CURLcode
+upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
+    const char *url, struct curl_slist *headers, struct upstream_attempt *a)
+{
+	CURL		*c = t->easy;
+	CURLcode	 rc;
+
+	if ((rc = upstream_fixed_options(t)) != CURLE_OK)
+		return rc;
+	t->errbuf[0] = '\0';
+	/* everything a call sets, each call sets: nothing of the last one stays */
+	UPSTREAM_SETOPT(c, rc, CURLOPT_URL, url);
+	UPSTREAM_SETOPT(c, rc, CURLOPT_HTTPHEADER, headers);
+	UPSTREAM_SETOPT(c, rc, CURLOPT_WRITEDATA, a);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_HEADERDATA, a);
-	if (strcmp(req->method, "GET") == 0)
+	if (strcmp(req->method, "GET") == 0) {
 		UPSTREAM_SETOPT(c, rc, CURLOPT_HTTPGET, 1L);
-	else {
+		UPSTREAM_SETOPT(c, rc, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+	} else {
 		const char *body = req->body != NULL ? req->body : "";
 
 		UPSTREAM_SETOPT(c, rc, CURLOPT_POSTFIELDS, body);
 		UPSTREAM_SETOPT(c, rc, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
-		if (strcmp(req->method, "POST") != 0)
-			UPSTREAM_SETOPT(c, rc, CURLOPT_CUSTOMREQUEST, req->method);
+		UPSTREAM_SETOPT(c, rc, CURLOPT_CUSTOMREQUEST,
+		    strcmp(req->method, "POST") != 0 ? req->method : (char *)NULL);
 	}
-	if (rc != CURLE_OK)
+	if (rc != CURLE_OK) {
+		t->config = 0;		/* a half-set handle starts over next time */
 		return rc;
+	}
 	rc = curl_easy_perform(c);
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
