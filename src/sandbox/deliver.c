@@ -75,7 +75,7 @@ deliver_enqueue(sqlite3 *db, const char *type, json_object *data)
 		rc = 0;
 	else
 		log_error("sandbox webhook enqueue: %s", sqlite3_errmsg(db));
-	sqlite3_finalize(st);
+	state_done(st);
 out:
 	json_object_put(env);
 	return rc;
@@ -212,7 +212,7 @@ deliver_record(sqlite3 *db, const struct deliver_item *it, long status, const ch
 	}
 	if (sqlite3_step(st) != SQLITE_DONE)
 		log_error("sandbox webhook record: %s", sqlite3_errmsg(db));
-	sqlite3_finalize(st);
+	state_done(st);
 	if (strcmp(state, "failed") == 0)
 		log_warn("sandbox webhook %s failed after %d attempts", it->id, attempts);
 }
@@ -233,7 +233,7 @@ deliver_claim(sqlite3 *db, const struct deliver_item *it)
 	sqlite3_bind_int64(st, 2, it->next_attempt_at);
 	sqlite3_bind_int64(st, 3, state_now_ms() + DELIVER_LEASE_MS);
 	ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1;
-	sqlite3_finalize(st);
+	state_done(st);
 	return ok;
 }
 
@@ -261,7 +261,7 @@ deliver_pass(CURL *curl, sqlite3 *db)
 		items[n].next_attempt_at = sqlite3_column_int64(st, 3);
 		n++;
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 	for (i = 0; i < n; i++) {
 		if (deliver_claim(db, &items[i])) {
 			status = deliver_attempt(curl, db, &items[i], ts, sizeof(ts), sig,

@@ -73,7 +73,7 @@ fault_take(sqlite3 *db, const char *target, char *mode, size_t modelen, long *st
 		remaining = sqlite3_column_int(st, 1);
 		*stall_ms = (long)sqlite3_column_int64(st, 2);
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 	if (found && state_exec(db, remaining <= 1 ?
 	    "DELETE FROM faults WHERE target = ?1" :
 	    "UPDATE faults SET remaining = remaining - 1 WHERE target = ?1", 1, target) == -1)
@@ -270,7 +270,7 @@ admin_list(const struct request *req, struct response *resp, const char *sql,
 		if (total_col >= 0)
 			total = sqlite3_column_int64(st, total_col);
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 	out = json_object_new_object();
 	json_object_object_add(out, "items", items);
 	if (total_col >= 0)
@@ -389,7 +389,7 @@ admin_count(sqlite3 *db, const char *sql)
 		return 0;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	state_done(st);
 	return n;
 }
 
@@ -436,7 +436,7 @@ admin_stats(const struct request *req, struct response *resp)
 		while (sqlite3_step(st) == SQLITE_ROW)
 			json_object_object_add(calls, state_text(st, 0),
 			    json_object_new_int64(sqlite3_column_int64(st, 1)));
-		sqlite3_finalize(st);
+		state_done(st);
 	}
 	json_object_object_add(out, "calls", calls);
 	response_json(resp, 200, out);

@@ -62,11 +62,21 @@ extern struct sandbox_config sandbox;
 sqlite3	*state_db(void);
 /* Close this thread's handle (a thread that ends without it has it closed). */
 void	 state_close(void);
-/* Prepare sql on db; NULL (logged) on failure.  Caller finalizes. */
+/*
+ * A statement for sql on db, with no parameter bound; NULL (logged) on
+ * failure.  On this thread's handle it is prepared once and kept: sql must
+ * be a string constant, its address is the cache key.  The same sql asked
+ * for again while a first use is still open gets a statement of its own.
+ * Give it back with state_done(), never sqlite3_finalize().
+ */
 sqlite3_stmt *state_prepare(sqlite3 *db, const char *sql);
 /* The same with the n const char * arguments bound to ?1..?n (NULL binds
  * NULL, text is copied); the caller binds any further parameters. */
 sqlite3_stmt *state_query(sqlite3 *db, const char *sql, int n, ...);
+/* Done with st from state_prepare() / state_query(): a kept statement is
+ * reset (ending its read) with its bindings cleared, another finalized.
+ * NULL is ignored. */
+void	 state_done(sqlite3_stmt *st);
 /* Run sql (no result rows) with text parameters ?1..?n (NULL binds NULL).  0 / -1. */
 int	 state_exec(sqlite3 *db, const char *sql, int n, ...);
 /* Wall clock in milliseconds since the epoch. */
