@@ -181,6 +181,11 @@ void	 deliver_stop(void);
  */
 int	 fault_check(const char *target, enum sandbox_api api, struct response *resp,
 	    long *stall_out);
+/* The calls counted per target live in this process (see faults.c): read
+ * the counts saved by the last clean stop from db at start (0 / -1), and
+ * save them at a clean stop (errors logged). */
+int	 fault_calls_load(sqlite3 *db);
+void	 fault_calls_save(void);
 /* Sleep ms milliseconds (bounded by the fault API's maximum). */
 void	 fault_sleep_ms(long ms);
 /* For the delivery thread: 1 if this attempt must fail (target "webhook"). */
