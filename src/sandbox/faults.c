@@ -543,6 +543,8 @@ admin_stats(const struct request *req, struct response *resp)
 	    "SELECT count(*) FROM deliveries WHERE status = 'succeeded'")));
 	json_object_object_add(hooks, "failed", json_object_new_int64(admin_count(db,
 	    "SELECT count(*) FROM deliveries WHERE status = 'failed'")));
+	json_object_object_add(hooks, "recorded", json_object_new_int64(admin_count(db,
+	    "SELECT count(*) FROM deliveries WHERE status = 'recorded'")));
 	json_object_object_add(out, "webhooks", hooks);
 	calls = json_object_new_object();
 	for (i = 0; i < FAULT_NTARGETS; i++)

@@ -150,7 +150,8 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		return -1;
 	}
 	log_info("sandbox: db %s, webhooks to %s, entitlement %s, plan %s, top-up %s",
-	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url : "(nowhere)",
+	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url :
+	    "(nowhere: recorded only)",
 	    sandbox.entitlement_id, sandbox.plan_product_id, sandbox.topup_product_id);
 	return 0;
 }

@@ -36,7 +36,7 @@ static const char pages_style[] =
 	"border-radius:4px}.muted{color:#6b7385;font-size:13px}code{font-size:13px}"
 	"iframe{width:100%;height:220px;border:1px solid #e3e6eb;background:#fff}"
 	".s-succeeded,.s-delivered{color:#137a2f}.s-failed,.s-bounced,.s-complained"
-	"{color:#b3261e}";
+	"{color:#b3261e}.s-recorded{color:#6b7385}";
 
 static void
 pages_begin(struct buf *b, const char *title)

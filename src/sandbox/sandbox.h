@@ -161,9 +161,10 @@ int64_t	 ledger_low_threshold(void);
 /* ------------------------------------------------------------ deliver.c */
 
 /* Insert a webhook (envelope around data, which is taken) for delivery,
- * inside the caller's transaction.  0 / -1. */
+ * inside the caller's transaction: status "pending", or "recorded" (never
+ * sent) when SANDBOX_WEBHOOK_URL is empty.  0 / -1. */
 int	 deliver_enqueue(sqlite3 *db, const char *type, json_object *data);
-/* Wake the delivery thread (call after COMMIT). */
+/* Wake the delivery thread (call after COMMIT); nothing when record-only. */
 void	 deliver_wake(void);
 /* Start the delivery thread (from main, before server_run).  0 / -1. */
 int	 deliver_start(void);
