@@ -47,6 +47,13 @@ struct deliver_item {
 	int64_t	 next_attempt_at;
 };
 
+/* SANDBOX_WEBHOOK_URL empty: deliveries are recorded, never sent. */
+static int
+deliver_record_only(void)
+{
+	return sandbox.webhook_url == NULL || sandbox.webhook_url[0] == '\0';
+}
+
 int
 deliver_enqueue(sqlite3 *db, const char *type, json_object *data)
 {
@@ -65,17 +72,19 @@ deliver_enqueue(sqlite3 *db, const char *type, json_object *data)
 	body = json_object_to_json_string_ext(env,
 	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	state_id("msg_", id, sizeof(id));
+	/* record-only: a status the delivery thread never picks up */
 	st = state_query(db, "INSERT INTO deliveries (id, type, body, status, attempts,"
 	    " next_attempt_at, created_at, updated_at)"
-	    " VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)", 3, id, type, body);
+	    " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, ?5)", 4, id, type, body,
+	    deliver_record_only() ? "recorded" : "pending");
 	if (st == NULL)
 		goto out;
-	sqlite3_bind_int64(st, 4, now);
+	sqlite3_bind_int64(st, 5, now);
 	if (sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
 	else
 		log_error("sandbox webhook enqueue: %s", sqlite3_errmsg(db));
-	sqlite3_finalize(st);
+	state_done(st);
 out:
 	json_object_put(env);
 	return rc;
@@ -84,6 +93,8 @@ out:
 void
 deliver_wake(void)
 {
+	if (deliver_record_only())
+		return;
 	pthread_mutex_lock(&deliver_lock);
 	deliver_pending_wake = 1;
 	pthread_cond_signal(&deliver_cond);
@@ -122,7 +133,7 @@ deliver_attempt(CURL *curl, sqlite3 *db, const struct deliver_item *it, char *ts
 		snprintf(why, whylen, "fault injected: answered as a 500 from MailKit");
 		return 500;
 	}
-	if (sandbox.webhook_url == NULL || sandbox.webhook_url[0] == '\0') {
+	if (deliver_record_only()) {	/* queued by a run that had a URL */
 		snprintf(why, whylen, "SANDBOX_WEBHOOK_URL is not set");
 		return -1;
 	}
@@ -212,7 +223,7 @@ deliver_record(sqlite3 *db, const struct deliver_item *it, long status, const ch
 	}
 	if (sqlite3_step(st) != SQLITE_DONE)
 		log_error("sandbox webhook record: %s", sqlite3_errmsg(db));
-	sqlite3_finalize(st);
+	state_done(st);
 	if (strcmp(state, "failed") == 0)
 		log_warn("sandbox webhook %s failed after %d attempts", it->id, attempts);
 }
@@ -233,7 +244,7 @@ deliver_claim(sqlite3 *db, const struct deliver_item *it)
 	sqlite3_bind_int64(st, 2, it->next_attempt_at);
 	sqlite3_bind_int64(st, 3, state_now_ms() + DELIVER_LEASE_MS);
 	ok = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db) == 1;
-	sqlite3_finalize(st);
+	state_done(st);
 	return ok;
 }
 
@@ -261,7 +272,7 @@ deliver_pass(CURL *curl, sqlite3 *db)
 		items[n].next_attempt_at = sqlite3_column_int64(st, 3);
 		n++;
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 	for (i = 0; i < n; i++) {
 		if (deliver_claim(db, &items[i])) {
 			status = deliver_attempt(curl, db, &items[i], ts, sizeof(ts), sig,

@@ -104,7 +104,7 @@ dodo_api_customer_json(sqlite3 *db, const char *customer_id)
 		return NULL;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		o = dodo_api_customer_row(db, st);
-	sqlite3_finalize(st);
+	state_done(st);
 	return o;
 }
 
@@ -172,7 +172,7 @@ dodo_api_payment_json(sqlite3 *db, const char *payment_id)
 	json_object_object_add(o, "refunds", json_object_new_array());
 	dodo_api_time(o, "created_at", st, 9);
 out:
-	sqlite3_finalize(st);
+	state_done(st);
 	return o;
 }
 
@@ -224,7 +224,7 @@ dodo_api_subscription_json(sqlite3 *db, const char *subscription_id)
 	json_object_array_add(cart, ce);
 	json_object_object_add(o, "credit_entitlement_cart", cart);
 out:
-	sqlite3_finalize(st);
+	state_done(st);
 	return o;
 }
 
@@ -339,7 +339,7 @@ dodo_api_page(const char *query, int *size, int *number)
 /*
  * The rest of a list route once its query st is prepared (NULL: a 500):
  * bind the page from the query to ?limit and ?limit+1 (LIMIT, OFFSET) and
- * answer {"items": [row(db, st), ...]}.  Finalizes st.
+ * answer {"items": [row(db, st), ...]}.  Gives st back (state_done).
  */
 static void
 dodo_api_list(sqlite3 *db, const struct request *req, struct response *resp,
@@ -359,7 +359,7 @@ dodo_api_list(sqlite3 *db, const struct request *req, struct response *resp,
 	while (sqlite3_step(st) == SQLITE_ROW)
 		if ((o = row(db, st)) != NULL)
 			json_object_array_add(items, o);
-	sqlite3_finalize(st);
+	state_done(st);
 	state_reply_member(resp, "items", items);
 }
 
@@ -372,7 +372,7 @@ dodo_api_customer_exists(sqlite3 *db, const char *id)
 	if (st == NULL)
 		return 0;
 	found = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
+	state_done(st);
 	return found;
 }
 
@@ -530,11 +530,11 @@ dodo_api_checkout_create(const struct request *req, struct response *resp)
 	sqlite3_bind_text(st, 8, metadata != NULL ? metadata : "{}", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, state_now_ms());
 	if (sqlite3_step(st) != SQLITE_DONE) {
-		sqlite3_finalize(st);
+		state_done(st);
 		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "database error");
 		goto out;
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 
 	dodo_api_origin(req, origin, sizeof(origin));
 	snprintf(url, sizeof(url), "%s%s/checkout/%s", origin, SANDBOX_MOUNT, id);
@@ -567,7 +567,7 @@ dodo_api_checkout_get(const struct request *req, struct response *resp)
 		return;
 	}
 	if (sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		state_done(st);
 		dodo_api_error(resp, 404, "NOT_FOUND", "Checkout session not found");
 		return;
 	}
@@ -579,7 +579,7 @@ dodo_api_checkout_get(const struct request *req, struct response *resp)
 	json_object_object_add(o, "payment_id", state_json_text(st, 4));
 	json_object_object_add(o, "payment_status",
 	    sqlite3_column_type(st, 5) != SQLITE_NULL ? json_object_new_string("succeeded") : NULL);
-	sqlite3_finalize(st);
+	state_done(st);
 	response_json(resp, 200, o);
 }
 
@@ -733,7 +733,7 @@ dodo_api_balance_get(const struct request *req, struct response *resp)
 		dodo_api_time(o, "updated_at", st, 4);
 		json_object_object_add(o, "last_transaction_at", NULL);
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 	json_object_object_add(o, "balance", json_object_new_string(n));
 	json_object_object_add(o, "overage", json_object_new_string("0"));
 	json_object_object_add(o, "credit_entitlement_id",

@@ -25,7 +25,7 @@ ledger_amount_text(int64_t v, char *out, size_t len)
 }
 
 /* Prepare sql over one customer's grants (see LEDGER_LIVE_GRANTS), with
- * ?1..?3 bound.  NULL (logged) on failure; the caller finalizes. */
+ * ?1..?3 bound.  NULL (logged) on failure; the caller calls state_done(). */
 static sqlite3_stmt *
 ledger_grants_query(sqlite3 *db, const char *sql, const char *customer_id, int64_t now)
 {
@@ -54,7 +54,7 @@ ledger_balance(sqlite3 *db, const char *customer_id, int64_t now_ms)
 		return 0;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		sum = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	state_done(st);
 	return sum;
 }
 
@@ -104,7 +104,7 @@ ledger_entry_json(sqlite3 *db, const char *entry_id)
 	json_object_object_add(o, "description", state_json_text(st, 11));
 	json_object_object_add(o, "reason", state_json_text(st, 12));
 out:
-	sqlite3_finalize(st);
+	state_done(st);
 	return o;
 }
 
@@ -144,7 +144,7 @@ ledger_insert(sqlite3 *db, const char *id, const struct ledger_request *in, int 
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE)
 		log_error("sandbox ledger insert: %s", sqlite3_errmsg(db));
-	sqlite3_finalize(st);
+	state_done(st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -177,12 +177,12 @@ ledger_expire_locked(sqlite3 *db, const char *customer_id, int64_t now)
 		if (st == NULL)
 			return -1;
 		if (sqlite3_step(st) != SQLITE_ROW) {
-			sqlite3_finalize(st);
+			state_done(st);
 			return rc;
 		}
 		snprintf(grant, sizeof(grant), "%s", state_text(st, 0));
 		remaining = sqlite3_column_int64(st, 1);
-		sqlite3_finalize(st);
+		state_done(st);
 
 		if (state_exec(db, "UPDATE grants SET expired = 1 WHERE id = ?1", 1, grant) == -1)
 			return -1;
@@ -214,7 +214,7 @@ ledger_expire_due(sqlite3 *db, const char *customer_id)
 	if (st == NULL)
 		return -1;
 	due = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
+	state_done(st);
 	if (!due)
 		return 0;
 	if (db_begin(db) == -1)
@@ -248,13 +248,13 @@ ledger_draw(sqlite3 *db, const char *customer_id, int64_t amount, int64_t now,
 		if (st == NULL)
 			return -1;
 		if (sqlite3_step(st) != SQLITE_ROW) {
-			sqlite3_finalize(st);
+			state_done(st);
 			log_error("sandbox ledger: balance vanished during a debit");
 			return -1;
 		}
 		snprintf(id, sizeof(id), "%s", state_text(st, 0));
 		remaining = sqlite3_column_int64(st, 1);
-		sqlite3_finalize(st);
+		state_done(st);
 		take = remaining < amount ? remaining : amount;
 		if (grant_id[0] == '\0')
 			snprintf(grant_id, idlen, "%s", id);
@@ -295,7 +295,7 @@ ledger_grant(sqlite3 *db, const struct ledger_request *in, int64_t now, char *gr
 		sqlite3_bind_null(st, 8);
 	sqlite3_bind_int64(st, 9, now);
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	state_done(st);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -312,7 +312,7 @@ ledger_subscription_of(sqlite3 *db, const char *customer_id, char *out, size_t l
 		return;
 	if (sqlite3_step(st) == SQLITE_ROW)
 		snprintf(out, len, "%s", state_text(st, 0));
-	sqlite3_finalize(st);
+	state_done(st);
 }
 
 static int
@@ -356,7 +356,7 @@ ledger_apply(sqlite3 *db, const struct ledger_request *in, char *entry_id, size_
 	    in->customer_id)) == NULL)
 		return LEDGER_FAILED;
 	found = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
+	state_done(st);
 	if (!found)
 		return LEDGER_NO_CUSTOMER;
 	if (ledger_expire_locked(db, in->customer_id, now) == -1)
@@ -369,7 +369,7 @@ ledger_apply(sqlite3 *db, const struct ledger_request *in, char *entry_id, size_
 		if (st == NULL)
 			return LEDGER_FAILED;
 		found = sqlite3_step(st) == SQLITE_ROW;
-		sqlite3_finalize(st);
+		state_done(st);
 		if (found)
 			return LEDGER_DUPLICATE;
 	}

@@ -136,6 +136,11 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot open SANDBOX_DB %s", sandbox.db_path);
 		return -1;
 	}
+	if (fault_calls_load(state_db()) == -1) {
+		snprintf(err, errlen, "cannot read the call counts from SANDBOX_DB %s",
+		    sandbox.db_path);
+		return -1;
+	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		snprintf(err, errlen, "curl_global_init failed");
 		return -1;
@@ -145,7 +150,8 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		return -1;
 	}
 	log_info("sandbox: db %s, webhooks to %s, entitlement %s, plan %s, top-up %s",
-	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url : "(nowhere)",
+	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url :
+	    "(nowhere: recorded only)",
 	    sandbox.entitlement_id, sandbox.plan_product_id, sandbox.topup_product_id);
 	return 0;
 }
@@ -167,6 +173,7 @@ main(void)
 	setenv("MAILKIT_THREADS", SANDBOX_THREADS_DEFAULT, 0);
 	rc = server_main(&app, &settings, 0);
 	deliver_stop();
+	fault_calls_save();
 	state_close();
 	return rc;
 }

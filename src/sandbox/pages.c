@@ -36,7 +36,7 @@ static const char pages_style[] =
 	"border-radius:4px}.muted{color:#6b7385;font-size:13px}code{font-size:13px}"
 	"iframe{width:100%;height:220px;border:1px solid #e3e6eb;background:#fff}"
 	".s-succeeded,.s-delivered{color:#137a2f}.s-failed,.s-bounced,.s-complained"
-	"{color:#b3261e}";
+	"{color:#b3261e}.s-recorded{color:#6b7385}";
 
 static void
 pages_begin(struct buf *b, const char *title)
@@ -167,7 +167,7 @@ pages_dashboard(const struct request *req, struct response *resp)
 			    "required aria-label=\"Amount\" style=\"width:7em\"> "
 			    "<button type=\"submit\">Adjust balance</button></form></td></tr>\n");
 		}
-		sqlite3_finalize(st);
+		state_done(st);
 	}
 	if (rows == 0)
 		buf_puts(&b, "<tr><td colspan=\"6\" class=\"muted\">No customers yet: complete a "
@@ -200,7 +200,7 @@ pages_dashboard(const struct request *req, struct response *resp)
 			buf_html(&b, state_text(st, 6));
 			buf_puts(&b, "</td></tr>\n");
 		}
-		sqlite3_finalize(st);
+		state_done(st);
 	}
 	buf_puts(&b, "</table>");
 	pages_end(&b, resp, 200);
@@ -305,7 +305,7 @@ pages_session_load(sqlite3 *db, const char *id, struct pages_session *s)
 		s->created_at = sqlite3_column_int64(st, 8);
 		s->completed = sqlite3_column_int(st, 9);
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 	if (found && s->metadata == NULL)
 		return -1;
 	return found;
@@ -411,7 +411,7 @@ pages_checkout_customer(sqlite3 *db, struct pages_session *s, int64_t now)
 	sqlite3_bind_text(st, 1, s->email, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		snprintf(s->customer_id, sizeof(s->customer_id), "%s", state_text(st, 0));
-	sqlite3_finalize(st);
+	state_done(st);
 	if (s->customer_id[0] != '\0')
 		return 0;
 	state_id("cus_", s->customer_id, sizeof(s->customer_id));
@@ -465,7 +465,7 @@ pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id,
 		sqlite3_bind_int64(st, 7, now);
 		sqlite3_bind_int64(st, 8, now + PAGES_SUBSCRIPTION_MS);
 		rc = sqlite3_step(st);
-		sqlite3_finalize(st);
+		state_done(st);
 		if (rc != SQLITE_DONE)
 			return -1;
 	}
@@ -485,7 +485,7 @@ pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id,
 	sqlite3_bind_text(st, 8, s->metadata, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, now);
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	state_done(st);
 	if (rc != SQLITE_DONE)
 		return -1;
 	snprintf(now_text, sizeof(now_text), "%lld", (long long)now);
@@ -647,7 +647,7 @@ pages_outbox(const struct request *req, struct response *resp)
 			}
 			buf_puts(&b, "</td></tr>\n");
 		}
-		sqlite3_finalize(st);
+		state_done(st);
 	}
 	if (rows == 0)
 		buf_puts(&b, "<tr><td colspan=\"5\" class=\"muted\">No emails yet.</td></tr>");

@@ -172,7 +172,7 @@ resend_api_claim(sqlite3 *db, const char *key, const char *hash, char *id, size_
 			snprintf(id, idlen, "%s", state_text(st, 1));
 		}
 	}
-	sqlite3_finalize(st);
+	state_done(st);
 	if (r == CLAIM_NEW && state_exec(db, "INSERT INTO idempotency (key, body_hash,"
 	    " created_at) VALUES (?1, ?2, CAST(?3 AS INTEGER))", 3, key, hash, now_text) == -1)
 		goto fail;
@@ -226,7 +226,7 @@ resend_api_store(sqlite3 *db, const char *id, json_object *root, const char *key
 		sqlite3_bind_text(st, 8, key, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, now);
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	state_done(st);
 	if (rc != SQLITE_DONE)
 		goto fail;
 	if (key != NULL && state_exec(db, "UPDATE idempotency SET email_id = ?2 WHERE key = ?1",
@@ -401,7 +401,7 @@ resend_api_get(const struct request *req, struct response *resp)
 		return;
 	}
 	if (sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		state_done(st);
 		resend_api_error(resp, 404, "not_found", "Email not found");
 		return;
 	}
@@ -421,6 +421,6 @@ resend_api_get(const struct request *req, struct response *resp)
 	json_object_object_add(o, "reply_to", NULL);
 	json_object_object_add(o, "last_event", json_object_new_string(state_text(st, 6)));
 	json_object_object_add(o, "scheduled_at", NULL);
-	sqlite3_finalize(st);
+	state_done(st);
 	response_json(resp, 200, o);
 }

@@ -62,11 +62,21 @@ extern struct sandbox_config sandbox;
 sqlite3	*state_db(void);
 /* Close this thread's handle (a thread that ends without it has it closed). */
 void	 state_close(void);
-/* Prepare sql on db; NULL (logged) on failure.  Caller finalizes. */
+/*
+ * A statement for sql on db, with no parameter bound; NULL (logged) on
+ * failure.  On this thread's handle it is prepared once and kept: sql must
+ * be a string constant, its address is the cache key.  The same sql asked
+ * for again while a first use is still open gets a statement of its own.
+ * Give it back with state_done(), never sqlite3_finalize().
+ */
 sqlite3_stmt *state_prepare(sqlite3 *db, const char *sql);
 /* The same with the n const char * arguments bound to ?1..?n (NULL binds
  * NULL, text is copied); the caller binds any further parameters. */
 sqlite3_stmt *state_query(sqlite3 *db, const char *sql, int n, ...);
+/* Done with st from state_prepare() / state_query(): a kept statement is
+ * reset (ending its read) with its bindings cleared, another finalized.
+ * NULL is ignored. */
+void	 state_done(sqlite3_stmt *st);
 /* Run sql (no result rows) with text parameters ?1..?n (NULL binds NULL).  0 / -1. */
 int	 state_exec(sqlite3 *db, const char *sql, int n, ...);
 /* Wall clock in milliseconds since the epoch. */
@@ -151,9 +161,10 @@ int64_t	 ledger_low_threshold(void);
 /* ------------------------------------------------------------ deliver.c */
 
 /* Insert a webhook (envelope around data, which is taken) for delivery,
- * inside the caller's transaction.  0 / -1. */
+ * inside the caller's transaction: status "pending", or "recorded" (never
+ * sent) when SANDBOX_WEBHOOK_URL is empty.  0 / -1. */
 int	 deliver_enqueue(sqlite3 *db, const char *type, json_object *data);
-/* Wake the delivery thread (call after COMMIT). */
+/* Wake the delivery thread (call after COMMIT); nothing when record-only. */
 void	 deliver_wake(void);
 /* Start the delivery thread (from main, before server_run).  0 / -1. */
 int	 deliver_start(void);
@@ -171,6 +182,11 @@ void	 deliver_stop(void);
  */
 int	 fault_check(const char *target, enum sandbox_api api, struct response *resp,
 	    long *stall_out);
+/* The calls counted per target live in this process (see faults.c): read
+ * the counts saved by the last clean stop from db at start (0 / -1), and
+ * save them at a clean stop (errors logged). */
+int	 fault_calls_load(sqlite3 *db);
+void	 fault_calls_save(void);
 /* Sleep ms milliseconds (bounded by the fault API's maximum). */
 void	 fault_sleep_ms(long ms);
 /* For the delivery thread: 1 if this attempt must fail (target "webhook"). */
