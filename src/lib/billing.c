@@ -98,15 +98,22 @@ billing_definite(const struct mk_err *err)
 
 /*
  * Drive an owned row from its state to a final one: the message is request
- * when the row was inserted from it, else the row's stored copy.  Returns 0 (sent, out
+ * when the row was inserted from it, else the row's stored copy; with
+ * answer_first the final state is written after the caller has answered
+ * (store_send_finish).  Returns 0 (sent, out
  * filled) or -1 with err; on -1 the row is either final (rejected/refunded,
  * replayed to later retries) or released for a retry to resume.
  */
 static int
 billing_drive(const struct settings *s, const struct mail_provider *mp,
-    struct store_send *row, const struct mail_message *request, struct mail_result *out,
-    struct mk_err *err)
+    struct store_send *row, const struct mail_message *request, int answer_first,
+    struct mail_result *out, struct mk_err *err)
 {
+	/* a request answers its client before its final state is written;
+	 * reconciliation writes each before it reads the journal again */
+	int	(*finish)(const struct settings *, struct store_send *, enum store_send_state,
+		    int, const char *, const char *, struct mk_err *) =
+		    answer_first ? store_send_finish : store_send_advance;
 	struct dodo_ledger_result	 entry;
 	struct mail_message		 msg;
 	struct mk_err			 serr;
@@ -132,7 +139,7 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			if (dodo_ledger_entry(s, row->customer_id, DODO_DEBIT, "1", "email send",
 			    debit_key, row->key, &entry, err) == -1) {
 				if (billing_definite(err)) {
-					store_send_advance(s, row, SEND_REJECTED, err->status,
+					finish(s, row, SEND_REJECTED, err->status,
 					    err->msg, NULL, &serr);
 					goto out;
 				}
@@ -140,7 +147,7 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			}
 			if (entry.outcome == DODO_LEDGER_INSUFFICIENT) {
 				mk_fail(err, 402, "%s", BILLING_NO_CREDIT_MSG);
-				store_send_advance(s, row, SEND_REJECTED, 402, err->msg, NULL, &serr);
+				finish(s, row, SEND_REJECTED, 402, err->msg, NULL, &serr);
 				goto out;
 			}
 			/*
@@ -158,8 +165,7 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			break;
 		case SEND_SENDING:
 			if (mp->send(s, &msg, out, err) == 0) {
-				if (store_send_advance(s, row, SEND_SENT, 200, out->id, out->id,
-				    &serr) == -1)
+				if (finish(s, row, SEND_SENT, 200, out->id, out->id, &serr) == -1)
 					log_error("send %.12s…: sent as %s but not recorded (%s); "
 					    "reconcile will record it", row->key, out->id, serr.msg);
 				rc = 0;
@@ -236,7 +242,7 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 	}
 	switch (r) {
 	case STORE_SEND_OWNED:
-		rc = billing_drive(s, mp, &row, row.inserted ? msg : NULL, out, err);
+		rc = billing_drive(s, mp, &row, row.inserted ? msg : NULL, 1, out, err);
 		break;
 	case STORE_SEND_FINAL:
 		if (row.state == SEND_SENT) {
@@ -277,7 +283,7 @@ billing_resume(const struct settings *s, const struct mail_provider *mp,
 		return r == STORE_SEND_FINAL ? 0 : 1;
 	}
 	log_info("send %.12s…: resuming from state %s", row.key, store_send_state_name(row.state));
-	billing_drive(s, mp, &row, NULL, &out, &derr);
+	billing_drive(s, mp, &row, NULL, 0, &out, &derr);
 	rc = row.state >= SEND_SENT ? 0 : 1;
 	store_send_free(&row);
 	return rc;

@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,16 +266,50 @@ db_simple(sqlite3 *db, const char *sql)
 	return 0;
 }
 
+/*
+ * One write transaction at a time per process: the threads of a process
+ * queue on this mutex, woken the moment it is free, instead of in SQLite's
+ * busy handler, which polls the lock with sleeps of 1 ms and more (an idle
+ * CPU and a slower answer for a wait of a few microseconds).  Other
+ * processes still meet the busy timeout.
+ */
+static pthread_mutex_t	db_writer = PTHREAD_MUTEX_INITIALIZER;
+static __thread int	db_writer_held;
+
+static void
+db_writer_release(void)
+{
+	if (db_writer_held) {
+		db_writer_held = 0;
+		pthread_mutex_unlock(&db_writer);
+	}
+}
+
 int
 db_begin(sqlite3 *db)
 {
-	return db_simple(db, "BEGIN IMMEDIATE");
+	if (!db_writer_held) {
+		pthread_mutex_lock(&db_writer);
+		db_writer_held = 1;
+	}
+	if (db_simple(db, "BEGIN IMMEDIATE") == -1) {
+		db_writer_release();
+		return -1;
+	}
+	return 0;
 }
 
 int
 db_commit(sqlite3 *db)
 {
-	return db_simple(db, "COMMIT");
+	int rc = db_simple(db, "COMMIT");
+
+	/* a failed COMMIT may leave the transaction open: end it here, so no
+	 * caller can leave it (and the writer mutex) held */
+	if (rc == -1 && sqlite3_get_autocommit(db) == 0)
+		(void)db_simple(db, "ROLLBACK");
+	db_writer_release();
+	return rc;
 }
 
 void
@@ -283,4 +318,5 @@ db_rollback(sqlite3 *db)
 	/* Silently a no-op when SQLite already rolled back (e.g. after SQLITE_FULL). */
 	if (sqlite3_get_autocommit(db) == 0)
 		(void)db_simple(db, "ROLLBACK");
+	db_writer_release();
 }

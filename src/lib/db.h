@@ -34,7 +34,11 @@ sqlite3	*db_open(const char *path, const struct db_migration *migrations, size_t
  */
 sqlite3_stmt *db_stmt(sqlite3 *db, sqlite3_stmt **slot, const char *sql);
 
-/* BEGIN IMMEDIATE / COMMIT / ROLLBACK.  0 / -1. */
+/*
+ * BEGIN IMMEDIATE / COMMIT / ROLLBACK.  0 / -1.  The threads of a process
+ * take turns at write transactions (a mutex, held from db_begin until
+ * db_commit or db_rollback; db_commit rolls back what it could not commit).
+ */
 int	db_begin(sqlite3 *db);
 int	db_commit(sqlite3 *db);
 void	db_rollback(sqlite3 *db);

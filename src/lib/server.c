@@ -24,6 +24,17 @@
 #define SERVER_THREADS_MAX	64
 
 static int		server_listen_fd;
+/*
+ * Some kernels want accept() on one socket called by one thread at a time
+ * (libfcgi's threaded example serialises it).  Linux does not: it wakes one
+ * waiting thread per connection, and a mutex around FCGX_Accept_r would only
+ * add a futex hand-over (two context switches) to every request.
+ */
+#ifdef __linux__
+#define SERVER_SERIALIZE_ACCEPT	0
+#else
+#define SERVER_SERIALIZE_ACCEPT	1
+#endif
 static pthread_mutex_t	server_accept_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct worker {
@@ -497,9 +508,11 @@ server_worker(void *arg)
 		return NULL;
 	}
 	for (;;) {
-		pthread_mutex_lock(&server_accept_lock);
+		if (SERVER_SERIALIZE_ACCEPT)
+			pthread_mutex_lock(&server_accept_lock);
 		rc = FCGX_Accept_r(&w->fcgx);
-		pthread_mutex_unlock(&server_accept_lock);
+		if (SERVER_SERIALIZE_ACCEPT)
+			pthread_mutex_unlock(&server_accept_lock);
 		if (rc < 0)
 			break;
 		server_handle(w);

@@ -259,6 +259,8 @@ static struct store_handle	store_handle;
 static pthread_once_t		store_once = PTHREAD_ONCE_INIT;
 static int			store_lock_ok;
 
+static void	store_finish_stop(void);
+
 /* Declares a handle pointer that store_unlock_at_exit() releases on every
  * return path of the function that holds it. */
 #define STORE_HELD	__attribute__((cleanup(store_unlock_at_exit)))
@@ -281,6 +283,7 @@ store_handle_close(struct store_handle *h)
 static void
 store_close_at_exit(void)
 {
+	store_finish_stop();
 	store_close();
 }
 
@@ -847,20 +850,21 @@ out:
 	return result;
 }
 
-int
-store_send_advance(const struct settings *s, struct store_send *row,
+/*
+ * Run SQL_SEND_ADVANCE for the row (key, owner_token).  Returns 1 when it
+ * moved, 0 when the row is no longer that owner's, -1 with err on failure.
+ */
+static int
+store_send_update(struct store_handle *t, const char *key, long long owner_token,
     enum store_send_state state, int status, const char *reply, const char *email_id,
-    struct mk_err *err)
+    time_t now, struct mk_err *err)
 {
-	struct store_handle	*t STORE_HELD = NULL;
-	sqlite3_stmt		*st;
-	time_t			 now = time(NULL);
+	sqlite3_stmt	*st;
 
-	if ((t = store_lock(s, err)) == NULL ||
-	    (st = store_stmt(t, SQL_SEND_ADVANCE, err)) == NULL)
+	if ((st = store_stmt(t, SQL_SEND_ADVANCE, err)) == NULL)
 		return -1;
-	store_bind_text(st, 1, row->key);
-	sqlite3_bind_int64(st, 2, row->owner_token);
+	store_bind_text(st, 1, key);
+	sqlite3_bind_int64(st, 2, owner_token);
 	sqlite3_bind_int(st, 3, (int)state);
 	sqlite3_bind_int(st, 4, status);
 	if (reply != NULL)
@@ -872,10 +876,18 @@ store_send_advance(const struct settings *s, struct store_send *row,
 	if (store_step_done(t, st, "advancing a send", err) == -1)
 		return -1;
 	if (sqlite3_changes(t->db) == 0) {
-		log_error("send %.12s…: lost ownership before reaching state %s", row->key,
+		log_error("send %.12s…: lost ownership before reaching state %s", key,
 		    store_send_state_name(state));
-		return mk_fail(err, 503, "send taken over by another worker");
+		return 0;
 	}
+	return 1;
+}
+
+/* What store_send_advance() and store_send_finish() do to the caller's copy. */
+static void
+store_send_moved(struct store_send *row, enum store_send_state state, int status,
+    const char *reply, const char *email_id, time_t now)
+{
 	row->state = state;
 	if (status != 0)
 		row->status = status;
@@ -886,6 +898,191 @@ store_send_advance(const struct settings *s, struct store_send *row,
 	row->updated_at = now;
 	if (state >= SEND_SENT)
 		row->owner_token = 0;
+}
+
+int
+store_send_advance(const struct settings *s, struct store_send *row,
+    enum store_send_state state, int status, const char *reply, const char *email_id,
+    struct mk_err *err)
+{
+	struct store_handle	*t STORE_HELD = NULL;
+	time_t			 now = time(NULL);
+	int			 rc;
+
+	if ((t = store_lock(s, err)) == NULL)
+		return -1;
+	if ((rc = store_send_update(t, row->key, row->owner_token, state, status, reply,
+	    email_id, now, err)) != 1)
+		return rc == 0 ? mk_fail(err, 503, "send taken over by another worker") : -1;
+	store_send_moved(row, state, status, reply, email_id, now);
+	return 0;
+}
+
+/* ------------------------------------------------- final states, in batches */
+
+/*
+ * A request that has sent its email need not wait for the journal to say
+ * so: store_send_finish() queues the final state and a writer thread
+ * records every queued one in one transaction, at most STORE_FINISH_MS
+ * later.  Under load that is one write transaction per send instead of
+ * two.  Until it is written the row reads as ours and in progress: a retry
+ * of it waits (billing.c), reconciliation passes it by while this process
+ * lives, and if the process dies first the row is resumed with the same
+ * idempotency keys (the debit and the email are not repeated), as after
+ * any crash.  The queue is written out at exit.
+ */
+#define STORE_FINISH_MS		10	/* longest a queued final state waits */
+#define STORE_FINISH_MAX	128	/* queued states; a full queue is written by its filler */
+
+struct store_finish {
+	char			 key[STORE_SEND_KEY_MAX];
+	long long		 owner_token;
+	enum store_send_state	 state;
+	int			 status;
+	char			 reply[STORE_SEND_REPLY_MAX];
+	char			 email_id[sizeof ((struct store_send *)0)->email_id];
+	int			 has_reply, has_email_id;
+	time_t			 at;
+};
+
+static struct {
+	pthread_mutex_t		 lock;
+	pthread_cond_t		 wake;
+	pthread_t		 writer;
+	int			 started, stopping;
+	const struct settings	*settings;	/* the program's; the same for every call */
+	size_t			 n;
+	struct store_finish	 q[STORE_FINISH_MAX];
+} store_finish_queue = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.wake = PTHREAD_COND_INITIALIZER,
+};
+
+/* Write n queued states in one transaction.  Failures are logged: the rows
+ * stay in progress and are resumed like those of a crashed worker. */
+static void
+store_finish_write(const struct settings *s, const struct store_finish *q, size_t n)
+{
+	struct store_handle	*t STORE_HELD = NULL;
+	struct mk_err		 err;
+	size_t			 i;
+
+	if (n == 0)
+		return;
+	if ((t = store_lock(s, &err)) == NULL || db_begin(t->db) == -1) {
+		log_error("store: %zu finished sends not recorded (%s); they will be resumed",
+		    n, t == NULL ? err.msg : "cannot begin");
+		return;
+	}
+	for (i = 0; i < n; i++)
+		if (store_send_update(t, q[i].key, q[i].owner_token, q[i].state, q[i].status,
+		    q[i].has_reply ? q[i].reply : NULL, q[i].has_email_id ? q[i].email_id : NULL,
+		    q[i].at, &err) == -1)
+			break;
+	if (i < n || db_commit(t->db) == -1) {
+		db_rollback(t->db);
+		log_error("store: %zu finished sends not recorded; they will be resumed", n);
+	}
+}
+
+/* Take the whole queue (caller holds its lock) into out; returns the count. */
+static size_t
+store_finish_take(struct store_finish *out)
+{
+	size_t n = store_finish_queue.n;
+
+	memcpy(out, store_finish_queue.q, n * sizeof out[0]);
+	store_finish_queue.n = 0;
+	return n;
+}
+
+static void *
+store_finish_writer(void *arg)
+{
+	static struct store_finish	 batch[STORE_FINISH_MAX];	/* this thread's only */
+	struct timespec			 until;
+	size_t				 n;
+
+	(void)arg;
+	pthread_mutex_lock(&store_finish_queue.lock);
+	for (;;) {
+		while (store_finish_queue.n == 0 && !store_finish_queue.stopping)
+			pthread_cond_wait(&store_finish_queue.wake, &store_finish_queue.lock);
+		if (store_finish_queue.n == 0)
+			break;			/* stopping, nothing left */
+		/* let the batch gather for STORE_FINISH_MS after its first state */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += STORE_FINISH_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!store_finish_queue.stopping &&
+		    store_finish_queue.n < STORE_FINISH_MAX / 2 &&
+		    pthread_cond_timedwait(&store_finish_queue.wake, &store_finish_queue.lock,
+		    &until) == 0)
+			;
+		n = store_finish_take(batch);
+		pthread_mutex_unlock(&store_finish_queue.lock);
+		store_finish_write(store_finish_queue.settings, batch, n);
+		pthread_mutex_lock(&store_finish_queue.lock);
+	}
+	pthread_mutex_unlock(&store_finish_queue.lock);
+	return NULL;
+}
+
+/* Stop the writer after it has written everything queued (at exit). */
+static void
+store_finish_stop(void)
+{
+	int started;
+
+	pthread_mutex_lock(&store_finish_queue.lock);
+	started = store_finish_queue.started;
+	store_finish_queue.stopping = 1;
+	pthread_cond_signal(&store_finish_queue.wake);
+	pthread_mutex_unlock(&store_finish_queue.lock);
+	if (started)
+		pthread_join(store_finish_queue.writer, NULL);
+	store_finish_queue.started = 0;
+}
+
+int
+store_send_finish(const struct settings *s, struct store_send *row,
+    enum store_send_state state, int status, const char *reply, const char *email_id,
+    struct mk_err *err)
+{
+	struct store_finish	*f;
+	time_t			 now = time(NULL);
+
+	if (state < SEND_SENT)
+		return store_send_advance(s, row, state, status, reply, email_id, err);
+	pthread_mutex_lock(&store_finish_queue.lock);
+	if (store_finish_queue.stopping || store_finish_queue.n == STORE_FINISH_MAX ||
+	    (!store_finish_queue.started && pthread_create(&store_finish_queue.writer, NULL,
+	    store_finish_writer, NULL) != 0)) {
+		/* exiting, the writer is behind, or no thread to spare: write it now */
+		pthread_cond_signal(&store_finish_queue.wake);
+		pthread_mutex_unlock(&store_finish_queue.lock);
+		return store_send_advance(s, row, state, status, reply, email_id, err);
+	}
+	store_finish_queue.started = 1;
+	store_finish_queue.settings = s;
+	f = &store_finish_queue.q[store_finish_queue.n++];
+	memset(f, 0, sizeof *f);
+	snprintf(f->key, sizeof f->key, "%s", row->key);
+	f->owner_token = row->owner_token;
+	f->state = state;
+	f->status = status;
+	if ((f->has_reply = reply != NULL))
+		snprintf(f->reply, sizeof f->reply, "%s", reply);
+	if ((f->has_email_id = email_id != NULL))
+		snprintf(f->email_id, sizeof f->email_id, "%s", email_id);
+	f->at = now;
+	if (store_finish_queue.n == 1 || store_finish_queue.n == STORE_FINISH_MAX / 2)
+		pthread_cond_signal(&store_finish_queue.wake);
+	pthread_mutex_unlock(&store_finish_queue.lock);
+	store_send_moved(row, state, status, reply, email_id, now);
 	return 0;
 }
 

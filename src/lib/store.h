@@ -179,6 +179,18 @@ int	store_send_advance(const struct settings *s, struct store_send *row,
 	    enum store_send_state state, int status, const char *reply, const char *email_id,
 	    struct mk_err *err);
 
+/*
+ * store_send_advance() to a final state (SEND_SENT and after; others are
+ * written at once) without waiting for the write: the state is queued and
+ * recorded within a few milliseconds, in one transaction with the other
+ * threads' (store.c says what that means for retries and crashes).  row is
+ * updated as by store_send_advance().  Returns 0, or -1 when a state that
+ * had to be written at once could not be.
+ */
+int	store_send_finish(const struct settings *s, struct store_send *row,
+	    enum store_send_state state, int status, const char *reply, const char *email_id,
+	    struct mk_err *err);
+
 /* Let go of the row we own without changing its state (a failure a retry
  * can get past), recording the reply the client got.  0 / -1. */
 int	store_send_release(const struct settings *s, struct store_send *row, int status,

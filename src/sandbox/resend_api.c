@@ -4,9 +4,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-
 #include "db.h"
+#include "digest.h"
 #include "log.h"
 #include "sandbox.h"
 #include "valid.h"
@@ -15,7 +14,6 @@
 #define RESEND_API_SUBJECT_MAX		998	/* one header line (RFC 5322 2.1.1) */
 #define RESEND_API_IDEMPOTENCY_TTL_MS	(24LL * 3600 * 1000)	/* keys are kept 24 h */
 #define RESEND_API_ADDRESS_MAX		(EMAIL_MAX + 256)	/* "Display Name <addr>" */
-#define RESEND_API_HASH_HEX		(EVP_MAX_MD_SIZE * 2 + 1)
 
 void
 resend_api_error(struct response *resp, int status, const char *name, const char *fmt, ...)
@@ -128,16 +126,12 @@ resend_api_outcome(json_object *to)
 
 /* Hex SHA-256 of the raw body: "same payload" for idempotency purposes. */
 static void
-resend_api_hash(const char *body, size_t len, char *out, size_t outlen)
+resend_api_hash(const char *body, size_t len, char *out)
 {
-	unsigned char	md[EVP_MAX_MD_SIZE];
-	unsigned int	mdlen = 0, i;
+	struct digest_part part = { body, len };
 
-	out[0] = '\0';
-	if (EVP_Digest(body, len, md, &mdlen, EVP_sha256(), NULL) != 1)
-		return;
-	for (i = 0; i < mdlen && (size_t)(i * 2 + 2) < outlen; i++)
-		snprintf(out + i * 2, outlen - i * 2, "%02x", md[i]);
+	if (digest_sha256_hex(&part, 1, out) == -1)
+		out[0] = '\0';
 }
 
 enum resend_api_claim { CLAIM_NEW, CLAIM_REPLAY, CLAIM_MISMATCH, CLAIM_IN_FLIGHT, CLAIM_ERROR };
@@ -316,7 +310,7 @@ resend_api_send(const struct request *req, struct response *resp)
 	sqlite3			*db;
 	json_object		*root = NULL;
 	const char		*key = req->idempotency_key[0] != '\0' ? req->idempotency_key : NULL;
-	char			 hash[RESEND_API_HASH_HEX], id[SANDBOX_ID_MAX];
+	char			 hash[DIGEST_SHA256_HEX], id[SANDBOX_ID_MAX];
 	long			 stall = 0;
 	size_t			 i;
 
@@ -346,7 +340,7 @@ resend_api_send(const struct request *req, struct response *resp)
 		goto out;
 
 	if (key != NULL) {
-		resend_api_hash(req->body, req->body_len, hash, sizeof(hash));
+		resend_api_hash(req->body, req->body_len, hash);
 		claim = resend_api_claim(db, key, hash, id, sizeof(id));
 	}
 	switch (claim) {
