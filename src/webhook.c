@@ -315,8 +315,8 @@ wh_ledger_logged(const struct wh_event *ev)
 	wh_text(ev->data, "customer_id", customer, sizeof customer);
 	wh_text(ev->data, "amount", amount, sizeof amount);
 	wh_text(ev->data, "balance_after", after, sizeof after);
-	log_info("[credit] %s: %s %s (balance %s)%s", customer, ev->type, amount, after,
-	    wh_other_entitlement(ev->data) ? " [another entitlement]" : "");
+	log_info("[credit] %s: %s %s (balance %s) %s%s", customer, ev->type, amount, after,
+	    ev->id, wh_other_entitlement(ev->data) ? " [another entitlement]" : "");
 	return WH_DONE;
 }
 
@@ -378,7 +378,7 @@ wh_purchase(const struct wh_event *ev)
 	return WH_DONE;
 }
 
-/* log_only: handling cannot fail, so claiming and finishing are one write */
+/* log_only: events MailKit only logs, per delivery and without the store */
 static const struct {
 	const char	*type;
 	enum wh_outcome	(*handle)(const struct wh_event *);
@@ -437,11 +437,22 @@ webhook_dodo(const struct request *req, struct response *resp)
 			break;
 	known = i < sizeof wh_handlers / sizeof wh_handlers[0];
 
-	/* At most once per webhook-id: Dodo retries, and may overlap a slow attempt. */
-	if (!known || wh_handlers[i].log_only)
-		claim = store_webhook_record(&settings, ev.id, ev.type, &err);
-	else
-		claim = store_webhook_claim(&settings, ev.id, ev.type, &err);
+	/*
+	 * Events MailKit acts on are handled at most once per webhook-id: Dodo
+	 * retries, and may overlap a slow attempt.  Events it only logs (the
+	 * ledger's, one for every email sent) are logged per delivery with
+	 * their webhook-id: a database write to spare a redelivery's second
+	 * log line would cost more than the whole event.
+	 */
+	if (!known || wh_handlers[i].log_only) {
+		if (known)
+			(void)wh_handlers[i].handle(&ev);
+		else
+			log_info("%s %s: not an event MailKit acts on, acknowledged", ev.type,
+			    ev.id);
+		goto received;
+	}
+	claim = store_webhook_claim(&settings, ev.id, ev.type, &err);
 	if (claim == -1) {
 		response_fail(resp, &err);
 		goto out;
@@ -456,13 +467,7 @@ webhook_dodo(const struct request *req, struct response *resp)
 		goto out;
 	}
 
-	if (known)
-		outcome = wh_handlers[i].handle(&ev);
-	else
-		log_info("%s %s: not an event MailKit acts on, acknowledged", ev.type, ev.id);
-	if (!known || wh_handlers[i].log_only)
-		goto received;		/* recorded as done already */
-
+	outcome = wh_handlers[i].handle(&ev);
 	if (outcome == WH_RETRY) {
 		if (store_webhook_release(&settings, ev.id, &err) == -1)
 			log_error("%s %s: cannot release the claim (%s); the retry waits for "

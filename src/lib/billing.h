@@ -54,7 +54,8 @@ int	billing_resume(const struct settings *s, const struct mail_provider *mp,
 /*
  * The journal key for a send: hex SHA-256 of customer_id and client_key
  * when client_key is given (the same request retried maps to the same key),
- * else 128 random bits in hex.  0 / -1.
+ * else the time in nanoseconds and 64 random bits, in hex (32 digits, sorting
+ * by time).  0 / -1.
  */
 int	billing_key_base(const char *customer_id, const char *client_key, char *out,
 	    size_t outlen);

@@ -71,7 +71,7 @@ static const struct setting_def setting_defs[] = {
 	{ "BASE_URL", NULL, SET_URL, S(base_url), "http://localhost:8080", 0, 0, 0, 0 },
 	{ "PORT", NULL, SET_LONG, S(port), "8080", 1, 65535, 0, 0 },
 	{ "MAILKIT_LOG_FILE", NULL, SET_PATH, S(log_file), "", 0, 0, 0, 0 },
-	{ "MAILKIT_THREADS", NULL, SET_LONG, S(threads), "1", 1, 64, 0, 0 },
+	{ "MAILKIT_THREADS", NULL, SET_LONG, S(threads), "8", 1, 64, 0, 0 },
 	{ "MAX_BODY_BYTES", NULL, SET_LONG, S(max_body), "1048576", 1024,
 	    64L * 1024 * 1024, 0, 0 },
 	{ "MAILKIT_DB", NULL, SET_PATH, S(db_path), LOCALSTATEDIR "/lib/mailkit/mailkit.db",

@@ -92,12 +92,16 @@ static const struct db_migration store_migrations[] = {
 	  "DROP TABLE webhook_events;"
 	  "ALTER TABLE webhook_events_by_id RENAME TO webhook_events;"
 	  "CREATE INDEX webhook_events_received_at ON webhook_events(received_at);" },
+	/* 7: only rows still in progress are indexed for the resolver: a
+	 * finished send leaves the index instead of moving to another part of
+	 * it, and the index stays as small as the work in flight. */
+	{ "DROP INDEX sends_pending;"
+	  "CREATE INDEX sends_open ON sends(updated_at) WHERE state < 4;" },
 };
 
 /* Every statement, prepared once per handle (db_stmt) and kept in a slot. */
 enum store_sql {
 	SQL_CLAIM,
-	SQL_RECORD,
 	SQL_CLAIM_STATE,
 	SQL_PRUNE,
 	SQL_DONE,
@@ -137,9 +141,6 @@ static const char *const store_sql_text[SQL_COUNT] = {
 	    " ON CONFLICT (id) DO UPDATE SET claimed_at = excluded.claimed_at"
 	    " WHERE webhook_events.done_at IS NULL AND"
 	    " (webhook_events.claimed_at IS NULL OR webhook_events.claimed_at <= ?4)",
-	[SQL_RECORD] =
-	    "INSERT INTO webhook_events (id, type, received_at, done_at)"
-	    " VALUES (?1, ?2, ?3, ?3) ON CONFLICT (id) DO NOTHING",
 	[SQL_CLAIM_STATE] =
 	    "SELECT done_at IS NOT NULL FROM webhook_events WHERE id = ?1",
 	[SQL_PRUNE] =
@@ -445,10 +446,9 @@ store_webhook_prune(struct store_handle *t, time_t now)
 	(void)store_step_done(t, st, "pruning webhook ids", &ignored);
 }
 
-/* SQL_CLAIM or SQL_RECORD for id; then, if it changed nothing, who has it. */
-static int
-store_webhook_take(const struct settings *s, enum store_sql which, const char *id,
-    const char *type, struct mk_err *err)
+int
+store_webhook_claim(const struct settings *s, const char *id, const char *type,
+    struct mk_err *err)
 {
 	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
@@ -462,13 +462,12 @@ store_webhook_take(const struct settings *s, enum store_sql which, const char *i
 	if (t->claims++ % STORE_PRUNE_EVERY == 0)
 		store_webhook_prune(t, now);
 
-	if ((st = store_stmt(t, which, err)) == NULL)
+	if ((st = store_stmt(t, SQL_CLAIM, err)) == NULL)
 		return -1;
 	store_bind_text(st, 1, id);
 	store_bind_text(st, 2, type);
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)now);
-	if (which == SQL_CLAIM)
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)now - STORE_WEBHOOK_LEASE_SEC);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)now - STORE_WEBHOOK_LEASE_SEC);
 	if (store_step_done(t, st, "claiming a webhook id", err) == -1)
 		return -1;
 	if (sqlite3_changes(t->db) > 0)
@@ -489,20 +488,6 @@ store_webhook_take(const struct settings *s, enum store_sql which, const char *i
 	}
 	sqlite3_reset(st);
 	return rc;
-}
-
-int
-store_webhook_claim(const struct settings *s, const char *id, const char *type,
-    struct mk_err *err)
-{
-	return store_webhook_take(s, SQL_CLAIM, id, type, err);
-}
-
-int
-store_webhook_record(const struct settings *s, const char *id, const char *type,
-    struct mk_err *err)
-{
-	return store_webhook_take(s, SQL_RECORD, id, type, err);
 }
 
 /* SQL_DONE / SQL_RELEASE on id. */

@@ -54,14 +54,6 @@ void	store_close(void);
 int	store_webhook_claim(const struct settings *s, const char *id, const char *type,
 	    struct mk_err *err);
 
-/*
- * Claim and finish in one write, for events whose handling cannot fail
- * (they are only logged): STORE_CLAIM_NEW when the id is new (it is done
- * now: handle it), otherwise as store_webhook_claim.
- */
-int	store_webhook_record(const struct settings *s, const char *id, const char *type,
-	    struct mk_err *err);
-
 /* Mark a claimed id handled: later deliveries of it are STORE_CLAIM_SEEN.  0 / -1. */
 int	store_webhook_done(const struct settings *s, const char *id, struct mk_err *err);
 

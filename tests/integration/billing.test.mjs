@@ -402,6 +402,28 @@ describe('webhooks handled once', () => {
 		assert.equal(next.status, 200);
 		assert.equal(await notices(stack, c), 2);
 	});
+
+	test('a ledger event MailKit only logs is logged per delivery, with its webhook-id',
+	    async () => {
+		const c = await newCustomer(stack);
+		const id = `msg_${randomUUID()}`;
+		const deducted = {
+			business_id: 'bus_test', type: 'credit.deducted', timestamp: new Date().toISOString(),
+			data: { payload_type: 'CreditLedgerEntry', customer_id: c.id,
+			    credit_entitlement_id: 'cde_sandbox_email', is_credit: false, amount: '1',
+			    balance_before: '5000', balance_after: '4999',
+			    transaction_type: 'credit_deducted' } };
+		for (let i = 0; i < 2; i++) {
+			const r = await deliver(stack, deducted, id);
+			assert.deepEqual([r.status, r.json], [200, { received: true }]);
+		}
+		const log = await readFile(path.join(stack.stateDir, 'log', 'mailkit.log'), 'utf8');
+		const lines = log.split('\n').filter((l) => l.includes(`credit.deducted 1 (balance 4999) ${id}`));
+		assert.equal(lines.length, 2, 'each delivery logged once');
+		assert.ok(lines.every((l) => l.includes(c.id)));
+		// nothing was stored for it: no claim, so no "already handled"
+		assert.doesNotMatch(log, new RegExp(`credit\\.deducted ${id}: already handled`));
+	});
 });
 
 describe('reconciliation', () => {

@@ -249,24 +249,6 @@ Test(store, webhook_claim_survives_reopen_and_expired_lease_is_taken)
 	cr_assert_eq(store_webhook_claim(&s, "msg_x", "t", &err), STORE_CLAIM_NEW);
 }
 
-/* Log-only events: one write claims and finishes; a redelivery is seen. */
-Test(store, webhook_record_is_claim_and_done)
-{
-	struct settings	s = settings_for(path);
-	struct mk_err	err;
-
-	cr_assert_eq(store_webhook_record(&s, "msg_log", "credit.deducted", &err),
-	    STORE_CLAIM_NEW);
-	cr_expect_eq(store_webhook_record(&s, "msg_log", "credit.deducted", &err),
-	    STORE_CLAIM_SEEN);
-	cr_expect_eq(store_webhook_claim(&s, "msg_log", "credit.deducted", &err),
-	    STORE_CLAIM_SEEN);
-	/* a live claim by the full path is busy for the one-write path too */
-	cr_assert_eq(store_webhook_claim(&s, "msg_slow", "credit.added", &err), STORE_CLAIM_NEW);
-	cr_expect_eq(store_webhook_record(&s, "msg_slow", "credit.added", &err),
-	    STORE_CLAIM_BUSY);
-}
-
 Test(store, low_balance_set_get_clear)
 {
 	struct settings			s = settings_for(path);
