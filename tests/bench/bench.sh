@@ -357,6 +357,13 @@ measure() {
 	          n / (us / 1e6), per }' <<<"$w" >&2
 }
 
+# The request rate of the last measured run, whole requests per second.
+last_rate() {
+	tail -n 1 "$runs" | awk '{ match($0, /"requests":[0-9]+/); n = substr($0, RSTART + 11, RLENGTH - 11);
+	    match($0, /"duration_us":[0-9]+/); us = substr($0, RSTART + 14, RLENGTH - 14);
+	    printf "%d\n", (us > 0 ? n / (us / 1e6) : 0) + 0.5 }'
+}
+
 # mem_record KIND SERVER STACK STATE: a memory sample alone.
 mem_record() {
 	local mem
@@ -399,7 +406,7 @@ sign() {	# sign COUNT PREFIX -> file name
 	echo "$f"
 }
 # Enough distinct webhook-ids for the fastest plausible rate.
-hook_count=$((duration * 25000))
+hook_count=$((duration * 40000))
 
 bench_server() {	# bench_server SERVER
 	local server=$1 mk_state fl_state mk fl route url st stk
@@ -429,15 +436,21 @@ bench_server() {	# bench_server SERVER
 	done
 
 	for route in credits webhook send; do	# sends last: they leave the sandbox busiest
-		for stk in floor mailkit; do
-			url=$mk; st=$mk_state
-			[ $stk = floor ] && { url=$fl; st=$fl_state; }
+		# the floor flat out, MailKit flat out, then the floor again at the
+		# rate MailKit reached ("floor@rate"): a null responder's CPU per
+		# request itself falls as the rate rises (fewer wake-ups per request)
+		for stk in floor mailkit floor@rate; do
+			url=$mk; st=$mk_state; rate=()
+			[ $stk = mailkit ] || { url=$fl; st=$fl_state; }
+			[ $stk = floor@rate ] && rate=(BENCH_RATE="$(last_rate)" BENCH_CONNECTIONS="$connections")
 			case $route in
-			credits) measure measure "$server" $stk credits "$st" "$url/credits/$customer" ;;
+			credits) measure measure "$server" $stk credits "$st" "$url/credits/$customer" \
+			    "${rate[@]}" ;;
 			send) measure measure "$server" $stk send "$st" "$url/send" BENCH_METHOD=POST \
-			    BENCH_BODY_FILE="$send_body" ;;
+			    BENCH_BODY_FILE="$send_body" "${rate[@]}" ;;
 			webhook) measure measure "$server" $stk webhook "$st" "$url/webhooks/dodo" BENCH_METHOD=POST \
-			    BENCH_BODY_FILE="$hook_body" BENCH_SIGNED_FILE="$(sign "$hook_count" "bench-$server-$stk-$$")" ;;
+			    BENCH_BODY_FILE="$hook_body" BENCH_SIGNED_FILE="$(sign "$hook_count" "bench-$server-${stk%@*}-$$")" \
+			    "${rate[@]}" ;;
 			esac || exit 1
 		done
 	done

@@ -13,6 +13,8 @@
 --                       each thread marks BENCH_RESULT.done.<n> when it has its share
 --   BENCH_EXPECT        the status every response must have (default 200)
 --   BENCH_RESULT        where done() writes its JSON summary
+--   BENCH_RATE          about this many requests per second in all (0: as fast as
+--                       the server answers); needs BENCH_CONNECTIONS, wrk's -c
 --
 -- Each wrk thread has its own Lua state: request()/response() count into
 -- globals that done() reads back with thread:get().
@@ -35,6 +37,7 @@ local reqs, nreqs, idx = nil, 0, 0
 local fixed
 local limit = 0
 local expect = tonumber(os.getenv("BENCH_EXPECT") or "200")
+local pause_ms = 0	-- per connection between a response and its next request
 
 -- globals read by done()
 responses, unexpected, reused, first_bad = 0, 0, 0, ""
@@ -54,6 +57,13 @@ function init(args)
 	if os.getenv("BENCH_BODY_FILE") then
 		body = slurp(os.getenv("BENCH_BODY_FILE"))
 		headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+	end
+	local rate = tonumber(os.getenv("BENCH_RATE") or "0")
+	if rate > 0 then
+		-- each connection waits (pause + round trip) per request; the round
+		-- trip of an unloaded server is about a millisecond
+		local conns = tonumber(os.getenv("BENCH_CONNECTIONS") or "1")
+		pause_ms = math.max(0, math.floor(conns * 1000 / rate - 1 + 0.5))
 	end
 	local max = tonumber(os.getenv("BENCH_MAX") or "0")
 	if max > 0 then
@@ -79,6 +89,10 @@ function init(args)
 	else
 		fixed = wrk.format(method, path, headers, body)
 	end
+end
+
+function delay()
+	return pause_ms
 end
 
 function request()
