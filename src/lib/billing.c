@@ -108,20 +108,19 @@ billing_definite(const struct mk_err *err)
 }
 
 /*
- * Drive an owned row from its state to a final one: the message is request
- * when the row was inserted from it, else the row's stored copy; with
- * answer_first the final state is written after the caller has answered
- * (store_send_finish).  Returns 0 (sent, out
- * filled) or -1 with err; on -1 the row is either final (rejected/refunded,
- * replayed to later retries) or released for a retry to resume.
+ * Drive an owned row from its state to a final one.  The message is request
+ * when the row was inserted from it, else the row's stored copy.  With
+ * answer_first the final state is queued (store_send_finish) so the caller
+ * can answer before it is written; reconciliation writes it at once, as it
+ * reads the journal again next.  Returns 0 (sent, out filled) or -1 with
+ * err; on -1 the row is either final (rejected/refunded, replayed to later
+ * retries) or released for a retry to resume.
  */
 static int
 billing_drive(const struct settings *s, const struct mail_provider *mp,
     struct store_send *row, const struct mail_message *request, int answer_first,
     struct mail_result *out, struct mk_err *err)
 {
-	/* a request answers its client before its final state is written;
-	 * reconciliation writes each before it reads the journal again */
 	int	(*finish)(const struct settings *, struct store_send *, enum store_send_state,
 		    int, const char *, const char *, struct mk_err *) =
 		    answer_first ? store_send_finish : store_send_advance;
