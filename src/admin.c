@@ -14,138 +14,197 @@
 
 #define RECONCILE_MIN_AGE_SEC	60	/* leave fresher rows to the client's own retry */
 #define RECONCILE_WINDOW_HOURS	24	/* compare the sends of the last day by default */
-#define RECONCILE_CUSTOMERS_MAX	4096	/* customers compared in one run */
+#define RECONCILE_ROWS_MAX	200000	/* journal rows compared in one run */
 #define RECONCILE_PAGES_MAX	100	/* ledger pages read per customer (x100 entries) */
+#define RECONCILE_PASSES_MAX	100	/* resolver passes in one run */
+#define RECONCILE_SKEW_SEC	5	/* Dodo's clock may differ from ours this much */
 
 static struct settings		 settings;
 static const struct mail_provider *provider;
 
-/* Resolver pass: drive every abandoned row on with its own keys. */
-struct resume_tally {
-	int	final, pending, failed;
+/*
+ * One journal row as the snapshot holds it, and what Dodo's ledger holds
+ * under its ref (metadata.mailkit_ref = the row's key).
+ */
+struct recon_row {
+	struct store_send	 row;		/* message not kept */
+	int			 debits, refunds;
 };
 
-static int
-reconcile_resume_one(const struct store_send *row, void *arg)
-{
-	struct resume_tally	*t = arg;
-	struct mk_err		 err;
-
-	switch (billing_resume(&settings, provider, row, &err)) {
-	case 0:
-		t->final++;
-		break;
-	case 1:
-		t->pending++;
-		break;
-	default:
-		t->failed++;
-		fprintf(stderr, "mailkit-admin: resuming %.12s…: %s\n", row->key, err.msg);
-		break;
-	}
-	return 0;
-}
-
-/* One customer's journal rows and what Dodo's ledger says about them. */
-struct customer_tally {
-	char	id[128];
-	int	sent, refunded, rejected, pending;	/* journal */
-	int	expect_debits, expect_refunds;		/* journal: entries Dodo must hold */
-	int	debits, refunds;			/* Dodo: entries carrying our refs */
-	int	drift;
-};
-
-struct compare {
-	struct customer_tally	*c;
-	size_t			 n;
+struct recon {
+	struct recon_row	*rows;
+	size_t			 n, cap;
 	int			 overflow;
+	time_t			 taken_at;	/* when the snapshot was read */
 };
 
-static struct customer_tally *
-reconcile_customer(struct compare *cmp, const char *id)
-{
-	for (size_t i = 0; i < cmp->n; i++)
-		if (strcmp(cmp->c[i].id, id) == 0)
-			return &cmp->c[i];
-	if (cmp->n == RECONCILE_CUSTOMERS_MAX) {
-		cmp->overflow = 1;
-		return NULL;
-	}
-	memset(&cmp->c[cmp->n], 0, sizeof cmp->c[0]);
-	snprintf(cmp->c[cmp->n].id, sizeof cmp->c[0].id, "%s", id);
-	return &cmp->c[cmp->n++];
-}
-
+/* store_send_list callback: copy the row (no store calls from here). */
 static int
-reconcile_count_row(const struct store_send *row, void *arg)
+recon_collect(const struct store_send *row, void *arg)
 {
-	struct customer_tally *c = reconcile_customer(arg, row->customer_id);
+	struct recon	*r = arg;
 
-	if (c == NULL)
-		return 1;
-	switch (row->state) {
-	case SEND_SENT:
-		c->sent++;
-		c->expect_debits++;
-		break;
-	case SEND_REFUNDED:
-		c->refunded++;
-		c->expect_debits++;
-		c->expect_refunds++;
-		break;
-	case SEND_REJECTED:
-		c->rejected++;
-		break;
-	default:
-		c->pending++;	/* in flight or unresolved: not counted either way */
-		break;
+	if (r->n == r->cap) {
+		size_t		 cap = r->cap == 0 ? 1024 : r->cap * 2;
+		struct recon_row *grown;
+
+		if (cap > RECONCILE_ROWS_MAX || (grown = realloc(r->rows, cap * sizeof *grown)) == NULL) {
+			r->overflow = 1;
+			return 1;
+		}
+		r->rows = grown;
+		r->cap = cap;
 	}
+	memset(&r->rows[r->n], 0, sizeof r->rows[0]);
+	r->rows[r->n].row = *row;
+	r->rows[r->n].row.message = NULL;
+	r->n++;
 	return 0;
 }
 
-/* Count the ledger entries that carry one of our refs (metadata.mailkit_ref). */
 static int
-reconcile_read_ledger(struct customer_tally *c, time_t since)
+recon_by_key(const void *a, const void *b)
+{
+	return strcmp(((const struct recon_row *)a)->row.key, ((const struct recon_row *)b)->row.key);
+}
+
+static int
+recon_by_customer(const void *a, const void *b)
+{
+	const struct recon_row *x = a, *y = b;
+	int c = strcmp(x->row.customer_id, y->row.customer_id);
+
+	return c != 0 ? c : strcmp(x->row.key, y->row.key);
+}
+
+static struct recon_row *
+recon_find(struct recon_row *rows, size_t n, const char *ref)
+{
+	struct recon_row key;
+
+	snprintf(key.row.key, sizeof key.row.key, "%s", ref);
+	return bsearch(&key, rows, n, sizeof rows[0], recon_by_key);
+}
+
+/* One customer's tally, printed as a line. */
+struct recon_customer {
+	int	sent, failed, pending, debits, refunds;
+	int	repaired, unattributed;
+};
+
+/*
+ * Read customer_id's ledger (newest first) back to `since`, and count the
+ * entries carrying one of our refs against the rows [rows, rows + n) of
+ * that customer, sorted by key.  Entries made after the snapshot belong to
+ * work the snapshot does not show yet and are left for the next run; an
+ * older entry whose ref is not in the journal is unattributed.
+ */
+static int
+recon_read_ledger(const char *customer_id, struct recon_row *rows, size_t n, time_t since,
+    time_t taken_at, struct recon_customer *c)
 {
 	struct mk_err	 err;
 	json_object	*page, *items, *e, *meta, *v;
 
 	for (int p = 0; p < RECONCILE_PAGES_MAX; p++) {
-		size_t	n;
+		size_t	count;
 		int	older = 0;
 
-		if ((page = dodo_list_ledger(&settings, c->id, 100, p, &err)) == NULL) {
-			fprintf(stderr, "mailkit-admin: ledger of %s: %s\n", c->id, err.msg);
+		if ((page = dodo_list_ledger(&settings, customer_id, 100, p, &err)) == NULL) {
+			fprintf(stderr, "mailkit-admin: ledger of %s: %s\n", customer_id, err.msg);
 			return -1;
 		}
 		json_object_object_get_ex(page, "items", &items);
-		n = json_object_array_length(items);
-		for (size_t i = 0; i < n; i++) {
-			struct tm	 tm;
-			const char	*created;
+		count = json_object_array_length(items);
+		for (size_t i = 0; i < count; i++) {
+			struct recon_row	*r;
+			struct tm		 tm;
+			const char		*created, *ref;
+			time_t			 at = 0;
+			int			 credit;
 
 			e = json_object_array_get_idx(items, i);
+			memset(&tm, 0, sizeof tm);
 			if (json_object_object_get_ex(e, "created_at", &v) &&
 			    (created = json_object_get_string(v)) != NULL &&
-			    strptime(created, "%Y-%m-%dT%H:%M:%S", &tm) != NULL &&
-			    timegm(&tm) < since) {
+			    strptime(created, "%Y-%m-%dT%H:%M:%S", &tm) != NULL)
+				at = timegm(&tm);
+			if (at != 0 && at < since) {
 				older = 1;	/* newest first: the rest is older still */
 				break;
 			}
 			if (!json_object_object_get_ex(e, "metadata", &meta) ||
-			    !json_object_object_get_ex(meta, "mailkit_ref", &v))
+			    !json_object_object_get_ex(meta, "mailkit_ref", &v) ||
+			    (ref = json_object_get_string(v)) == NULL)
 				continue;
 			json_object_object_get_ex(e, "is_credit", &v);
-			if (json_object_get_boolean(v))
-				c->refunds++;
-			else
-				c->debits++;
+			credit = json_object_get_boolean(v);
+			if ((r = recon_find(rows, n, ref)) != NULL) {
+				if (credit)
+					r->refunds++;
+				else
+					r->debits++;
+			} else if (at != 0 && at < taken_at - RECONCILE_SKEW_SEC) {
+				c->unattributed++;
+				printf("  %s: %s entry %s with mailkit_ref %.64s matches no journal "
+				    "row of this customer\n", customer_id, credit ? "credit" : "debit",
+				    json_object_object_get_ex(e, "id", &v) ?
+				    json_object_get_string(v) : "?", ref);
+			}
 		}
 		json_object_put(page);
-		if (n == 0 || older)
-			return 0;
+		if (count == 0 || older)
+			break;
 	}
 	return 0;
+}
+
+/*
+ * Judge one final row against its entries and repair what can be repaired:
+ * a debit that stands for a send that went out nowhere (refused, voided,
+ * refunded without its refund) gets the row's own refund, idempotently.
+ */
+static void
+recon_judge(struct recon_row *r, struct recon_customer *c)
+{
+	const struct store_send	*row = &r->row;
+	struct mk_err		 err;
+	int			 net = r->debits - r->refunds;
+
+	if (row->state < SEND_SENT) {
+		c->pending++;		/* the resolver's: its entries may still be on the way */
+		return;
+	}
+	if (row->state == SEND_SENT) {
+		c->sent++;
+		if (r->debits == 1 && r->refunds == 0)
+			return;
+	} else {
+		c->failed++;
+		if (net == 0 && r->debits <= 1)
+			return;
+		if (net == 1 && r->debits == 1) {
+			if (billing_refund_orphan(&settings, row, &err) == -1) {
+				printf("  %s: send %.12s… (%s): a debit stands and its refund "
+				    "failed (%s); retried next run\n", row->customer_id, row->key,
+				    store_send_state_name(row->state), err.msg);
+				c->unattributed++;
+				return;
+			}
+			log_warn("reconcile: send %.12s… (%s, answered %d): refunded a debit that "
+			    "stood", row->key, store_send_state_name(row->state), row->status);
+			printf("  %s: send %.12s… (%s): refunded a debit that stood\n",
+			    row->customer_id, row->key, store_send_state_name(row->state));
+			r->refunds++;
+			c->repaired++;
+			return;
+		}
+	}
+	c->unattributed++;
+	printf("  %s: send %.12s… (%s, answered %d): %d debit%s and %d refund%s; expected %s\n",
+	    row->customer_id, row->key, store_send_state_name(row->state), row->status, r->debits,
+	    r->debits == 1 ? "" : "s", r->refunds, r->refunds == 1 ? "" : "s",
+	    row->state == SEND_SENT ? "one debit" : "none net");
 }
 
 static int
@@ -158,12 +217,12 @@ cmd_reconcile(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct resume_tally	 rt = { 0 };
-	struct compare		 cmp = { 0 };
+	struct billing_tally	 rt = { 0 };
+	struct recon		 snap = { 0 };
 	struct mk_err		 err;
 	long			 min_age = RECONCILE_MIN_AGE_SEC, hours = RECONCILE_WINDOW_HOURS;
-	int			 resume = 1, quiet = 0, ch, drift = 0, pending = 0;
-	int			 sent = 0, net = 0;
+	int			 resume = 1, quiet = 0, ch, drift = 0, pending = 0, repaired = 0;
+	int			 sent = 0, net = 0, ncustomers = 0;
 	time_t			 now = time(NULL), since;
 
 	while ((ch = getopt_long(argc, argv, "nqa:H:", opts, NULL)) != -1) {
@@ -180,53 +239,76 @@ cmd_reconcile(int argc, char **argv)
 		return 2;
 	}
 	since = now - hours * 3600;
-	if (resume && store_send_pending(&settings, now - min_age, reconcile_resume_one, &rt,
-	    &err) == -1) {
-		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
-		return 1;
-	}
-	if ((cmp.c = calloc(RECONCILE_CUSTOMERS_MAX, sizeof cmp.c[0])) == NULL)
-		return 1;
-	if (store_send_list(&settings, since, reconcile_count_row, &cmp, &err) == -1) {
-		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
-		free(cmp.c);
-		return 1;
-	}
-	if (!quiet)
-		printf("%-28s %6s %8s %8s %7s %7s %7s  %s\n", "customer", "sent", "refunded",
-		    "rejected", "pending", "debits", "refunds", "verdict");
-	for (size_t i = 0; i < cmp.n; i++) {
-		struct customer_tally *c = &cmp.c[i];
-		const char *verdict = "ok";
+	/* 1. the resolver: every due row one step on (pass by pass, each reads its list first) */
+	for (int pass = 0; resume && pass < RECONCILE_PASSES_MAX; pass++) {
+		struct billing_tally	t = { 0 };
+		int			n;
 
-		if (reconcile_read_ledger(c, since) == -1) {
+		if ((n = billing_deliver_due(&settings, provider, time(NULL) - min_age,
+		    BILLING_DELIVER_BATCH, &t, &err)) == -1) {
+			fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+			return 1;
+		}
+		rt.final += t.final;
+		rt.failed += t.failed;
+		rt.busy = t.busy;
+		rt.pending = t.pending;
+		if (n < BILLING_DELIVER_BATCH || t.final == 0)
+			break;
+	}
+	/* 2. one snapshot of the journal (a single read transaction) */
+	snap.taken_at = time(NULL);
+	if (store_send_list(&settings, since, recon_collect, &snap, &err) == -1) {
+		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+		free(snap.rows);
+		return 1;
+	}
+	/* 3. per customer: Dodo's entries against the rows, repairs, report */
+	qsort(snap.rows, snap.n, sizeof snap.rows[0], recon_by_customer);
+	if (!quiet)
+		printf("%-28s %6s %6s %7s %7s %7s %8s  %s\n", "customer", "sent", "failed",
+		    "pending", "debits", "refunds", "repaired", "verdict");
+	for (size_t i = 0, j; i < snap.n; i = j) {
+		struct recon_customer	 c = { 0 };
+		const char		*cus = snap.rows[i].row.customer_id, *verdict = "ok";
+
+		for (j = i; j < snap.n && strcmp(snap.rows[j].row.customer_id, cus) == 0; j++)
+			;
+		/* rows [i, j) are this customer's, sorted by key for recon_find */
+		ncustomers++;
+		if (recon_read_ledger(cus, &snap.rows[i], j - i, since, snap.taken_at, &c) == -1) {
 			verdict = "ledger unreadable";
 			drift = 1;
-		} else if (c->pending > 0) {
-			/* an in-flight row may or may not have its entry yet */
-			if (c->debits < c->expect_debits || c->debits > c->expect_debits + c->pending ||
-			    c->refunds < c->expect_refunds ||
-			    c->refunds > c->expect_refunds + c->pending)
-				c->drift = 1;
-			verdict = c->drift ? "DRIFT" : "ok (pending rows)";
-		} else if (c->debits != c->expect_debits || c->refunds != c->expect_refunds)
-			c->drift = 1;
-		if (c->drift)
-			verdict = "DRIFT";
-		drift |= c->drift;
-		pending += c->pending;
-		sent += c->sent;
-		net += c->debits - c->refunds;
-		if (!quiet || c->drift)
-			printf("%-28s %6d %8d %8d %7d %7d %7d  %s\n", c->id, c->sent, c->refunded,
-			    c->rejected, c->pending, c->debits, c->refunds, verdict);
+		} else {
+			for (size_t k = i; k < j; k++) {
+				recon_judge(&snap.rows[k], &c);
+				if (snap.rows[k].row.state >= SEND_SENT) {
+					c.debits += snap.rows[k].debits;
+					c.refunds += snap.rows[k].refunds;
+				}
+			}
+			if (c.unattributed > 0) {
+				verdict = "DRIFT";
+				drift = 1;
+			} else if (c.repaired > 0)
+				verdict = "repaired";
+			else if (c.pending > 0)
+				verdict = "ok (pending rows)";
+		}
+		pending += c.pending;
+		sent += c.sent;
+		net += c.debits - c.refunds;
+		repaired += c.repaired;
+		if (!quiet || c.unattributed > 0 || c.repaired > 0)
+			printf("%-28s %6d %6d %7d %7d %7d %8d  %s\n", cus, c.sent, c.failed, c.pending,
+			    c.debits, c.refunds, c.repaired, verdict);
 	}
-	printf("reconcile: %zu customer%s, %d email%s sent, %d credit%s debited (net), "
-	    "%d pending; resumed %d (%d still pending, %d failed); %s\n",
-	    cmp.n, cmp.n == 1 ? "" : "s", sent, sent == 1 ? "" : "s", net, net == 1 ? "" : "s",
-	    pending, rt.final, rt.pending, rt.failed,
-	    drift ? "DRIFT FOUND" : cmp.overflow ? "too many customers; partial" : "no drift");
-	free(cmp.c);
+	printf("reconcile: %d customer%s, %d email%s sent, %d credit%s debited (net), "
+	    "%d pending; resumed %d (%d still pending, %d failed); repaired %d; %s\n",
+	    ncustomers, ncustomers == 1 ? "" : "s", sent, sent == 1 ? "" : "s", net,
+	    net == 1 ? "" : "s", pending, rt.final, rt.pending, rt.failed, repaired,
+	    drift ? "DRIFT FOUND" : snap.overflow ? "too many rows; partial" : "no drift");
+	free(snap.rows);
 	return drift ? 1 : 0;
 }
 
@@ -339,9 +421,10 @@ usage(void)
 	    "       mailkit-admin keys revoke CUSTOMER_ID\n"
 	    "       mailkit-admin keys list [CUSTOMER_ID]\n"
 	    "\n"
-	    "  reconcile   finish abandoned sends (same idempotency keys), then compare\n"
-	    "              MailKit's send journal with Dodo's credit ledger and report\n"
-	    "              any drift; exit status 1 when there is drift.\n"
+	    "  reconcile   drive every due send on (same idempotency keys), then compare\n"
+	    "              MailKit's send journal with Dodo's credit ledger per send,\n"
+	    "              refund every debit that stands for an email not sent, and\n"
+	    "              report what it cannot attribute; exit status 1 then.\n"
 	    "  keys        issue: a first API key for the customer, printed once on\n"
 	    "              stdout (--mail: also mailed to the customer); rotate: revoke\n"
 	    "              the active key and issue a new one; revoke: revoke every key\n"

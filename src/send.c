@@ -1,5 +1,6 @@
 /* send.c: send.fcgi — POST /send, one email for one credit. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "billing.h"
@@ -11,7 +12,8 @@
 static struct settings			 settings;
 static const struct mail_provider	*provider;
 
-/* POST /send {[customer_id,] to, subject, html[, text]} -> {id}; the customer from auth.h */
+/* POST /send {[customer_id,] to, subject, html[, text]} -> 200 {id, status "sent", provider_id}
+ * or 202 {id, status "queued"}; the customer from auth.h */
 static void
 send_email(const struct request *req, struct response *resp)
 {
@@ -26,7 +28,7 @@ send_email(const struct request *req, struct response *resp)
 	enum { F_CUSTOMER, F_TO, F_SUBJECT, F_HTML, F_TEXT, F_COUNT };
 	struct field_value	 v[F_COUNT];
 	struct mail_message	 msg;
-	struct mail_result	 result;
+	struct billing_result	 result;
 	struct mk_err		 err;
 	json_object		*root = NULL, *out;
 	const char		*client_key = NULL;
@@ -67,9 +69,15 @@ send_email(const struct request *req, struct response *resp)
 		response_fail(resp, &err);
 		goto out;
 	}
+	/* 200: the provider has it; 202: MailKit holds it and delivers it (billing.h) */
 	out = json_object_new_object();
 	json_object_object_add(out, "id", json_object_new_string(result.id));
-	response_json(resp, 200, out);
+	json_object_object_add(out, "status", json_object_new_string(result.queued ? "queued" :
+	    "sent"));
+	if (!result.queued)
+		json_object_object_add(out, "provider_id",
+		    json_object_new_string(result.provider_id));
+	response_json(resp, result.queued ? 202 : 200, out);
 out:
 	json_object_put(root);
 }
@@ -79,6 +87,11 @@ send_init(const struct settings *s, char *err, size_t errlen)
 {
 	if ((provider = mail_provider_find(s->mail_provider)) == NULL) {
 		snprintf(err, errlen, "MAIL_PROVIDER names no known provider");
+		return -1;
+	}
+	/* accepted sends go out from here too, not only at reconciliation */
+	if (getenv("MAILKIT_CHECK_ONLY") == NULL && billing_deliver_start(s, provider) == -1) {
+		snprintf(err, errlen, "cannot start the delivery threads");
 		return -1;
 	}
 	return 0;
@@ -98,7 +111,10 @@ main(void)
 		.json_only = 1,
 		.init = send_init,
 	};
+	int rc;
 
-	return server_main(&app, &settings, SETTINGS_NEED_DODO | SETTINGS_NEED_CREDITS |
+	rc = server_main(&app, &settings, SETTINGS_NEED_DODO | SETTINGS_NEED_CREDITS |
 	    SETTINGS_NEED_MAIL);
+	billing_deliver_stop();
+	return rc;
 }

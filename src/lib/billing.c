@@ -1,8 +1,12 @@
-/* billing.c: the send journal's state machine — debit, send, compensate; one credit per email. */
+/* billing.c: the send journal's state machine — debit, send, compensate, fence; one credit per email. */
 #include <sys/random.h>
 
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,7 +21,13 @@
 
 #define KEY_CLOCK_BYTES		8	/* nanoseconds since 1970, big-endian: keys sort by time */
 #define KEY_RANDOM_BYTES	8	/* 64 bits more: two sends in one nanosecond still differ */
+#define BILLING_ID_HEX		32	/* hex digits of the key that make an email id */
 #define BILLING_JSON_FLAGS	(JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+#define BILLING_GAVE_UP_MSG	"mail provider unavailable for 23 hours; the email was not " \
+	"sent and its credit was returned"
+
+/* Who drives a row: the request that answers the client, or the background. */
+enum billing_mode { BILLING_REQUEST, BILLING_BACKGROUND };
 
 /* Hex SHA-256 of a, a NUL, and b (so ("ab","c") and ("a","bc") differ). */
 static int
@@ -52,6 +62,32 @@ billing_key_base(const char *customer_id, const char *client_key, char *out, siz
 		key[i] = (unsigned char)(ns & 0xff);
 	digest_hex(key, sizeof key, out);
 	return 0;
+}
+
+void
+billing_email_id(const char *key, char *out)
+{
+	/* 8-4-4-4-12, like the provider's ids, so clients need not tell them apart */
+	snprintf(out, BILLING_ID_MAX, "%.8s-%.4s-%.4s-%.4s-%.12s", key, key + 8, key + 12,
+	    key + 16, key + 20);
+}
+
+int
+billing_id_prefix(const char *id, char *prefix, size_t prefixlen)
+{
+	size_t	n = 0;
+
+	if (prefixlen < BILLING_ID_HEX + 1)
+		return -1;
+	for (const char *p = id; *p != '\0'; p++) {
+		if (*p == '-' && (p - id == 8 || p - id == 13 || p - id == 18 || p - id == 23))
+			continue;
+		if (!isxdigit((unsigned char)*p) || n == BILLING_ID_HEX)
+			return -1;
+		prefix[n++] = (char)tolower((unsigned char)*p);
+	}
+	prefix[n] = '\0';
+	return n == BILLING_ID_HEX ? 0 : -1;
 }
 
 /* The message as the journal keeps it: enough to send it again byte for byte. */
@@ -107,59 +143,248 @@ billing_definite(const struct mk_err *err)
 	return !err->maybe_done && err->status >= 400 && err->status < 500;
 }
 
+/* Seconds before background try number `attempts` (1, 2, 4 ... capped), jittered. */
+static long
+billing_backoff_sec(int attempts)
+{
+	static _Thread_local unsigned int seed;
+	long	 d = 1;
+	double	 jitter;
+
+	if (seed == 0)
+		seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)&seed;
+	for (int i = 1; i < attempts && d < BILLING_BACKOFF_MAX_SEC; i++)
+		d *= 2;
+	if (d > BILLING_BACKOFF_MAX_SEC)
+		d = BILLING_BACKOFF_MAX_SEC;
+	jitter = 1.0 - (rand_r(&seed) / ((double)RAND_MAX + 1.0)) * 0.25;
+	return d * jitter < 1.0 ? 1 : (long)(d * jitter + 0.5);
+}
+
+static void
+billing_sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* The three keys of a row, derived from its journal key. */
+struct billing_keys {
+	char	debit[BILLING_KEY_MAX];
+	char	send[BILLING_KEY_MAX];
+	char	refund[BILLING_KEY_MAX];
+};
+
+static void
+billing_keys(const char *key, struct billing_keys *k)
+{
+	snprintf(k->debit, sizeof k->debit, "mk-send-%s-debit", key);
+	snprintf(k->send, sizeof k->send, "mk-send-%s", key);
+	snprintf(k->refund, sizeof k->refund, "mk-send-%s-refund", key);
+}
+
+static void
+billing_set_reply(struct store_send *row, enum store_send_state state, int status,
+    const char *reply)
+{
+	row->state = state;
+	row->status = status;
+	snprintf(row->reply, sizeof row->reply, "%s", reply);
+}
+
 /*
- * Drive an owned row from its state to a final one.  The message is request
- * when the row was inserted from it, else the row's stored copy.  With
- * answer_first the final state is queued (store_send_finish) so the caller
- * can answer before it is written; reconciliation writes it at once, as it
- * reads the journal again next.  Returns 0 (sent, out filled) or -1 with
- * err; on -1 the row is either final (rejected/refunded, replayed to later
- * retries) or released for a retry to resume.
+ * Let go of a row that is still pending, to be tried again by the
+ * background after the backoff (or, for a 5xx void, after the grace a
+ * client's retry has to take it up).
+ */
+static void
+billing_postpone(const struct settings *s, struct store_send *row, long delay_sec)
+{
+	struct mk_err	serr;
+
+	row->attempts++;
+	if (delay_sec < 0)
+		delay_sec = billing_backoff_sec(row->attempts);
+	if (store_send_release(s, row, delay_sec, &serr) == -1)
+		log_error("send %.12s…: not released (%s); it is resumed when its lease ends",
+		    row->key, serr.msg);
+}
+
+/* Write a final state now (background, reconciliation) or batched (a request's 200). */
+static void
+billing_record(const struct settings *s, struct store_send *row, enum billing_mode mode)
+{
+	struct mk_err	serr;
+	int		rc;
+
+	rc = mode == BILLING_REQUEST && row->state == SEND_SENT ?
+	    store_send_finish(s, row, &serr) : store_send_save(s, row, &serr);
+	if (rc == -1)
+		log_error("send %.12s…: state %s not recorded (%s); it is resumed with the same "
+		    "keys", row->key, store_send_state_name(row->state), serr.msg);
+}
+
+/* Debit one credit with the row's key; fills row->debited on success. */
+static int
+billing_debit(const struct settings *s, struct store_send *row, const struct billing_keys *k,
+    struct dodo_ledger_result *entry, struct mk_err *err)
+{
+	if (dodo_ledger_entry(s, row->customer_id, DODO_DEBIT, "1", "email send", k->debit,
+	    row->key, entry, err) == -1)
+		return -1;
+	if (entry->outcome != DODO_LEDGER_INSUFFICIENT) {
+		row->debited = 1;
+		snprintf(row->debit_entry, sizeof row->debit_entry, "%s", entry->entry_id);
+	}
+	return 0;
+}
+
+/*
+ * The debit of a request (state NEW).  Returns 1 when it stands (go on to
+ * the send), 0 when the row was settled otherwise (err holds the answer).
+ * unsure: an earlier attempt of this debit may be in flight (the row is
+ * resumed after a crash), so an "insufficient" answer is not final proof.
+ */
+static int
+billing_step_debit(const struct settings *s, struct store_send *row,
+    const struct billing_keys *k, enum billing_mode mode, int unsure, struct mk_err *err)
+{
+	struct dodo_ledger_result	entry;
+
+	for (int tries = 0;; tries++) {
+		if (billing_debit(s, row, k, &entry, err) == -1) {
+			if (billing_definite(err)) {
+				/* refused before acting (unknown customer, ...): final */
+				billing_set_reply(row, SEND_REJECTED, err->status, err->msg);
+				billing_record(s, row, mode);
+				return 0;
+			}
+			/*
+			 * Unknown: the debit may land.  Nothing is sent, so nothing
+			 * may be charged: the row is voided (the key fenced, any
+			 * landed debit refunded) unless the client's retry takes it
+			 * up within the grace.
+			 */
+			log_warn("send %.12s…: debit unconfirmed (%s); voiding it", row->key,
+			    err->msg);
+			billing_set_reply(row, SEND_VOIDING, err->status == 504 || err->status == 502 ?
+			    err->status : 503, BILLING_NOT_CHARGED_MSG);
+			billing_postpone(s, row, s->void_grace_sec);
+			mk_fail(err, row->status, "%s", row->reply);
+			return 0;
+		}
+		if (entry.outcome != DODO_LEDGER_INSUFFICIENT)
+			return 1;
+		unsure |= entry.earlier_maybe_done;
+		if (!unsure) {
+			billing_set_reply(row, SEND_REJECTED, 402, BILLING_NO_CREDIT_MSG);
+			billing_record(s, row, mode);
+			mk_fail(err, 402, "%s", BILLING_NO_CREDIT_MSG);
+			return 0;
+		}
+		/*
+		 * "Insufficient" after an attempt whose fate is unknown: that one
+		 * may still land.  Ask again with the same key a little later (a
+		 * 409 would mean it landed), then answer 402 and fence the key.
+		 */
+		if (mode == BILLING_BACKGROUND || tries >= BILLING_RESOLVE_TRIES) {
+			log_warn("send %.12s…: no credit, but an earlier debit attempt is "
+			    "unresolved; fencing its key", row->key);
+			billing_set_reply(row, SEND_VOIDING, 402, BILLING_NO_CREDIT_MSG);
+			billing_postpone(s, row, 1);
+			mk_fail(err, 402, "%s", BILLING_NO_CREDIT_MSG);
+			return 0;
+		}
+		billing_sleep_ms(BILLING_RESOLVE_STEP_MS);
+	}
+}
+
+/*
+ * Fence a voided row's debit key: debit again with the same key.  If a
+ * debit lands now or had landed (409), the key is spent and no late attempt
+ * can land any more; refund it.  If the balance refuses, nothing of ours has
+ * landed yet: try again later, until BILLING_WINDOW_SEC.  Returns 0 when
+ * the row is final, 1 when still pending.
+ */
+static int
+billing_step_fence(const struct settings *s, struct store_send *row,
+    const struct billing_keys *k, struct mk_err *err)
+{
+	struct dodo_ledger_result	entry;
+
+	if (!row->debited) {
+		if (billing_debit(s, row, k, &entry, err) == -1) {
+			billing_postpone(s, row, -1);
+			return 1;
+		}
+		if (entry.outcome == DODO_LEDGER_INSUFFICIENT) {
+			if (time(NULL) - row->created_at < BILLING_WINDOW_SEC) {
+				billing_postpone(s, row, -1);
+				return 1;
+			}
+			row->state = SEND_VOIDED;	/* nothing of ours ever landed */
+			billing_record(s, row, BILLING_BACKGROUND);
+			return 0;
+		}
+		log_warn("send %.12s…: a debit stands for a send answered %d; refunding it",
+		    row->key, row->status);
+	}
+	if (dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
+	    "refund: email not sent", k->refund, row->key, &entry, err) == -1) {
+		billing_postpone(s, row, -1);
+		return 1;
+	}
+	row->refunded = 1;
+	snprintf(row->refund_entry, sizeof row->refund_entry, "%s", entry.entry_id);
+	row->state = SEND_VOIDED;
+	billing_record(s, row, BILLING_BACKGROUND);
+	return 0;
+}
+
+/*
+ * Drive an owned row from its state on.  The message is `request` when the
+ * row was inserted from it, else the row's stored copy.  Returns 0 with out
+ * filled (sent, or queued in the background), or -1 with err holding the
+ * answer (final, or 5xx with nothing charged).  In every case the row is
+ * recorded or released before return.
  */
 static int
 billing_drive(const struct settings *s, const struct mail_provider *mp,
-    struct store_send *row, const struct mail_message *request, int answer_first,
-    struct mail_result *out, struct mk_err *err)
+    struct store_send *row, const struct mail_message *request, enum billing_mode mode,
+    struct billing_result *out, struct mk_err *err)
 {
-	int	(*finish)(const struct settings *, struct store_send *, enum store_send_state,
-		    int, const char *, const char *, struct mk_err *) =
-		    answer_first ? store_send_finish : store_send_advance;
+	struct billing_keys		 k;
 	struct dodo_ledger_result	 entry;
 	struct mail_message		 msg;
-	struct mk_err			 serr;
+	struct mail_result		 sent;
 	json_object			*stored = NULL;
-	char				 debit_key[BILLING_KEY_MAX], send_key[BILLING_KEY_MAX];
-	char				 refund_key[BILLING_KEY_MAX];
-	int				 rc = -1;
+	/* a row taken over (not inserted now) may have a debit attempt in flight */
+	int				 rc = -1, unsure = request == NULL;
 
-	snprintf(debit_key, sizeof debit_key, "mk-send-%s-debit", row->key);
-	snprintf(send_key, sizeof send_key, "mk-send-%s", row->key);
-	snprintf(refund_key, sizeof refund_key, "mk-send-%s-refund", row->key);
+	billing_keys(row->key, &k);
+	memset(out, 0, sizeof *out);
+	billing_email_id(row->key, out->id);
+	/* a client's retry takes up a send it was told was not charged */
+	if (mode == BILLING_REQUEST && row->state == SEND_VOIDING && row->status >= 500)
+		row->state = row->debited ? SEND_SENDING : SEND_NEW;
+	memset(&msg, 0, sizeof msg);
 	if (request != NULL)
 		msg = *request;		/* the row was stored from it just now */
-	else if ((stored = billing_message_parse(row->message, &msg)) == NULL) {
+	else if (row->state <= SEND_SENDING &&
+	    (stored = billing_message_parse(row->message, &msg)) == NULL) {
 		log_error("send %.12s…: stored message unreadable", row->key);
+		store_send_release(s, row, BILLING_BACKOFF_MAX_SEC, err);
 		return mk_fail(err, 500, "internal error");
 	}
-	msg.idempotency_key = send_key;
+	msg.idempotency_key = k.send;
 
 	for (;;) {
 		switch (row->state) {
 		case SEND_NEW:
-			if (dodo_ledger_entry(s, row->customer_id, DODO_DEBIT, "1", "email send",
-			    debit_key, row->key, &entry, err) == -1) {
-				if (billing_definite(err)) {
-					finish(s, row, SEND_REJECTED, err->status,
-					    err->msg, NULL, &serr);
-					goto out;
-				}
-				goto release;
-			}
-			if (entry.outcome == DODO_LEDGER_INSUFFICIENT) {
-				mk_fail(err, 402, "%s", BILLING_NO_CREDIT_MSG);
-				finish(s, row, SEND_REJECTED, 402, err->msg, NULL, &serr);
+			if (!billing_step_debit(s, row, &k, mode, unsure, err))
 				goto out;
-			}
 			/*
 			 * On to the send without writing the journal: a row resumed
 			 * from "new" repeats the debit (Dodo answers 409, already
@@ -170,57 +395,96 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			row->state = SEND_SENDING;
 			break;
 		case SEND_DEBITED:	/* rows written by older versions */
-			if (store_send_advance(s, row, SEND_SENDING, 0, NULL, NULL, err) == -1)
-				goto out;
+			row->debited = 1;
+			row->state = SEND_SENDING;
 			break;
 		case SEND_SENDING:
-			if (mp->send(s, &msg, out, err) == 0) {
-				if (finish(s, row, SEND_SENT, 200, out->id, out->id, &serr) == -1)
-					log_error("send %.12s…: sent as %s but not recorded (%s); "
-					    "reconcile will record it", row->key, out->id, serr.msg);
+			if (mp->send(s, &msg, &sent, err) == 0) {
+				billing_set_reply(row, SEND_SENT, 200, sent.id);
+				snprintf(row->email_id, sizeof row->email_id, "%s", sent.id);
+				billing_record(s, row, mode);
+				snprintf(out->provider_id, sizeof out->provider_id, "%s", sent.id);
 				rc = 0;
 				goto out;
 			}
-			if (err->maybe_done)	/* it may have gone out: keep the credit, resolve later */
-				goto release;
-			/* the provider refused: nothing was sent, so the credit goes back */
-			if (store_send_advance(s, row, SEND_REFUNDING, err->status, err->msg, NULL,
-			    &serr) == -1)
+			if (err->maybe_done) {
+				if (time(NULL) - row->created_at >= BILLING_WINDOW_SEC) {
+					log_error("send %.12s…: provider unavailable past the "
+					    "idempotency window; giving up and refunding", row->key);
+					billing_set_reply(row, SEND_REFUNDING, 502, BILLING_GAVE_UP_MSG);
+					break;
+				}
+				/* accepted for later: the background retries with the same key */
+				log_info("send %.12s…: provider outcome unknown (%s); queued",
+				    row->key, err->msg);
+				row->status = 202;
+				snprintf(row->reply, sizeof row->reply, "%s", err->msg);
+				billing_postpone(s, row, -1);
+				out->queued = 1;
+				if (mode == BILLING_REQUEST)
+					billing_deliver_wake();
+				rc = 0;
+				goto out;
+			}
+			/* the provider refused for good: nothing was sent, the credit goes back */
+			billing_set_reply(row, SEND_REFUNDING, err->status, err->msg);
+			if (store_send_save(s, row, err) == -1)
 				goto out;
 			break;
 		case SEND_REFUNDING:
 			if (dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
-			    "refund: email not sent", refund_key, row->key, &entry, &serr) == -1) {
+			    "refund: email not sent", k.refund, row->key, &entry, err) == -1) {
 				log_warn("send %.12s…: refund failed (%s); will retry", row->key,
-				    serr.msg);
-				mk_fail(err, row->status, "%s", row->reply);
-				store_send_release(s, row, row->status, row->reply, &serr);
-				goto out;
+				    err->msg);
+				billing_postpone(s, row, -1);
+			} else {
+				row->refunded = 1;
+				snprintf(row->refund_entry, sizeof row->refund_entry, "%s",
+				    entry.entry_id);
+				row->state = SEND_REFUNDED;
+				billing_record(s, row, mode);
 			}
-			store_send_advance(s, row, SEND_REFUNDED, 0, NULL, NULL, &serr);
+			/* either way the answer is the refusal: the refund is owed, not optional */
+			mk_fail(err, row->status, "%s", row->reply);
+			goto out;
+		case SEND_VOIDING:
+			/* background (or a 402 replayed): fence the debit key */
+			billing_step_fence(s, row, &k, err);
 			mk_fail(err, row->status, "%s", row->reply);
 			goto out;
 		case SEND_SENT:
-			snprintf(out->id, sizeof out->id, "%s", row->email_id);
+			snprintf(out->provider_id, sizeof out->provider_id, "%s", row->email_id);
 			rc = 0;
 			goto out;
 		case SEND_REFUNDED:
 		case SEND_REJECTED:
+		case SEND_VOIDED:
 			mk_fail(err, row->status, "%s", row->reply);
 			goto out;
 		}
 	}
-release:
-	store_send_release(s, row, err->status, err->msg, &serr);
 out:
 	json_object_put(stored);
 	return rc;
 }
 
+/* The answer a row gives without being driven: final, or a queued 202. */
+static int
+billing_replay(const struct store_send *row, struct billing_result *out, struct mk_err *err)
+{
+	memset(out, 0, sizeof *out);
+	billing_email_id(row->key, out->id);
+	if (row->state == SEND_SENT) {
+		snprintf(out->provider_id, sizeof out->provider_id, "%s", row->email_id);
+		return 0;
+	}
+	return mk_fail(err, row->status, "%s", row->reply);
+}
+
 int
 billing_send(const struct settings *s, const struct mail_provider *mp,
     const char *customer_id, const char *client_key, const struct mail_message *msg,
-    struct mail_result *out, struct mk_err *err)
+    struct billing_result *out, struct mk_err *err)
 {
 	struct store_send	 row;
 	struct timespec		 step = { 0, BILLING_WAIT_STEP_MS * 1000000L };
@@ -252,14 +516,11 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 	}
 	switch (r) {
 	case STORE_SEND_OWNED:
-		rc = billing_drive(s, mp, &row, row.inserted ? msg : NULL, 1, out, err);
+		rc = billing_drive(s, mp, &row, row.inserted ? msg : NULL, BILLING_REQUEST, out,
+		    err);
 		break;
 	case STORE_SEND_FINAL:
-		if (row.state == SEND_SENT) {
-			snprintf(out->id, sizeof out->id, "%s", row.email_id);
-			rc = 0;
-		} else
-			mk_fail(err, row.status, "%s", row.reply);
+		rc = billing_replay(&row, out, err);
 		break;
 	case STORE_SEND_MISMATCH:
 		mk_fail(err, 409, "Idempotency-Key was already used with a different request");
@@ -277,24 +538,229 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 }
 
 int
-billing_resume(const struct settings *s, const struct mail_provider *mp,
-    const struct store_send *pending, struct mk_err *err)
+billing_refund_orphan(const struct settings *s, const struct store_send *row,
+    struct mk_err *err)
 {
-	struct store_send	row;
-	struct mail_result	out;
-	struct mk_err		derr;
-	int			r, rc;
+	struct billing_keys		k;
+	struct dodo_ledger_result	entry;
 
-	r = store_send_begin(s, pending->key, pending->customer_id, NULL, NULL, &row, err);
-	if (r == -1)
+	billing_keys(row->key, &k);
+	return dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
+	    "refund: email not sent", k.refund, row->key, &entry, err);
+}
+
+/* "2026-12-04T12:00:00Z" */
+static json_object *
+billing_time_json(time_t t)
+{
+	struct tm	tm;
+	char		buf[32];
+
+	if (t <= 0 || gmtime_r(&t, &tm) == NULL)
+		return NULL;
+	strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return json_object_new_string(buf);
+}
+
+static json_object *
+billing_ledger_json(const char *type, const char *entry_id, const char *key)
+{
+	json_object	*e = json_object_new_object();
+
+	json_object_object_add(e, "type", json_object_new_string(type));
+	json_object_object_add(e, "amount", json_object_new_string("1"));
+	/* "" when Dodo answered 409 (applied before) and gave no entry id */
+	json_object_object_add(e, "entry_id", entry_id[0] != '\0' ?
+	    json_object_new_string(entry_id) : NULL);
+	json_object_object_add(e, "idempotency_key", json_object_new_string(key));
+	return e;
+}
+
+json_object *
+billing_email_json(const struct store_send *row)
+{
+	struct billing_keys	 k;
+	json_object		*o = json_object_new_object(), *ledger, *msg, *v;
+	const char		*status;
+	char			 id[BILLING_ID_MAX];
+
+	billing_keys(row->key, &k);
+	billing_email_id(row->key, id);
+	if (row->state == SEND_SENT)
+		status = "sent";
+	else if (row->state <= SEND_SENDING)
+		status = "queued";
+	else
+		status = "failed";	/* refunding, voiding and every other final state */
+	json_object_object_add(o, "object", json_object_new_string("email"));
+	json_object_object_add(o, "id", json_object_new_string(id));
+	json_object_object_add(o, "status", json_object_new_string(status));
+	json_object_object_add(o, "created_at", billing_time_json(row->created_at));
+	json_object_object_add(o, "updated_at", billing_time_json(row->updated_at));
+	/* recipients and subject outlive the body (store_send.h: journal hygiene) */
+	msg = row->message != NULL ? json_tokener_parse(row->message) : NULL;
+	json_object_object_add(o, "to", msg != NULL && json_object_object_get_ex(msg, "to", &v) ?
+	    json_object_get(v) : json_object_new_array());
+	json_object_object_add(o, "subject", msg != NULL &&
+	    json_object_object_get_ex(msg, "subject", &v) ? json_object_get(v) : NULL);
+	json_object_put(msg);
+	json_object_object_add(o, "provider_id", row->email_id[0] != '\0' ?
+	    json_object_new_string(row->email_id) : NULL);
+	json_object_object_add(o, "error", strcmp(status, "failed") == 0 ?
+	    json_object_new_string(row->reply) : NULL);
+	ledger = json_object_new_array();
+	if (row->debited)
+		json_object_array_add(ledger, billing_ledger_json("debit", row->debit_entry,
+		    k.debit));
+	if (row->refunded)
+		json_object_array_add(ledger, billing_ledger_json("refund", row->refund_entry,
+		    k.refund));
+	json_object_object_add(o, "ledger", ledger);
+	return o;
+}
+
+/* ------------------------------------------------------ background delivery */
+
+int
+billing_deliver_due(const struct settings *s, const struct mail_provider *mp, time_t due_by,
+    int max, struct billing_tally *t, struct mk_err *err)
+{
+	char	(*keys)[STORE_SEND_KEY_MAX];
+	int	n;
+
+	if (max <= 0)
+		return 0;
+	if ((keys = calloc((size_t)max, sizeof keys[0])) == NULL)
+		return mk_fail(err, 503, "out of memory");
+	/* the list first, then the rows: no statement stays open while rows move */
+	if ((n = store_send_due(s, due_by, keys, max, err)) == -1) {
+		free(keys);
 		return -1;
-	if (r != STORE_SEND_OWNED) {
-		store_send_free(&row);
-		return r == STORE_SEND_FINAL ? 0 : 1;
 	}
-	log_info("send %.12s…: resuming from state %s", row.key, store_send_state_name(row.state));
-	billing_drive(s, mp, &row, NULL, 0, &out, &derr);
-	rc = row.state >= SEND_SENT ? 0 : 1;
-	store_send_free(&row);
-	return rc;
+	for (int i = 0; i < n; i++) {
+		struct store_send	row;
+		struct billing_result	out;
+		struct mk_err		derr;
+		int			r;
+
+		r = store_send_begin(s, keys[i], NULL, NULL, NULL, &row, &derr);
+		if (r == STORE_SEND_OWNED) {
+			log_info("send %.12s…: background try %d from state %s", row.key,
+			    row.attempts + 1, store_send_state_name(row.state));
+			billing_drive(s, mp, &row, NULL, BILLING_BACKGROUND, &out, &derr);
+			if (row.state >= SEND_SENT)
+				t->final++;
+			else
+				t->pending++;
+		} else if (r == STORE_SEND_FINAL)
+			t->final++;
+		else if (r == STORE_SEND_BUSY)
+			t->busy++;
+		else if (r == -1 && derr.status != 404)
+			t->failed++;
+		store_send_free(&row);
+	}
+	free(keys);
+	return n;
+}
+
+/*
+ * The delivery threads of a process.  They sleep on `wake` between passes;
+ * a request that queues a send wakes one, so its first retry does not wait
+ * for the poll.
+ */
+#define BILLING_DELIVER_THREADS_MAX	16
+
+static struct {
+	pthread_mutex_t			 lock;
+	pthread_cond_t			 wake;
+	pthread_t			 threads[BILLING_DELIVER_THREADS_MAX];
+	int				 nthreads, stopping;
+	const struct settings		*settings;
+	const struct mail_provider	*provider;
+} billing_deliverer = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.wake = PTHREAD_COND_INITIALIZER,
+};
+
+void
+billing_deliver_wake(void)
+{
+	pthread_mutex_lock(&billing_deliverer.lock);
+	pthread_cond_signal(&billing_deliverer.wake);
+	pthread_mutex_unlock(&billing_deliverer.lock);
+}
+
+static void *
+billing_deliver_loop(void *arg)
+{
+	struct billing_tally	t;
+	struct mk_err		err;
+	struct timespec		until;
+
+	(void)arg;
+	for (;;) {
+		pthread_mutex_lock(&billing_deliverer.lock);
+		if (billing_deliverer.stopping) {
+			pthread_mutex_unlock(&billing_deliverer.lock);
+			break;
+		}
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += BILLING_DELIVER_POLL_MS / 1000;
+		until.tv_nsec += (BILLING_DELIVER_POLL_MS % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&billing_deliverer.wake, &billing_deliverer.lock, &until);
+		if (billing_deliverer.stopping) {
+			pthread_mutex_unlock(&billing_deliverer.lock);
+			break;
+		}
+		pthread_mutex_unlock(&billing_deliverer.lock);
+		memset(&t, 0, sizeof t);
+		if (billing_deliver_due(billing_deliverer.settings, billing_deliverer.provider,
+		    time(NULL), BILLING_DELIVER_BATCH, &t, &err) == -1)
+			log_warn("delivery: cannot read the journal (%s)", err.msg);
+		else if (t.final + t.pending + t.failed > 0)
+			log_info("delivery: %d final, %d still pending, %d busy, %d failed",
+			    t.final, t.pending, t.busy, t.failed);
+	}
+	return NULL;
+}
+
+int
+billing_deliver_start(const struct settings *s, const struct mail_provider *mp)
+{
+	long	want = s->delivery_threads;
+
+	if (want > BILLING_DELIVER_THREADS_MAX)
+		want = BILLING_DELIVER_THREADS_MAX;
+	pthread_mutex_lock(&billing_deliverer.lock);
+	billing_deliverer.settings = s;
+	billing_deliverer.provider = mp;
+	billing_deliverer.stopping = 0;
+	while (billing_deliverer.nthreads < want &&
+	    pthread_create(&billing_deliverer.threads[billing_deliverer.nthreads], NULL,
+	    billing_deliver_loop, NULL) == 0)
+		billing_deliverer.nthreads++;
+	pthread_mutex_unlock(&billing_deliverer.lock);
+	if (want > 0 && billing_deliverer.nthreads == 0)
+		return -1;
+	return 0;
+}
+
+void
+billing_deliver_stop(void)
+{
+	int	n;
+
+	pthread_mutex_lock(&billing_deliverer.lock);
+	billing_deliverer.stopping = 1;
+	pthread_cond_broadcast(&billing_deliverer.wake);
+	n = billing_deliverer.nthreads;
+	billing_deliverer.nthreads = 0;
+	pthread_mutex_unlock(&billing_deliverer.lock);
+	for (int i = 0; i < n; i++)
+		pthread_join(billing_deliverer.threads[i], NULL);
 }

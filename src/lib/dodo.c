@@ -340,6 +340,7 @@ dodo_ledger_entry(const struct settings *s, const char *customer_id,
 	/* retried safely: the idempotency key makes a repeat a 409, not a second entry */
 	if (dodo_call(s, "POST", path, text, 1, &resp, err) == -1)
 		goto out;
+	out->earlier_maybe_done = resp.earlier_maybe_done;
 	if (dodo_success(&resp)) {
 		out->outcome = DODO_LEDGER_APPLIED;
 		/* the entry exists now: a body we cannot read must not turn it into a failure */
@@ -358,8 +359,12 @@ dodo_ledger_entry(const struct settings *s, const char *customer_id,
 		    what, DODO_CODE_MAX, code != NULL ? code : "-");
 		out->outcome = DODO_LEDGER_INSUFFICIENT;
 		result = 0;
-	} else
+	} else {
 		dodo_fail_status(what, &resp, "unknown customer", err);
+		/* a 5xx may follow an entry applied before the failure */
+		if (err != NULL && (resp.status >= 500 || resp.earlier_maybe_done))
+			err->maybe_done = 1;
+	}
 out:
 	if (body != NULL)
 		json_object_put(body);

@@ -50,6 +50,9 @@ struct dodo_ledger_result {
 	enum dodo_ledger_outcome outcome;
 	char	entry_id[DODO_ID_MAX];		/* "" unless APPLIED */
 	char	balance_after[DODO_AMOUNT_MAX];	/* "" unless APPLIED */
+	int	earlier_maybe_done;		/* a retried attempt before the answer may
+						 * have applied (upstream.h): an INSUFFICIENT
+						 * answer does not prove nothing was applied */
 };
 
 /*
@@ -58,7 +61,8 @@ struct dodo_ledger_result {
  * credits carries one, so it is retried safely).  ref, when not NULL, is
  * stored as metadata {"mailkit_ref": ref} so reconciliation can match the
  * entry to MailKit's record.  Returns 0 with out filled for the three
- * outcomes above, -1 otherwise.
+ * outcomes above, -1 otherwise (err->maybe_done set when the entry may have
+ * been applied: a timeout after sending, or a 5xx answer).
  */
 int	dodo_ledger_entry(const struct settings *s, const char *customer_id,
 	    enum dodo_entry_type type, const char *amount, const char *reason,

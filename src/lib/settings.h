@@ -44,6 +44,10 @@ struct settings {
 	char	*auth_mode;		/* MAILKIT_AUTH, SETTINGS_AUTH_API_KEY or _CUSTOMER_ID */
 	int	 auth_trusts_customer_id; /* 1 in the tutorial mode "customer_id" */
 	long	 rate_limit;		/* RATE_LIMIT_PER_MINUTE per API key; 0 = off */
+	/* sends accepted for later (billing.h) */
+	long	 delivery_threads;	/* DELIVERY_THREADS per send.fcgi process; 0 = none */
+	long	 void_grace_sec;	/* SEND_VOID_GRACE_SEC: a send answered 5xx may be taken
+					   up by the client's retry this long before it is voided */
 	/* where the settings came from, for the start-up warnings */
 	char	*env_file;		/* the dotenv file read, NULL if none */
 	unsigned env_file_mode;		/* its permission bits (st_mode & 07777) */

@@ -605,6 +605,9 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 			log_warn("upstream %s %s: HTTP %ld (attempt %d)", req->method, target,
 			    a.status, resp->attempts);
 		if (retry_ok && upstream_status_retryable(&a)) {
+			/* a 5xx may come after the server acted (it applied, then failed) */
+			if (a.status >= 500)
+				maybe_done = 1;
 			/* like the SDKs: a zero or missing hint means the default schedule */
 			delay = a.retry_after_ms > 0 ? a.retry_after_ms :
 			    upstream_backoff_ms(t, resp->attempts - 1);
@@ -616,6 +619,7 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 			    req->method, target, delay);
 		}
 		resp->json = upstream_parse_json(a.body.data, a.body.len);
+		resp->earlier_maybe_done = maybe_done;
 		result = 0;
 		break;
 	}

@@ -28,6 +28,8 @@ struct upstream_response {
 	json_object	*json;		/* parsed body or NULL if empty/not JSON; caller puts it */
 	long		 retry_after_ms; /* from retry-after-ms / Retry-After, -1 if none */
 	int		 attempts;
+	int		 earlier_maybe_done; /* an earlier attempt may have acted: it timed out
+					  * after sending, or the server answered 5xx */
 };
 
 /*
@@ -44,7 +46,9 @@ void	upstream_configure(const struct settings *s);
  * x-should-retry, retry-after-ms and Retry-After.  (409 is never retried: on
  * Dodo's ledger it means "idempotency key already used".)
  *
- * Returns 0 when an HTTP response arrived (any status: the caller maps it),
+ * Returns 0 when an HTTP response arrived (any status: the caller maps it;
+ * resp->earlier_maybe_done says whether a retried attempt before it may
+ * have been acted on, which matters when the last answer is a refusal),
  * -1 on transport failure: err->status 504 for a timeout, 502 otherwise,
  * and err->maybe_done set if the request may have reached the server.
  * On 0 the caller owns resp->json.

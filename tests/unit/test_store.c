@@ -1,4 +1,5 @@
-/* test_store.c: db.c (WAL, migrations once, cached statements) and store.c's tables. */
+/* test_store.c: db.c (WAL, migrations once, cached statements) and the store's tables, each
+ * state of the send journal (store_send.h) included. */
 #include <sys/wait.h>
 
 #include <stdio.h>
@@ -317,52 +318,237 @@ count_rows(const struct store_send *row, void *arg)
 	return 0;
 }
 
-/* The send journal: insert, replay, mismatch, busy, takeover, pending list. */
-Test(store, send_journal_lifecycle)
+#define MSG	"{\"from\":\"a@b.io\",\"to\":[\"x@y.io\"],\"subject\":\"s\",\"html\":\"<p>body</p>\"}"
+
+/* Begin a new row k for cus_1 and move it to `state` with `status`, released or kept. */
+static void
+row_at(struct settings *s, const char *k, enum store_send_state state, int status,
+    int release, struct store_send *row)
+{
+	struct mk_err err;
+
+	cr_assert_eq(store_send_begin(s, k, "cus_1", "h", MSG, row, &err), STORE_SEND_OWNED);
+	row->state = state;
+	row->status = status;
+	if (release)
+		cr_assert_eq(store_send_release(s, row, 0, &err), 0, "%s", err.msg);
+	else
+		cr_assert_eq(store_send_save(s, row, &err), 0, "%s", err.msg);
+}
+
+/* Whether k's stored message still holds its body. */
+static int
+has_body(struct settings *s, const char *k)
+{
+	struct store_send	r;
+	struct mk_err		err;
+	int			body;
+
+	cr_assert_eq(store_send_get(s, "cus_1", k, &r, &err), 1);
+	body = strstr(r.message, "<p>body</p>") != NULL;
+	cr_expect(strstr(r.message, "x@y.io") != NULL, "recipients are kept: %s", r.message);
+	store_send_free(&r);
+	return body;
+}
+
+/* new -> owned; a live owner makes duplicates busy; other request or customer: mismatch. */
+Test(store, send_new_busy_mismatch)
 {
 	struct settings		s = settings_for(path);
 	struct mk_err		err;
 	struct store_send	a, b;
+
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h1", MSG, &a, &err), STORE_SEND_OWNED);
+	cr_expect_eq(a.state, SEND_NEW);
+	cr_expect(a.inserted);
+	cr_expect_eq(store_send_begin(&s, "k1", "cus_1", "h1", MSG, &b, &err), STORE_SEND_BUSY);
+	store_send_free(&b);
+	cr_expect_eq(store_send_begin(&s, "k1", "cus_1", "h2", MSG, &b, &err),
+	    STORE_SEND_MISMATCH);
+	store_send_free(&b);
+	cr_expect_eq(store_send_begin(&s, "k1", "cus_2", "h1", MSG, &b, &err),
+	    STORE_SEND_MISMATCH);
+	store_send_free(&b);
+	/* resuming an unknown key is an error, not an insert */
+	cr_expect_eq(store_send_begin(&s, "nope", "cus_1", NULL, NULL, &b, &err), -1);
+	cr_expect_eq(err.status, 404);
+	store_send_free(&a);
+}
+
+/* sending (queued, 202) -> released, due after its delay, taken up with its fields. */
+Test(store, send_queued_is_due_and_taken_up)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a, b;
+	char			keys[4][STORE_SEND_KEY_MAX];
+
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_OWNED);
+	/* owned and in flight: due (since its insert) but not listed */
+	cr_expect_eq(store_send_due(&s, time(NULL) + 1, keys, 4, &err), 0);
+	a.state = SEND_SENDING;
+	a.status = 202;
+	a.debited = 1;
+	snprintf(a.debit_entry, sizeof a.debit_entry, "cle_1");
+	a.attempts = 1;
+	cr_assert_eq(store_send_release(&s, &a, 60, &err), 0);
+	cr_expect_eq(store_send_due(&s, time(NULL), keys, 4, &err), 0, "not before its time");
+	cr_assert_eq(store_send_due(&s, time(NULL) + 61, keys, 4, &err), 1);
+	cr_expect_str_eq(keys[0], "k1");
+	/* a client's retry may take it up at any time */
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &b, &err), STORE_SEND_OWNED);
+	cr_expect_eq(b.state, SEND_SENDING);
+	cr_expect(b.debited);
+	cr_expect_str_eq(b.debit_entry, "cle_1");
+	cr_expect_eq(b.attempts, 1);
+	cr_expect(strstr(b.message, "<p>body</p>") != NULL, "a queued send keeps its body");
+	/* the old owner lost the row */
+	cr_expect_eq(store_send_save(&s, &a, &err), -1);
+	store_send_free(&a);
+	store_send_free(&b);
+}
+
+/* sent: final, replayed, released, no longer due, body dropped. */
+Test(store, send_sent_is_final)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a;
+	char			keys[4][STORE_SEND_KEY_MAX];
 	int			n = 0;
 
-	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h1", "{\"to\":[\"a@b.io\"]}", &a,
-	    &err), STORE_SEND_OWNED);
-	cr_expect_eq(a.state, SEND_NEW);
-	/* a concurrent duplicate sees a live owner (this process) */
-	cr_expect_eq(store_send_begin(&s, "k1", "cus_1", "h1", "{}", &b, &err), STORE_SEND_BUSY);
-	store_send_free(&b);
-	/* same key, other request or other customer */
-	cr_expect_eq(store_send_begin(&s, "k1", "cus_1", "h2", "{}", &b, &err),
-	    STORE_SEND_MISMATCH);
-	store_send_free(&b);
-	cr_expect_eq(store_send_begin(&s, "k1", "cus_2", "h1", "{}", &b, &err),
-	    STORE_SEND_MISMATCH);
-	store_send_free(&b);
-
-	cr_assert_eq(store_send_advance(&s, &a, SEND_DEBITED, 0, NULL, NULL, &err), 0);
-	/* a released row is resumable, in the state it reached */
-	cr_assert_eq(store_send_release(&s, &a, 504, "timed out", &err), 0);
-	cr_expect_eq(store_send_pending(&s, time(NULL) + 1, count_rows, &n, &err), 1);
-	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", NULL, NULL, &b, &err), STORE_SEND_OWNED);
-	cr_expect_eq(b.state, SEND_DEBITED);
-	cr_expect_str_eq(b.message, "{\"to\":[\"a@b.io\"]}");
-	/* the old owner lost the row: its advance fails */
-	cr_expect_eq(store_send_advance(&s, &a, SEND_SENDING, 0, NULL, NULL, &err), -1);
-	cr_assert_eq(store_send_advance(&s, &b, SEND_SENT, 200, "id-1", "id-1", &err), 0);
+	row_at(&s, "k1", SEND_SENT, 200, 0, &a);
+	cr_expect_eq(a.owner_token, 0, "a final state lets go of the row");
 	store_send_free(&a);
-	store_send_free(&b);
-
-	/* final: replayed, not pending */
-	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h1", "{}", &a, &err), STORE_SEND_FINAL);
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_FINAL);
 	cr_expect_eq(a.status, 200);
-	cr_expect_str_eq(a.email_id, "id-1");
 	store_send_free(&a);
-	n = 0;
-	cr_expect_eq(store_send_pending(&s, time(NULL) + 1, count_rows, &n, &err), 0);
-	n = 0;
+	cr_expect_eq(store_send_due(&s, time(NULL) + 1000, keys, 4, &err), 0);
+	cr_expect_not(has_body(&s, "k1"));
 	cr_expect_eq(store_send_list(&s, 0, count_rows, &n, &err), 1);
-	/* resuming an unknown key is an error, not an insert */
-	cr_expect_eq(store_send_begin(&s, "nope", "cus_1", NULL, NULL, &a, &err), -1);
+	cr_expect_eq(n, 1);
+}
+
+/* rejected (402 before any debit): final, no body. */
+Test(store, send_rejected_keeps_no_body)
+{
+	struct settings		s = settings_for(path);
+	struct store_send	a;
+
+	row_at(&s, "k1", SEND_REJECTED, 402, 0, &a);
+	store_send_free(&a);
+	cr_expect_not(has_body(&s, "k1"));
+}
+
+/* refunding: not final (the background owes the refund), but nothing to send: no body. */
+Test(store, send_refunding_is_due_without_body)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a;
+	char			keys[4][STORE_SEND_KEY_MAX];
+
+	row_at(&s, "k1", SEND_REFUNDING, 400, 1, &a);
+	store_send_free(&a);
+	cr_expect_not(has_body(&s, "k1"));
+	cr_expect_eq(store_send_due(&s, time(NULL), keys, 4, &err), 1);
+}
+
+/* voiding with a 402 answer: replayed as final, fenced by the background, no body. */
+Test(store, send_voiding_402_replays)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a;
+	char			keys[4][STORE_SEND_KEY_MAX];
+
+	row_at(&s, "k1", SEND_VOIDING, 402, 1, &a);
+	store_send_free(&a);
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_FINAL);
+	cr_expect_eq(a.status, 402);
+	store_send_free(&a);
+	cr_expect_not(has_body(&s, "k1"));
+	cr_expect_eq(store_send_due(&s, time(NULL), keys, 4, &err), 1, "the fence is due");
+	/* the background takes it up (no customer or hash to compare) */
+	cr_assert_eq(store_send_begin(&s, "k1", NULL, NULL, NULL, &a, &err), STORE_SEND_FINAL);
+	store_send_free(&a);
+}
+
+/* voiding with a 5xx answer: the client's retry takes it up again, body intact. */
+Test(store, send_voiding_5xx_is_taken_up)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a;
+
+	row_at(&s, "k1", SEND_VOIDING, 504, 1, &a);
+	store_send_free(&a);
+	cr_expect(has_body(&s, "k1"));
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_OWNED);
+	cr_expect_eq(a.state, SEND_VOIDING);
+	cr_expect_eq(a.status, 504);
+	/* voided: final; the refund entry shows in the row */
+	a.state = SEND_VOIDED;
+	a.debited = a.refunded = 1;
+	snprintf(a.refund_entry, sizeof a.refund_entry, "cle_r");
+	cr_assert_eq(store_send_save(&s, &a, &err), 0);
+	store_send_free(&a);
+	cr_assert_eq(store_send_get(&s, "cus_1", "k1", &a, &err), 1);
+	cr_expect_eq(a.state, SEND_VOIDED);
+	cr_expect(a.debited && a.refunded);
+	cr_expect_str_eq(a.debit_entry, "");
+	cr_expect_str_eq(a.refund_entry, "cle_r");
+	store_send_free(&a);
+	cr_expect_not(has_body(&s, "k1"));
+}
+
+/* A final state queued by store_send_finish() is written by the writer thread. */
+Test(store, send_finish_is_written_soon)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a, b;
+	int			r = -1;
+
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_OWNED);
+	a.state = SEND_SENT;
+	a.status = 200;
+	cr_assert_eq(store_send_finish(&s, &a, &err), 0);
+	for (int i = 0; i < 200; i++) {		/* up to 2 s; written within ~10 ms */
+		r = store_send_begin(&s, "k1", "cus_1", "h", MSG, &b, &err);
+		store_send_free(&b);
+		if (r == STORE_SEND_FINAL)
+			break;
+		usleep(10000);
+	}
+	cr_expect_eq(r, STORE_SEND_FINAL);
+	store_send_free(&a);
+}
+
+/* Lookups by email id (a key prefix) and the customer's pages, newest first. */
+Test(store, send_get_and_page)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a;
+	const char		*k[3] = { "aaaa1", "bbbb2", "cccc3" };
+	int			n;
+
+	for (int i = 0; i < 3; i++) {
+		row_at(&s, k[i], SEND_SENT, 200, 0, &a);
+		store_send_free(&a);
+	}
+	cr_expect_eq(store_send_get(&s, "cus_1", "bbbb", &a, &err), 1);
+	cr_expect_str_eq(a.key, "bbbb2");
+	store_send_free(&a);
+	cr_expect_eq(store_send_get(&s, "cus_2", "bbbb", &a, &err), 0, "another customer's");
+	n = 0;
+	cr_expect_eq(store_send_page(&s, "cus_1", NULL, 2, count_rows, &n, &err), 2);
+	n = 0;
+	cr_expect_eq(store_send_page(&s, "cus_1", "bbbb", 10, count_rows, &n, &err), 1);
+	cr_expect_eq(store_send_page(&s, "cus_1", "ffff", 10, count_rows, &n, &err), -1);
+	cr_expect_eq(err.status, 400);
+	cr_expect_eq(store_send_page(&s, "cus_2", NULL, 10, count_rows, &n, &err), 0);
 }
 
 /* A claim held by a dead process is taken over at once, not after the lease. */
@@ -371,6 +557,7 @@ Test(store, send_journal_dead_owner)
 	struct settings		s = settings_for(path);
 	struct mk_err		err;
 	struct store_send	a;
+	char			keys[4][STORE_SEND_KEY_MAX];
 	pid_t			pid;
 	int			status;
 
@@ -383,8 +570,46 @@ Test(store, send_journal_dead_owner)
 	}
 	cr_assert_eq(waitpid(pid, &status, 0), pid);
 	cr_assert_eq(WEXITSTATUS(status), 0);
+	/* the background finds it at once ... */
+	cr_expect_eq(store_send_due(&s, time(NULL), keys, 4, &err), 1);
+	/* ... and so does the client's retry */
 	cr_expect_eq(store_send_begin(&s, "k2", "cus_1", "h", "{}", &a, &err), STORE_SEND_OWNED);
 	store_send_free(&a);
+}
+
+/* Rows of the schema before migration 8 keep their meaning: states renumbered, bodies of
+ * finished rows dropped, unfinished rows due. */
+Test(store, send_migration_8)
+{
+	struct settings	s = settings_for(path);
+	struct mk_err	err;
+	struct store_send a;
+	char		keys[4][STORE_SEND_KEY_MAX];
+	sqlite3		*db;
+
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	cr_assert_eq(sqlite3_exec(db,
+	    "CREATE TABLE sends (key TEXT PRIMARY KEY, customer_id TEXT NOT NULL,"
+	    " request_hash TEXT NOT NULL, message TEXT NOT NULL, state INTEGER NOT NULL,"
+	    " status INTEGER NOT NULL DEFAULT 0, reply TEXT NOT NULL DEFAULT '',"
+	    " email_id TEXT NOT NULL DEFAULT '', owner_pid INTEGER, owner_token INTEGER,"
+	    " lease_until INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+	    "CREATE INDEX sends_open ON sends(updated_at) WHERE state < 4;"
+	    "INSERT INTO sends (key, customer_id, request_hash, message, state, status,"
+	    " created_at, updated_at) VALUES"
+	    " ('old-sent', 'cus_1', 'h', '" MSG "', 4, 200, 1, 1),"
+	    " ('old-debited', 'cus_1', 'h', '" MSG "', 1, 504, 1, 1);"
+	    "PRAGMA user_version = 7;", NULL, NULL, NULL), SQLITE_OK, "%s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+
+	cr_assert_eq(store_send_get(&s, "cus_1", "old-sent", &a, &err), 1, "%s", err.msg);
+	cr_expect_eq(a.state, SEND_SENT);
+	cr_expect(a.debited, "a sent row's debit stands");
+	store_send_free(&a);
+	cr_expect_not(has_body(&s, "old-sent"));
+	cr_expect(has_body(&s, "old-debited"));
+	cr_expect_eq(store_send_due(&s, time(NULL), keys, 4, &err), 1);
+	cr_expect_str_eq(keys[0], "old-debited");
 }
 
 Test(store, unusable_path_is_503)
