@@ -383,11 +383,14 @@ export const randomSecret = () => `whsec_${randomBytes(32).toString('base64')}`;
 
 // ------------------------------------------------------------- sandbox
 
-// The next `count` calls of `target` fail with `mode` ("500"|"429"|"stall"|"drop").
-export async function sandboxFault(stack, { target, mode, count = 1, stall_ms }) {
+// The next `count` calls of `target` fail with `mode` ("500"|"429"|"422"|"stall"|"drop"|
+// "late"|"accept500"; see src/sandbox/README.md).
+export async function sandboxFault(stack, { target, mode, count = 1, stall_ms, late_ms }) {
 	const body = { target, mode, count };
 	if (stall_ms !== undefined)
 		body.stall_ms = stall_ms;
+	if (late_ms !== undefined)
+		body.late_ms = late_ms;
 	const r = await postJson(stack, '/sandbox/admin/faults', body);
 	if (r.status < 200 || r.status > 299)
 		throw new Error(`sandbox fault ${JSON.stringify(body)}: ${r.status} ${r.text}`);
