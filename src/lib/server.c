@@ -21,7 +21,7 @@
 
 #define SERVER_LISTEN_BACKLOG	128	/* for $MAILKIT_SOCKET; spawn-fcgi sets its own */
 #define SERVER_READ_CHUNK	(64 * 1024)	/* FCGX_GetStr takes an int length */
-#define SERVER_THREADS_MAX	64
+#define SERVER_THREADS_MAX	1024	/* the sandbox: a thread per slow call in flight */
 
 static int		server_listen_fd;
 /*
@@ -537,6 +537,7 @@ server_run(const struct app *app)
 	struct sigaction	 sa;
 	struct worker		*workers;
 	pthread_t		 tids[SERVER_THREADS_MAX];
+	pthread_attr_t		 attr;
 	const char		*sock = getenv("MAILKIT_SOCKET");
 	int			 nthreads = app->threads, started = 0;
 
@@ -585,13 +586,18 @@ server_run(const struct app *app)
 	 * thread's handles (store, upstream) are freed as it ends, so nothing
 	 * a request allocated is left at exit for valgrind or LeakSanitizer.
 	 */
+	pthread_attr_init(&attr);
+	if (app->thread_stack > 0 && pthread_attr_setstacksize(&attr, app->thread_stack) != 0)
+		log_warn("thread stack of %zu bytes refused: the system's default is used",
+		    app->thread_stack);
 	for (int i = 0; i < nthreads; i++) {
-		if (pthread_create(&tids[i], NULL, server_worker, &workers[i]) != 0) {
+		if (pthread_create(&tids[i], &attr, server_worker, &workers[i]) != 0) {
 			log_error("pthread_create failed: %s", strerror(errno));
 			break;
 		}
 		started = i + 1;
 	}
+	pthread_attr_destroy(&attr);
 	if (started == 0)
 		server_worker(&workers[0]);
 	for (int i = 0; i < started; i++)
@@ -619,7 +625,8 @@ server_main(struct app *app, struct settings *s, unsigned need)
 	upstream_configure(s);
 	if (app->init != NULL && app->init(s, err, sizeof err) == -1)
 		fatal("%s", err);
-	app->threads = (int)s->threads;
+	if (app->threads <= 0)
+		app->threads = (int)s->threads;
 	app->max_body = (size_t)s->max_body;
 	return server_run(app);
 }

@@ -74,7 +74,8 @@ struct app {
 	const struct route	*routes;
 	size_t			 nroutes;
 	size_t			 max_body;	/* 413 above this, before reading */
-	int			 threads;	/* request threads in this process (>= 1) */
+	int			 threads;	/* request threads in this process (>= 1); 0: MAILKIT_THREADS */
+	size_t			 thread_stack;	/* bytes of stack per request thread; 0: the system's */
 	const char		*mount;		/* path prefix to strip, e.g. "/sandbox"; NULL = none */
 	int			 json_only;	/* 415 unless POST/PUT/... say Content-Type: application/json */
 	/* run by server_main once the settings are loaded, before serving; 0 / -1 with err */

@@ -27,10 +27,12 @@ dodo_api_error(struct response *resp, int status, const char *code, const char *
 	va_end(ap);
 }
 
-/* 1 when the request carries "Authorization: Bearer <token>"; else a 401 is set. */
+/* Every Dodo call starts here: SANDBOX_LATENCY_MS, then 1 when the request
+ * carries "Authorization: Bearer <token>"; else a 401 is set. */
 static int
 dodo_api_authorized(const struct request *req, struct response *resp)
 {
+	fault_sleep_ms(sandbox.latency_ms);	/* as a real upstream's round trip */
 	if (state_bearer(req->authorization))
 		return 1;
 	dodo_api_error(resp, 401, "UNAUTHORIZED",
@@ -802,23 +804,32 @@ dodo_api_parse_time(const char *s, int64_t *ms)
 	return *ms > 0 ? 0 : -1;
 }
 
-/* POST /dodo/credit-entitlements/{cent}/balances/{cus}/ledger-entries */
-void
-dodo_api_ledger_post(const struct request *req, struct response *resp)
+static fault_apply_fn dodo_api_ledger_late;
+
+/*
+ * A ledger entry of an authorized request: parse, check, apply, answer.
+ * With plan, the fault of the entry's target is taken once entry_type
+ * names it, and left in plan (a late one ends the request here); NULL at
+ * late time, when the request took its fault long ago.  1 when the entry
+ * was written, else 0.
+ */
+static int
+dodo_api_ledger_entry(const struct request *req, struct response *resp,
+    struct fault_plan *plan)
 {
 	struct mk_err		 err;
 	struct ledger_request	 in;
-	enum ledger_outcome	 r;
+	enum ledger_outcome	 r = LEDGER_FAILED;
 	sqlite3			*db;
 	json_object		*root = NULL, *v, *o;
-	const char		*type = NULL, *expires = NULL;
+	const char		*type = NULL, *expires = NULL, *target;
 	char			 why[128], entry[SANDBOX_ID_MAX];
 
-	if (!dodo_api_authorized(req, resp) || (db = dodo_api_db(resp)) == NULL)
-		return;
+	if ((db = dodo_api_db(resp)) == NULL)
+		return 0;
 	if ((root = request_json(req, &err)) == NULL) {
 		dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "%s", err.msg);
-		return;
+		return 0;
 	}
 	memset(&in, 0, sizeof(in));
 	if (dodo_api_opt_string(root, "entry_type", 16, &type) == -1 || type == NULL ||
@@ -828,9 +839,17 @@ dodo_api_ledger_post(const struct request *req, struct response *resp)
 		goto out;
 	}
 	in.is_credit = strcmp(type, "credit") == 0;
-	if (fault_check(in.is_credit ? "ledger_credit" : "ledger_debit", SANDBOX_API_DODO, resp,
-	    NULL) != 0)
-		goto out;
+	target = in.is_credit ? "ledger_credit" : "ledger_debit";
+	if (plan != NULL) {
+		if (fault_check(target, SANDBOX_API_DODO, resp, plan) != 0)
+			goto out;
+		if (plan->kind == FAULT_LATE) {
+			fault_late(req, resp, plan, target, dodo_api_ledger_late);
+			goto out;
+		}
+		if (plan->kind == FAULT_STALL)
+			fault_sleep_ms(plan->stall_ms);
+	}
 	if (!dodo_api_balance_owner(db, req, resp))
 		goto out;
 	if (!json_object_object_get_ex(root, "amount", &v) || dodo_api_amount(v, &in.amount) == -1) {
@@ -885,6 +904,26 @@ dodo_api_ledger_post(const struct request *req, struct response *resp)
 	}
 out:
 	json_object_put(root);
+	return r == LEDGER_APPLIED;
+}
+
+/* The entry of a "late" fault, at its time (fault_apply_fn). */
+static int
+dodo_api_ledger_late(const struct request *req, struct response *resp)
+{
+	return dodo_api_ledger_entry(req, resp, NULL);
+}
+
+/* POST /dodo/credit-entitlements/{cent}/balances/{cus}/ledger-entries */
+void
+dodo_api_ledger_post(const struct request *req, struct response *resp)
+{
+	struct fault_plan	plan = { .kind = FAULT_NONE };
+
+	if (!dodo_api_authorized(req, resp))
+		return;
+	dodo_api_ledger_entry(req, resp, &plan);
+	fault_after(&plan, SANDBOX_API_DODO, resp);
 }
 
 /* Ledger entry from "SELECT id". */

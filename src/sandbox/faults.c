@@ -13,6 +13,9 @@
 
 #define FAULT_STALL_DEFAULT_MS	15000	/* longer than MailKit's per-attempt timeout in tests */
 #define FAULT_STALL_MAX_MS	60000	/* a stalled request thread is lost this long */
+#define FAULT_LATE_AFTER_STALL_MS 2000	/* default late_ms: this long after the request ended */
+#define FAULT_LATE_MAX_MS	60000	/* a late effect is queued in memory this long at most */
+#define FAULT_MODE_MAX		16	/* "accept500" and a NUL, with room */
 #define FAULT_COUNT_MAX		1000
 #define ADMIN_LIST_MAX		200	/* rows returned by the admin list routes */
 #define ADMIN_QUERY_MAX		320	/* one decoded ?to=, ?subject= or ?type= value */
@@ -22,8 +25,22 @@ static const char *const fault_targets[] = {
 	"checkout", "customer", "balance_read", "ledger_debit", "ledger_credit",
 	"email_send", "webhook",
 };
-static const char *const fault_modes[] = { "500", "429", "422", "stall", "drop" };
-#define FAULT_NTARGETS	(sizeof(fault_targets) / sizeof(fault_targets[0]))
+static const char *const fault_modes[] = {
+	"500", "429", "422", "stall", "drop", "late", "accept500",
+};
+/* late and accept500 need a handler that applies an effect (fault_check with a plan) */
+static const char *const fault_effect_targets[] = { "ledger_debit", "ledger_credit", "email_send" };
+static const char *const fault_effect_modes[] = { "late", "accept500" };
+#define FAULT_NELEMS(a)	(sizeof(a) / sizeof((a)[0]))
+#define FAULT_NTARGETS	FAULT_NELEMS(fault_targets)
+
+/* A pending fault as stored in table faults. */
+struct fault_row {
+	char	mode[FAULT_MODE_MAX];
+	int	remaining;
+	long	stall_ms;
+	long	late_ms;	/* mode "late" only */
+};
 
 /*
  * Calls per target since the last reset (GET /admin/stats "calls"), in
@@ -145,23 +162,23 @@ fault_calls_clear(void)
 	atomic_store(&fault_calls_changed, 1);
 }
 
-/* The pending fault of target: 1 with mode, remaining and stall_ms filled,
- * 0 when there is none, -1 on database errors. */
+/* The pending fault of target: 1 with f filled, 0 when there is none, -1
+ * on database errors. */
 static int
-fault_find(sqlite3 *db, const char *target, char *mode, size_t modelen, int *remaining,
-    long *stall_ms)
+fault_find(sqlite3 *db, const char *target, struct fault_row *f)
 {
 	sqlite3_stmt	*st;
 	int		 rc;
 
-	if ((st = state_prepare(db, "SELECT mode, remaining, stall_ms FROM faults"
+	if ((st = state_prepare(db, "SELECT mode, remaining, stall_ms, late_ms FROM faults"
 	    " WHERE target = ?1")) == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, target, -1, SQLITE_STATIC);
 	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		snprintf(mode, modelen, "%s", state_text(st, 0));
-		*remaining = sqlite3_column_int(st, 1);
-		*stall_ms = (long)sqlite3_column_int64(st, 2);
+		snprintf(f->mode, sizeof(f->mode), "%s", state_text(st, 0));
+		f->remaining = sqlite3_column_int(st, 1);
+		f->stall_ms = (long)sqlite3_column_int64(st, 2);
+		f->late_ms = (long)sqlite3_column_int64(st, 3);
 	}
 	state_done(st);
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
@@ -173,24 +190,24 @@ fault_find(sqlite3 *db, const char *target, char *mode, size_t modelen, int *rem
  * fault is read again and taken under BEGIN IMMEDIATE, so all threads and
  * processes together take each one exactly once.  (A fault armed while the
  * first read runs is missed, as if this call had come just before it.)
- * Returns 1 with mode and stall_ms filled when a fault applies, 0 when not,
- * -1 on database errors.
+ * Returns 1 with f filled when a fault applies, 0 when not, -1 on database
+ * errors.
  */
 static int
-fault_take(sqlite3 *db, const char *target, char *mode, size_t modelen, long *stall_ms)
+fault_take(sqlite3 *db, const char *target, struct fault_row *f)
 {
-	int	remaining = 0, found;
+	int	found;
 
 	if (db == NULL)
 		return -1;
 	fault_count(target);
-	if ((found = fault_find(db, target, mode, modelen, &remaining, stall_ms)) != 1)
+	if ((found = fault_find(db, target, f)) != 1)
 		return found;
 	if (db_begin(db) == -1)
 		return -1;
-	if ((found = fault_find(db, target, mode, modelen, &remaining, stall_ms)) == -1)
+	if ((found = fault_find(db, target, f)) == -1)
 		goto fail;
-	if (found && state_exec(db, remaining <= 1 ?
+	if (found && state_exec(db, f->remaining <= 1 ?
 	    "DELETE FROM faults WHERE target = ?1" :
 	    "UPDATE faults SET remaining = remaining - 1 WHERE target = ?1", 1, target) == -1)
 		goto fail;
@@ -202,28 +219,58 @@ fail:
 	return -1;
 }
 
-int
-fault_check(const char *target, enum sandbox_api api, struct response *resp, long *stall_out)
+/* The API's own 500, as an injected "500" and accept500 answer it. */
+static void
+fault_error_500(enum sandbox_api api, struct response *resp)
 {
-	char	mode[16];
-	long	stall_ms = 0;
+	if (api == SANDBOX_API_RESEND)
+		resend_api_error(resp, 500, "internal_server_error",
+		    "An unexpected error occurred, please try again later.");
+	else
+		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "Internal server error");
+}
 
-	if (fault_take(state_db(), target, mode, sizeof(mode), &stall_ms) != 1)
+int
+fault_check(const char *target, enum sandbox_api api, struct response *resp,
+    struct fault_plan *plan)
+{
+	struct fault_row	f;
+
+	if (plan != NULL) {
+		plan->kind = FAULT_NONE;
+		plan->stall_ms = 0;
+		plan->late_at_ms = 0;
+	}
+	if (fault_take(state_db(), target, &f) != 1)
 		return 0;
-	log_info("sandbox: injecting fault %s into %s", mode, target);
-	if (strcmp(mode, "stall") == 0) {
-		if (stall_out != NULL)
-			*stall_out = stall_ms;
-		else
-			fault_sleep_ms(stall_ms);
+	log_info("sandbox: injecting fault %s into %s", f.mode, target);
+	if (strcmp(f.mode, "stall") == 0) {
+		if (plan == NULL) {
+			fault_sleep_ms(f.stall_ms);
+			return 0;
+		}
+		plan->kind = FAULT_STALL;
+		plan->stall_ms = f.stall_ms;
 		return 0;
 	}
-	if (strcmp(mode, "drop") == 0) {
+	if (strcmp(f.mode, "late") == 0 || strcmp(f.mode, "accept500") == 0) {
+		if (plan == NULL) {
+			/* faults_post() refuses these for targets without a plan */
+			log_warn("sandbox: fault %s ignored: %s has no effect to apply late",
+			    f.mode, target);
+			return 0;
+		}
+		plan->kind = strcmp(f.mode, "late") == 0 ? FAULT_LATE : FAULT_ACCEPT500;
+		plan->stall_ms = f.stall_ms;
+		plan->late_at_ms = state_now_ms() + f.late_ms;
+		return 0;
+	}
+	if (strcmp(f.mode, "drop") == 0) {
 		resp->drop = 1;	/* the loop finishes the request without a reply */
 		resp->status = 500;
 		return 1;
 	}
-	if (strcmp(mode, "422") == 0) {
+	if (strcmp(f.mode, "422") == 0) {
 		/* a definite refusal: the call was understood and did nothing */
 		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 422, "validation_error",
@@ -232,7 +279,7 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp, lon
 			dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "Injected refusal");
 		return 1;
 	}
-	if (strcmp(mode, "429") == 0) {
+	if (strcmp(f.mode, "429") == 0) {
 		response_header(resp, "Retry-After", FAULT_RETRY_AFTER);
 		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 429, "rate_limit_exceeded",
@@ -241,24 +288,39 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp, lon
 			dodo_api_error(resp, 429, "TOO_MANY_REQUESTS", "Too many requests");
 		return 1;
 	}
-	if (api == SANDBOX_API_RESEND)
-		resend_api_error(resp, 500, "internal_server_error",
-		    "An unexpected error occurred, please try again later.");
-	else
-		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "Internal server error");
+	fault_error_500(api, resp);
 	return 1;
+}
+
+void
+fault_late(const struct request *req, struct response *resp, const struct fault_plan *plan,
+    const char *target, fault_apply_fn *apply)
+{
+	late_queue(target, req, apply, plan->late_at_ms);	/* a failure is logged */
+	fault_sleep_ms(plan->stall_ms);
+	resp->drop = 1;		/* as "drop": the loop finishes the request without a reply */
+	resp->status = 500;
+}
+
+void
+fault_after(const struct fault_plan *plan, enum sandbox_api api, struct response *resp)
+{
+	if (plan->kind != FAULT_ACCEPT500 || resp->drop || resp->status < 200 ||
+	    resp->status > 299)
+		return;	/* a call that failed anyway keeps its own answer */
+	log_info("sandbox: accepted, answering 500 instead of %d", resp->status);
+	fault_error_500(api, resp);
 }
 
 int
 fault_webhook_should_fail(sqlite3 *db)
 {
-	char	mode[16];
-	long	stall_ms = 0;
+	struct fault_row	f;
 
-	if (fault_take(db, "webhook", mode, sizeof(mode), &stall_ms) != 1)
+	if (fault_take(db, "webhook", &f) != 1)
 		return 0;
-	if (strcmp(mode, "stall") == 0) {
-		fault_sleep_ms(stall_ms);	/* then deliver normally */
+	if (strcmp(f.mode, "stall") == 0) {
+		fault_sleep_ms(f.stall_ms);	/* then deliver normally */
 		return 0;
 	}
 	return 1;	/* 500, 429 and drop all count as a failed attempt */
@@ -272,15 +334,35 @@ admin_error(struct response *resp, int status, const char *msg)
 	response_error(resp, status, "%s", msg);
 }
 
-/* POST /admin/faults {"target", "mode", "count", "stall_ms"} */
+/*
+ * Optional integer member name of root within [min, max]: 0 with *out set,
+ * or left alone when absent or null; -1 when it is anything else.
+ */
+static int
+fault_int_member(json_object *root, const char *name, int64_t min, int64_t max, int64_t *out)
+{
+	json_object	*v;
+	int64_t		 n;
+
+	if (!json_object_object_get_ex(root, name, &v) || v == NULL)
+		return 0;
+	if (!json_object_is_type(v, json_type_int) ||
+	    (n = json_object_get_int64(v)) < min || n > max)
+		return -1;
+	*out = n;
+	return 0;
+}
+
+/* POST /admin/faults {"target", "mode", "count", "stall_ms", "late_ms"} */
 void
 faults_post(const struct request *req, struct response *resp)
 {
 	struct mk_err	 err;
 	json_object	*root, *v, *out;
 	const char	*target = NULL, *mode = NULL;
-	char		 count_text[24], stall_text[24];
-	int64_t		 count = 1, stall = FAULT_STALL_DEFAULT_MS;
+	char		 count_text[24], stall_text[24], late_text[24];
+	int64_t		 count = 1, stall = FAULT_STALL_DEFAULT_MS, late = -1;
+	int		 is_late;
 
 	if ((root = request_json(req, &err)) == NULL) {
 		response_fail(resp, &err);
@@ -295,39 +377,51 @@ faults_post(const struct request *req, struct response *resp)
 			mode = json_object_get_int(v) == 500 ? "500" :
 			    json_object_get_int(v) == 429 ? "429" : NULL;
 	}
-	if (target == NULL || !fault_known(target, fault_targets,
-	    sizeof(fault_targets) / sizeof(fault_targets[0]))) {
+	if (target == NULL || !fault_known(target, fault_targets, FAULT_NELEMS(fault_targets))) {
 		admin_error(resp, 400, "target must be one of checkout, customer, balance_read,"
 		    " ledger_debit, ledger_credit, email_send, webhook");
 		goto out;
 	}
-	if (mode == NULL || !fault_known(mode, fault_modes,
-	    sizeof(fault_modes) / sizeof(fault_modes[0]))) {
-		admin_error(resp, 400,
-		    "mode must be one of \"500\", \"429\", \"422\", \"stall\", \"drop\"");
+	if (mode == NULL || !fault_known(mode, fault_modes, FAULT_NELEMS(fault_modes))) {
+		admin_error(resp, 400, "mode must be one of \"500\", \"429\", \"422\", \"stall\","
+		    " \"drop\", \"late\", \"accept500\"");
 		goto out;
 	}
-	if (json_object_object_get_ex(root, "count", &v) && v != NULL) {
-		if (!json_object_is_type(v, json_type_int) ||
-		    (count = json_object_get_int64(v)) < 1 || count > FAULT_COUNT_MAX) {
-			admin_error(resp, 400, "count must be an integer 1..1000");
-			goto out;
-		}
+	if (fault_known(mode, fault_effect_modes, FAULT_NELEMS(fault_effect_modes)) &&
+	    !fault_known(target, fault_effect_targets, FAULT_NELEMS(fault_effect_targets))) {
+		response_error(resp, 400, "mode \"%s\" applies an effect late or answers 500 after"
+		    " it: only for ledger_debit, ledger_credit and email_send", mode);
+		goto out;
 	}
-	if (json_object_object_get_ex(root, "stall_ms", &v) && v != NULL) {
-		if (!json_object_is_type(v, json_type_int) ||
-		    (stall = json_object_get_int64(v)) < 0 || stall > FAULT_STALL_MAX_MS) {
-			admin_error(resp, 400, "stall_ms must be an integer 0..60000");
-			goto out;
-		}
+	if (fault_int_member(root, "count", 1, FAULT_COUNT_MAX, &count) == -1) {
+		admin_error(resp, 400, "count must be an integer 1..1000");
+		goto out;
 	}
+	if (fault_int_member(root, "stall_ms", 0, FAULT_STALL_MAX_MS, &stall) == -1) {
+		admin_error(resp, 400, "stall_ms must be an integer 0..60000");
+		goto out;
+	}
+	is_late = strcmp(mode, "late") == 0;
+	if (fault_int_member(root, "late_ms", 0, FAULT_LATE_MAX_MS, &late) == -1) {
+		admin_error(resp, 400, "late_ms must be an integer 0..60000");
+		goto out;
+	}
+	if (late >= 0 && !is_late) {
+		admin_error(resp, 400, "late_ms is only for mode \"late\"");
+		goto out;
+	}
+	if (is_late && late < 0)
+		late = stall + FAULT_LATE_AFTER_STALL_MS > FAULT_LATE_MAX_MS ? FAULT_LATE_MAX_MS :
+		    stall + FAULT_LATE_AFTER_STALL_MS;
 	snprintf(count_text, sizeof(count_text), "%lld", (long long)count);
 	snprintf(stall_text, sizeof(stall_text), "%lld", (long long)stall);
-	if (state_exec(state_db(), "INSERT INTO faults (target, mode, remaining, stall_ms)"
-	    " VALUES (?1, ?2, CAST(?3 AS INTEGER), CAST(?4 AS INTEGER))"
-	    " ON CONFLICT (target) DO UPDATE SET mode = excluded.mode,"
-	    " remaining = excluded.remaining, stall_ms = excluded.stall_ms",
-	    4, target, mode, count_text, stall_text) == -1) {
+	snprintf(late_text, sizeof(late_text), "%lld", (long long)late);
+	if (state_exec(state_db(), "INSERT INTO faults (target, mode, remaining, stall_ms,"
+	    " late_ms) VALUES (?1, ?2, CAST(?3 AS INTEGER), CAST(?4 AS INTEGER),"
+	    " CAST(?5 AS INTEGER)) ON CONFLICT (target) DO UPDATE SET mode = excluded.mode,"
+	    " remaining = excluded.remaining, stall_ms = excluded.stall_ms,"
+	    " late_ms = excluded.late_ms",
+	    5, target, mode, count_text, stall_text, is_late ? late_text : NULL) == -1) {
 		admin_error(resp, 500, "database error");
 		goto out;
 	}
@@ -336,6 +430,8 @@ faults_post(const struct request *req, struct response *resp)
 	json_object_object_add(out, "mode", json_object_new_string(mode));
 	json_object_object_add(out, "count", json_object_new_int64(count));
 	json_object_object_add(out, "stall_ms", json_object_new_int64(stall));
+	if (is_late)
+		json_object_object_add(out, "late_ms", json_object_new_int64(late));
 	response_json(resp, 200, out);
 out:
 	json_object_put(root);
@@ -403,6 +499,9 @@ admin_fault_row(sqlite3_stmt *st)
 	json_object_object_add(o, "mode", json_object_new_string(state_text(st, 1)));
 	json_object_object_add(o, "count", json_object_new_int(sqlite3_column_int(st, 2)));
 	json_object_object_add(o, "stall_ms", json_object_new_int64(sqlite3_column_int64(st, 3)));
+	if (sqlite3_column_type(st, 4) != SQLITE_NULL)	/* mode "late" */
+		json_object_object_add(o, "late_ms",
+		    json_object_new_int64(sqlite3_column_int64(st, 4)));
 	return o;
 }
 
@@ -410,7 +509,7 @@ admin_fault_row(sqlite3_stmt *st)
 void
 faults_list(const struct request *req, struct response *resp)
 {
-	admin_list(req, resp, "SELECT target, mode, remaining, stall_ms FROM faults"
+	admin_list(req, resp, "SELECT target, mode, remaining, stall_ms, late_ms FROM faults"
 	    " ORDER BY target LIMIT ?1", NULL, 0, admin_fault_row, -1);
 }
 
@@ -551,6 +650,7 @@ admin_stats(const struct request *req, struct response *resp)
 		json_object_object_add(calls, fault_targets[i],
 		    json_object_new_int64(atomic_load(&fault_calls[i])));
 	json_object_object_add(out, "calls", calls);
+	json_object_object_add(out, "late_applied", json_object_new_int64(late_applied()));
 	response_json(resp, 200, out);
 }
 
@@ -564,5 +664,6 @@ admin_reset(const struct request *req, struct response *resp)
 		return;
 	}
 	fault_calls_clear();
+	late_clear();
 	state_reply_member(resp, "reset", json_object_new_boolean(1));
 }

@@ -13,7 +13,19 @@
 #include "settings.h"
 
 #define SANDBOX_DB_DEFAULT		"sandbox.db"	/* relative to the working directory */
-#define SANDBOX_THREADS_DEFAULT		"8"	/* request threads when MAILKIT_THREADS is unset */
+/*
+ * Request threads: each call in flight holds one, also while it sleeps
+ * SANDBOX_LATENCY_MS or a stall, so that 256 concurrent calls of 100 ms
+ * take 100 ms, not 256 / threads times that.  An idle thread only waits
+ * in accept(); one that served calls keeps its SQLite handle.
+ */
+#define SANDBOX_THREADS_DEFAULT		256
+#define SANDBOX_THREADS_MAX		1024	/* server.c's SERVER_THREADS_MAX */
+/* Their stacks: the handlers, SQLite and json-c need well under 100 KiB
+ * (sanitizer builds several times more); the 8 MiB default of 1024
+ * threads is 8 GiB of address space. */
+#define SANDBOX_THREAD_STACK		(512 * 1024)
+#define SANDBOX_LATENCY_MAX_MS		10000	/* SANDBOX_LATENCY_MS: simulated round trips */
 #define SANDBOX_ENTITLEMENT_DEFAULT	"cde_sandbox_email"
 #define SANDBOX_PLAN_DEFAULT		"pdt_sandbox_plan"
 #define SANDBOX_TOPUP_DEFAULT		"pdt_sandbox_topup"
@@ -53,6 +65,20 @@ static const struct route routes[] = {
 	{ "GET", "/admin/webhooks", admin_webhooks },
 	{ "GET", "/admin/stats", admin_stats },
 	{ "POST", "/admin/reset", admin_reset },
+};
+
+static int sandbox_init(const struct settings *s, char *err, size_t errlen);
+
+/* One process (see faults.c) of SANDBOX_THREADS request threads, which
+ * sandbox_init sets: MAILKIT_THREADS is for MailKit's own programs. */
+static struct app sandbox_app = {
+	.name = "sandbox.fcgi",
+	.routes = routes,
+	.nroutes = sizeof(routes) / sizeof(routes[0]),
+	.mount = SANDBOX_MOUNT,
+	.json_only = 0,		/* the pages post HTML forms */
+	.init = sandbox_init,
+	.thread_stack = SANDBOX_THREAD_STACK,
 };
 
 static const char *
@@ -114,8 +140,13 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 	    sandbox_env_long("SANDBOX_LOW_BALANCE_PERCENT", 20, 0, 100, &sandbox.low_percent,
 	    err, errlen) == -1 ||
 	    sandbox_env_long("SANDBOX_WEBHOOK_RETRY_DIVISOR", 1, 1, 1000000,
-	    &sandbox.retry_divisor, err, errlen) == -1)
+	    &sandbox.retry_divisor, err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_LATENCY_MS", 0, 0, SANDBOX_LATENCY_MAX_MS,
+	    &sandbox.latency_ms, err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_THREADS", SANDBOX_THREADS_DEFAULT, 1, SANDBOX_THREADS_MAX,
+	    &sandbox.threads, err, errlen) == -1)
 		return -1;
+	sandbox_app.threads = (int)sandbox.threads;
 
 	if (s->webhook_key != NULL && *s->webhook_key != '\0') {
 		if (whsig_key_from_secret(s->webhook_key, &sandbox.webhook_key) == -1) {
@@ -149,29 +180,26 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start the webhook delivery thread");
 		return -1;
 	}
-	log_info("sandbox: db %s, webhooks to %s, entitlement %s, plan %s, top-up %s",
+	if (getenv("MAILKIT_CHECK_ONLY") == NULL && late_start() == -1) {
+		snprintf(err, errlen, "cannot start the thread of late faults");
+		return -1;
+	}
+	log_info("sandbox: db %s, webhooks to %s, entitlement %s, plan %s, top-up %s,"
+	    " %ld ms added to each API call",
 	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url :
 	    "(nowhere: recorded only)",
-	    sandbox.entitlement_id, sandbox.plan_product_id, sandbox.topup_product_id);
+	    sandbox.entitlement_id, sandbox.plan_product_id, sandbox.topup_product_id,
+	    sandbox.latency_ms);
 	return 0;
 }
 
 int
 main(void)
 {
-	struct app	app = {
-		.name = "sandbox.fcgi",
-		.routes = routes,
-		.nroutes = sizeof(routes) / sizeof(routes[0]),
-		.mount = SANDBOX_MOUNT,
-		.json_only = 0,		/* the pages post HTML forms */
-		.init = sandbox_init,
-	};
-	int		rc;
+	int	rc;
 
-	/* one process, several request threads: the sandbox's own default */
-	setenv("MAILKIT_THREADS", SANDBOX_THREADS_DEFAULT, 0);
-	rc = server_main(&app, &settings, 0);
+	rc = server_main(&sandbox_app, &settings, 0);
+	late_stop();
 	deliver_stop();
 	fault_calls_save();
 	state_close();

@@ -25,10 +25,12 @@ resend_api_error(struct response *resp, int status, const char *name, const char
 	va_end(ap);
 }
 
-/* Bearer key and User-Agent, as the real API demands.  1 to go on. */
+/* Every Resend call starts here: SANDBOX_LATENCY_MS, then the bearer key and
+ * User-Agent the real API demands.  1 to go on. */
 static int
 resend_api_authorized(const struct request *req, struct response *resp)
 {
+	fault_sleep_ms(sandbox.latency_ms);	/* as a real upstream's round trip */
 	if (!state_bearer(req->authorization)) {
 		resend_api_error(resp, 401, "missing_api_key", "Missing API key in the "
 		    "authorization header. Include the following header Authorization: Bearer "
@@ -301,9 +303,14 @@ resend_api_valid(json_object *root, struct response *resp)
 	return 1;
 }
 
-/* POST /resend/emails */
-void
-resend_api_send(const struct request *req, struct response *resp)
+/*
+ * An email of an authorized request past its fault: validate, honour
+ * Idempotency-Key, store, answer.  stall (ms) is an injected stall, slept
+ * with the key reserved.  1 when an email was stored, else 0 (a replay of
+ * a key stores nothing).
+ */
+static int
+resend_api_accept(const struct request *req, struct response *resp, long stall)
 {
 	struct mk_err		 err;
 	enum resend_api_claim	 claim = CLAIM_NEW;
@@ -311,16 +318,12 @@ resend_api_send(const struct request *req, struct response *resp)
 	json_object		*root = NULL;
 	const char		*key = req->idempotency_key[0] != '\0' ? req->idempotency_key : NULL;
 	char			 hash[DIGEST_SHA256_HEX], id[SANDBOX_ID_MAX];
-	long			 stall = 0;
+	int			 stored = 0;
 	size_t			 i;
 
-	if (!resend_api_authorized(req, resp))
-		return;
-	if (fault_check("email_send", SANDBOX_API_RESEND, resp, &stall) != 0)
-		return;
 	if ((db = state_db()) == NULL) {
 		resend_api_error(resp, 500, "application_error", "database unavailable");
-		return;
+		return 0;
 	}
 	if (key != NULL) {
 		for (i = 0; key[i] != '\0'; i++)
@@ -329,12 +332,12 @@ resend_api_send(const struct request *req, struct response *resp)
 		if (key[i] != '\0' || i > IDEMPOTENCY_KEY_MAX) {
 			resend_api_error(resp, 400, "invalid_idempotency_key",
 			    "The key must be between 1-256 chars.");
-			return;
+			return 0;
 		}
 	}
 	if ((root = request_json(req, &err)) == NULL) {
 		resend_api_error(resp, 422, "validation_error", "%s", err.msg);
-		return;
+		return 0;
 	}
 	if (!resend_api_valid(root, resp))
 		goto out;
@@ -372,10 +375,37 @@ resend_api_send(const struct request *req, struct response *resp)
 		resend_api_error(resp, 500, "application_error", "database error");
 		goto out;
 	}
+	stored = 1;
 reply:
 	state_reply_member(resp, "id", json_object_new_string(id));
 out:
 	json_object_put(root);
+	return stored;
+}
+
+/* The email of a "late" fault, at its time (fault_apply_fn). */
+static int
+resend_api_late(const struct request *req, struct response *resp)
+{
+	return resend_api_accept(req, resp, 0);
+}
+
+/* POST /resend/emails */
+void
+resend_api_send(const struct request *req, struct response *resp)
+{
+	struct fault_plan	plan;
+
+	if (!resend_api_authorized(req, resp))
+		return;
+	if (fault_check("email_send", SANDBOX_API_RESEND, resp, &plan) != 0)
+		return;
+	if (plan.kind == FAULT_LATE) {
+		fault_late(req, resp, &plan, "email_send", resend_api_late);
+		return;
+	}
+	resend_api_accept(req, resp, plan.kind == FAULT_STALL ? plan.stall_ms : 0);
+	fault_after(&plan, SANDBOX_API_RESEND, resp);
 }
 
 /* GET /resend/emails/{id} */

@@ -16,8 +16,10 @@
  * handle, ids, clocks), ledger.c (grants, FIFO debits, expiry, low-balance),
  * dodo_api.c and resend_api.c (the two wire APIs), pages.c (dashboard,
  * hosted checkout, outbox), deliver.c (signed webhook deliveries),
- * faults.c (fault injection and the admin API).  Every piece of state lives
- * in SQLite so that it survives restarts and all threads see it.
+ * faults.c (fault injection and the admin API), late.c (the thread that
+ * applies the effects of "late" faults).  Every piece of state lives in
+ * SQLite so that it survives restarts and all threads see it; the
+ * exceptions (call counts, pending late effects) are noted where they live.
  */
 
 #define SANDBOX_MOUNT		"/sandbox"	/* where the web server routes us */
@@ -52,6 +54,8 @@ struct sandbox_config {
 	long		 expiry_days;		/* SANDBOX_CREDIT_EXPIRY_DAYS */
 	long		 low_percent;		/* SANDBOX_LOW_BALANCE_PERCENT */
 	long		 retry_divisor;		/* SANDBOX_WEBHOOK_RETRY_DIVISOR: tests shrink the schedule */
+	long		 latency_ms;		/* SANDBOX_LATENCY_MS, added to every API call */
+	long		 threads;		/* SANDBOX_THREADS, request threads */
 };
 extern struct sandbox_config sandbox;
 
@@ -173,15 +177,46 @@ void	 deliver_stop(void);
 
 /* ------------------------------------------------------------ faults.c */
 
+/* What an injected fault leaves to the handler that asked for it. */
+enum fault_kind {
+	FAULT_NONE,		/* no fault, or one that already answered */
+	FAULT_STALL,		/* sleep stall_ms where the handler chooses, then go on */
+	FAULT_LATE,		/* hand the request to fault_late() */
+	FAULT_ACCEPT500		/* go on, then fault_after() turns a success into a 500 */
+};
+
+struct fault_plan {
+	enum fault_kind	 kind;
+	long		 stall_ms;	/* FAULT_STALL, FAULT_LATE: hold the request this long */
+	int64_t		 late_at_ms;	/* FAULT_LATE: apply the effect then (wall clock) */
+};
+
 /*
  * Count a call of target and consume one pending fault for it.  Returns 1
- * when the fault answered the request (resp filled: 500 / 429 in the API's
- * error shape, or dropped), 0 to go on normally (after sleeping, for a
- * stall).  With stall_out non-NULL a stall is not slept but its duration
- * is returned there, for handlers that stall at a later point.
+ * when the fault answered the request (resp filled: 500 / 429 / 422 in the
+ * API's error shape, or dropped), 0 to go on.  With plan NULL a stall is
+ * slept here; with plan non-NULL, stall, late and accept500 are described
+ * there for the handler (plan->kind FAULT_NONE otherwise).  Only handlers
+ * that pass a plan get late and accept500 (faults_post() refuses them for
+ * the other targets).
  */
 int	 fault_check(const char *target, enum sandbox_api api, struct response *resp,
-	    long *stall_out);
+	    struct fault_plan *plan);
+/* An effect to apply at late time: run the request's work with no fault
+ * taken, filling resp; 1 when it changed the state, 0 when it did not. */
+typedef int fault_apply_fn(const struct request *req, struct response *resp);
+/*
+ * The "late" fault (plan from fault_check(), kind FAULT_LATE): a copy of
+ * req is queued for the late thread, which runs apply on it at
+ * plan->late_at_ms; this thread holds the request plan->stall_ms and ends
+ * it with no reply, as "drop".  target names the effect in the log.
+ */
+void	 fault_late(const struct request *req, struct response *resp,
+	    const struct fault_plan *plan, const char *target, fault_apply_fn *apply);
+/* At the end of a handler that passed plan: with accept500, a success
+ * already applied is answered 500 in api's shape instead. */
+void	 fault_after(const struct fault_plan *plan, enum sandbox_api api,
+	    struct response *resp);
 /* The calls counted per target live in this process (see faults.c): read
  * the counts saved by the last clean stop from db at start (0 / -1), and
  * save them at a clean stop (errors logged). */
@@ -199,6 +234,24 @@ void	 admin_emails(const struct request *, struct response *);
 void	 admin_webhooks(const struct request *, struct response *);
 void	 admin_stats(const struct request *, struct response *);
 void	 admin_reset(const struct request *, struct response *);
+
+/* ------------------------------------------------------------ late.c */
+
+/*
+ * Queue apply(copy of req) for the late thread at at_ms (wall clock ms);
+ * the copy (body included) is owned by the queue, so the request thread
+ * may be gone by then.  0, or -1 (logged) when it cannot be queued.
+ */
+int	 late_queue(const char *target, const struct request *req, fault_apply_fn *apply,
+	    int64_t at_ms);
+/* Start the late thread (from main, before server_run).  0 / -1. */
+int	 late_start(void);
+/* Stop it: effects still pending are dropped, each logged. */
+void	 late_stop(void);
+/* POST /admin/reset: drop the pending effects (logged) and zero the count. */
+void	 late_clear(void);
+/* Late effects applied since the start or the last reset (GET /admin/stats). */
+int64_t	 late_applied(void);
 
 /* ------------------------------------------------------------ dodo_api.c */
 

@@ -88,6 +88,8 @@ static const struct db_migration state_migrations[] = {
 	/* every /emails call prunes expired idempotency keys: without an index
 	 * that is a scan of every key of the last 24 hours */
 	{ "CREATE INDEX idempotency_created ON idempotency (created_at);" },
+	/* mode "late": when the effect lands, after the request arrived */
+	{ "ALTER TABLE faults ADD COLUMN late_ms INTEGER;" },
 };
 
 /*

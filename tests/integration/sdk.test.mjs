@@ -7,7 +7,8 @@ import net from 'node:net';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
-import { SRCDIR, missingPrerequisite, skipFile, startStack, request } from './harness.mjs';
+import { SRCDIR, getJson, missingPrerequisite, request, sandboxFault, sandboxStats, skipFile,
+    startStack } from './harness.mjs';
 
 const HOOK_PORT_FIRST = 18300;	// our range for the test's webhook receiver: 18300-18399
 const HOOK_PORT_LAST = 18399;
@@ -280,4 +281,151 @@ test('webhooks: every event verifies with standardwebhooks', async (t) => {
 	    'a tampered body does not verify');
 	t.diagnostic(received.length > 0 ? `${received.length} deliveries captured on the wire` :
 	    'verified from the sandbox\'s delivery records (the stack sent them to MailKit)');
+});
+
+// ------------------------------------------------------------- faults that apply anyway
+
+const LATENCY_MS = 150;		// SANDBOX_LATENCY_MS of the latency test's stack
+const CONCURRENT_CALLS = 20;
+
+// A raw ledger entry POST (the SDK would retry or hide the reply).
+function ledgerPost(body, { timeout } = {}) {
+	return request(stack, 'POST',
+	    `/sandbox/dodo/credit-entitlements/${cent()}/balances/${customerId}/ledger-entries`,
+	    { json: body, key: stack.settings.DODO_PAYMENTS_API_KEY, timeout });
+}
+
+// The customer's ledger entries with this reason.
+async function entriesWithReason(reason) {
+	const ledger = await dodo.creditEntitlements.balances.listLedger(customerId,
+	    { credit_entitlement_id: cent(), page_size: 100 });
+	return ledger.items.filter((e) => e.reason === reason);
+}
+
+// Resolves to 'no reply' when the request is still unanswered after timeout ms.
+async function noReplyWithin(promise) {
+	try {
+		const r = await promise;
+		return `answered ${r.status}`;
+	} catch (e) {
+		if (e.name === 'TimeoutError' || e.name === 'AbortError')
+			return 'no reply';
+		throw e;
+	}
+}
+
+test('sandbox faults: accept500 on ledger_debit applies the entry, then answers 500', async () => {
+	assert.ok(customerId, 'needs the checkout test');
+	await sandboxFault(stack, { target: 'ledger_debit', mode: 'accept500' });
+	const key = `accept500/${Date.now()}`;
+	const body = { entry_type: 'debit', amount: '1', idempotency_key: key, reason: key };
+
+	const first = await ledgerPost(body);
+	assert.equal(first.status, 500);
+	assert.equal(first.json.code, 'INTERNAL_SERVER_ERROR');
+	assert.equal((await entriesWithReason(key)).length, 1, 'the entry was applied');
+
+	const retry = await ledgerPost(body);
+	assert.equal(retry.status, 409);
+	assert.equal(retry.json.code, 'IDEMPOTENCY_KEY_ALREADY_USED');
+	assert.equal((await entriesWithReason(key)).length, 1);
+});
+
+test('sandbox faults: accept500 on email_send stores the email, then answers 500', async () => {
+	await sandboxFault(stack, { target: 'email_send', mode: 'accept500' });
+	const key = `accept500-mail/${Date.now()}`;
+	const msg = { from: 'MailKit <notifications@mailkit.test>', to: 'delivered@resend.dev',
+	    subject: key, text: 'accepted, then a 500' };
+	const send = () => request(stack, 'POST', '/sandbox/resend/emails', { json: msg,
+	    key: stack.settings.RESEND_API_KEY,
+	    headers: { 'User-Agent': 'mailkit-tests', 'Idempotency-Key': key } });
+	const outbox = async () => (await getJson(stack,
+	    `/sandbox/admin/emails?subject=${encodeURIComponent(key)}`)).json.items;
+
+	const first = await send();
+	assert.equal(first.status, 500);
+	assert.equal(first.json.name, 'internal_server_error');
+	const stored = await outbox();
+	assert.equal(stored.length, 1, 'the email was stored');
+	assert.equal(stored[0].idempotency_key, key);
+
+	const retry = await send();
+	assert.equal(retry.status, 200);
+	assert.equal(retry.json.id, stored[0].id, 'the retry gets the stored email\'s id');
+	assert.equal((await outbox()).length, 1, 'and sends nothing more');
+});
+
+test('sandbox faults: late on ledger_debit lands after the client gave up', async () => {
+	assert.ok(customerId, 'needs the checkout test');
+	const refused = await request(stack, 'POST', '/sandbox/admin/faults',
+	    { json: { target: 'checkout', mode: 'late' } });
+	assert.equal(refused.status, 400, 'late needs an effect to apply');
+	assert.match(refused.json.error, /ledger_debit, ledger_credit and email_send/);
+
+	// the client's timeout (1 s) is shorter than the stall (1.5 s); the entry lands at 2.5 s
+	const armed = await sandboxFault(stack, { target: 'ledger_debit', mode: 'late',
+	    stall_ms: 1500, late_ms: 2500 });
+	assert.equal(armed.late_ms, 2500);
+	const pending = (await getJson(stack, '/sandbox/admin/faults')).json.items;
+	assert.deepEqual(pending.map((f) => [f.target, f.mode, f.late_ms]),
+	    [['ledger_debit', 'late', 2500]]);
+	const statsBefore = await sandboxStats(stack);
+	const key = `late/${Date.now()}`;
+	const body = { entry_type: 'debit', amount: '1', idempotency_key: key, reason: key,
+	    metadata: { send: key } };
+	const t0 = Date.now();
+	assert.equal(await noReplyWithin(ledgerPost(body, { timeout: 1000 })), 'no reply');
+	assert.ok(Date.now() - t0 < 2500);
+	assert.equal((await entriesWithReason(key)).length, 0, 'not applied yet');
+	await sleep(t0 + 3000 - Date.now());
+	const landed = await entriesWithReason(key);
+	assert.equal(landed.length, 1, 'applied late');
+	assert.equal(landed[0].metadata.send, key, 'with the request\'s metadata');
+	const statsAfter = await sandboxStats(stack);
+	assert.equal(statsAfter.calls.ledger_debit, statsBefore.calls.ledger_debit + 1);
+	assert.equal(statsAfter.late_applied, statsBefore.late_applied + 1);
+
+	// the client's retry with the same key comes first: the late one is skipped
+	await sandboxFault(stack, { target: 'ledger_debit', mode: 'late', stall_ms: 1500,
+	    late_ms: 2500 });
+	const key2 = `late-retried/${Date.now()}`;
+	const body2 = { ...body, idempotency_key: key2, reason: key2 };
+	const t1 = Date.now();
+	assert.equal(await noReplyWithin(ledgerPost(body2, { timeout: 500 })), 'no reply');
+	const retry = await ledgerPost(body2);
+	assert.equal(retry.status, 201, 'the retry applies while the original is in flight');
+	assert.ok(Date.now() - t1 < 2500);
+	await sleep(t1 + 3000 - Date.now());
+	assert.equal((await entriesWithReason(key2)).length, 1, 'one entry only');
+	assert.equal((await sandboxStats(stack)).late_applied, statsAfter.late_applied,
+	    'the late one was skipped');
+});
+
+test('sandbox: SANDBOX_LATENCY_MS delays API calls, concurrently', async (t) => {
+	const slow = await startStack({ env: { SANDBOX_LATENCY_MS: LATENCY_MS,
+	    SANDBOX_WEBHOOK_URL: '' } });
+	try {
+		const call = () => request(slow, 'GET', '/sandbox/dodo/customers?email=nobody%40example.org',
+		    { key: slow.settings.DODO_PAYMENTS_API_KEY });
+		let t0 = Date.now();
+		const one = await call();
+		const single = Date.now() - t0;
+		assert.equal(one.status, 200);
+		assert.ok(single >= LATENCY_MS, `one call took ${single} ms`);
+
+		t0 = Date.now();
+		const admin = await getJson(slow, '/sandbox/admin/stats');
+		assert.equal(admin.status, 200);
+		assert.ok(Date.now() - t0 < LATENCY_MS, 'admin routes are not delayed');
+
+		t0 = Date.now();
+		const all = await Promise.all(Array.from({ length: CONCURRENT_CALLS }, call));
+		const elapsed = Date.now() - t0;
+		assert.ok(all.every((r) => r.status === 200));
+		// serialised they would take 20 x 150 ms; 8 threads would need 3 rounds (450 ms)
+		assert.ok(elapsed < 3 * LATENCY_MS, `${CONCURRENT_CALLS} concurrent calls took ${elapsed} ms`);
+		t.diagnostic(`one call ${single} ms, ${CONCURRENT_CALLS} concurrent calls ${elapsed} ms`);
+	} finally {
+		await slow.stop();
+	}
 });
