@@ -17,7 +17,6 @@
 #define RECONCILE_ROWS_MAX	200000	/* journal rows compared in one run */
 #define RECONCILE_PAGES_MAX	100	/* ledger pages read per customer (x100 entries) */
 #define RECONCILE_PASSES_MAX	100	/* resolver passes in one run */
-#define RECONCILE_SKEW_SEC	5	/* Dodo's clock may differ from ours this much */
 
 static struct settings		 settings;
 static const struct mail_provider *provider;
@@ -35,7 +34,6 @@ struct recon {
 	struct recon_row	*rows;
 	size_t			 n, cap;
 	int			 overflow;
-	time_t			 taken_at;	/* when the snapshot was read */
 };
 
 /* store_send_list callback: copy the row (no store calls from here). */
@@ -92,16 +90,33 @@ struct recon_customer {
 	int	repaired, unattributed;
 };
 
+/* 1 when the journal holds ref as a key of customer_id's (a row newer than the snapshot). */
+static int
+recon_row_exists(const char *customer_id, const char *ref)
+{
+	struct store_send	row;
+	struct mk_err		err;
+	int			r;
+
+	r = store_send_get(&settings, customer_id, ref, &row, &err);
+	if (r == 1) {
+		r = strcmp(row.key, ref) == 0;
+		store_send_free(&row);
+	}
+	return r == 1;
+}
+
 /*
  * Read customer_id's ledger (newest first) back to `since`, and count the
  * entries carrying one of our refs against the rows [rows, rows + n) of
- * that customer, sorted by key.  Entries made after the snapshot belong to
- * work the snapshot does not show yet and are left for the next run; an
- * older entry whose ref is not in the journal is unattributed.
+ * that customer, sorted by key.  An entry whose ref the snapshot lacks is
+ * looked up again: a row made after the snapshot is left for the next run
+ * (whatever the two clocks say); a ref the journal does not hold at all is
+ * unattributed.
  */
 static int
 recon_read_ledger(const char *customer_id, struct recon_row *rows, size_t n, time_t since,
-    time_t taken_at, struct recon_customer *c)
+    struct recon_customer *c)
 {
 	struct mk_err	 err;
 	json_object	*page, *items, *e, *meta, *v;
@@ -144,7 +159,7 @@ recon_read_ledger(const char *customer_id, struct recon_row *rows, size_t n, tim
 					r->refunds++;
 				else
 					r->debits++;
-			} else if (at != 0 && at < taken_at - RECONCILE_SKEW_SEC) {
+			} else if (!recon_row_exists(customer_id, ref)) {
 				c->unattributed++;
 				printf("  %s: %s entry %s with mailkit_ref %.64s matches no journal "
 				    "row of this customer\n", customer_id, credit ? "credit" : "debit",
@@ -257,7 +272,6 @@ cmd_reconcile(int argc, char **argv)
 			break;
 	}
 	/* 2. one snapshot of the journal (a single read transaction) */
-	snap.taken_at = time(NULL);
 	if (store_send_list(&settings, since, recon_collect, &snap, &err) == -1) {
 		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
 		free(snap.rows);
@@ -276,7 +290,7 @@ cmd_reconcile(int argc, char **argv)
 			;
 		/* rows [i, j) are this customer's, sorted by key for recon_find */
 		ncustomers++;
-		if (recon_read_ledger(cus, &snap.rows[i], j - i, since, snap.taken_at, &c) == -1) {
+		if (recon_read_ledger(cus, &snap.rows[i], j - i, since, &c) == -1) {
 			verdict = "ledger unreadable";
 			drift = 1;
 		} else {

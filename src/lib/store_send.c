@@ -253,8 +253,8 @@ store_send_begin(const struct settings *s, const char *key, const char *customer
 	} else if ((customer_id != NULL && strcmp(out->customer_id, customer_id) != 0) ||
 	    (request_hash != NULL && strcmp(out->request_hash, request_hash) != 0))
 		result = STORE_SEND_MISMATCH;
-	else if (store_send_answered(out))
-		result = STORE_SEND_FINAL;
+	else if (customer_id != NULL ? store_send_answered(out) : out->state >= SEND_SENT)
+		result = STORE_SEND_FINAL;	/* the background still fences an answered void */
 	else if (store_send_claim_live(owner_pid, lease, now))
 		result = STORE_SEND_BUSY;
 	else {

@@ -74,8 +74,9 @@ struct store_send {
  * state, or SEND_VOIDING with a 4xx), reported busy while a live process
  * holds it (lease not expired and the owner pid alive), and otherwise taken
  * over.  message is stored on insert; with message NULL an absent key is an
- * error (404), and with customer_id or request_hash NULL that part is not
- * compared (the background taking up a known row).  Returns one of
+ * error (404).  With customer_id NULL the caller is the background taking
+ * up a known row: nothing is compared, and only a final state is FINAL (an
+ * answered void still has its debit key to fence).  Returns one of
  * STORE_SEND_* with out filled, or -1.
  */
 int	store_send_begin(const struct settings *s, const char *key, const char *customer_id,

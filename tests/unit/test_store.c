@@ -469,8 +469,9 @@ Test(store, send_voiding_402_replays)
 	store_send_free(&a);
 	cr_expect_not(has_body(&s, "k1"));
 	cr_expect_eq(store_send_due(&s, time(NULL), keys, 4, &err), 1, "the fence is due");
-	/* the background takes it up (no customer or hash to compare) */
-	cr_assert_eq(store_send_begin(&s, "k1", NULL, NULL, NULL, &a, &err), STORE_SEND_FINAL);
+	/* the background takes it up (no customer or hash to compare) to fence it */
+	cr_assert_eq(store_send_begin(&s, "k1", NULL, NULL, NULL, &a, &err), STORE_SEND_OWNED);
+	cr_expect_eq(a.state, SEND_VOIDING);
 	store_send_free(&a);
 }
 
