@@ -25,6 +25,14 @@
 
 static int		server_listen_fd;
 /*
+ * Under mailkit-supervise the listening socket is shared with a supervisor
+ * that outlives this process and starts the next one on it: shutdown(2) on
+ * it would refuse every connection after us, so a SIGTERM only wakes our
+ * own threads (server_on_signal).  The supervisor shuts the socket down
+ * itself when the whole stack stops.
+ */
+static int		server_supervised;
+/*
  * Some kernels want accept() on one socket called by one thread at a time
  * (libfcgi's threaded example serialises it).  Linux does not: it wakes one
  * waiting thread per connection, and a mutex around FCGX_Accept_r would only
@@ -39,6 +47,8 @@ static pthread_mutex_t	server_accept_lock = PTHREAD_MUTEX_INITIALIZER;
 
 struct worker {
 	const struct app	*app;
+	pthread_t		 tid;
+	volatile sig_atomic_t	 accepting;	/* 1 while blocked in FCGX_Accept_r */
 	FCGX_Request		 fcgx;
 	struct request		 req;
 	struct response		 resp;
@@ -170,9 +180,12 @@ response_redirect(struct response *resp, const char *location)
 	response_body(resp, 303, "text/plain; charset=utf-8", "", 0);
 }
 
-/* The one place bytes of a reply are written. */
+/*
+ * The one place bytes of a reply are written.  A HEAD request gets the
+ * headers the GET would have had, Content-Length included, and no body.
+ */
 static void
-server_write(FCGX_Request *fcgx, const struct response *resp)
+server_write(FCGX_Request *fcgx, const struct response *resp, int head_only)
 {
 	char	head[RESPONSE_HEADERS_MAX + 512];
 	int	n;
@@ -190,7 +203,7 @@ server_write(FCGX_Request *fcgx, const struct response *resp)
 	if (n < 0 || (size_t)n >= sizeof head)
 		return;
 	FCGX_PutStr(head, n, fcgx->out);
-	if (resp->body.len > 0)
+	if (resp->body.len > 0 && !head_only)
 		FCGX_PutStr(resp->body.data, (int)resp->body.len, fcgx->out);
 }
 
@@ -432,6 +445,8 @@ server_dispatch(struct worker *w)
 	struct request		*req = &w->req;
 	char			 allow[128] = "";
 	int			 matched = 0;
+	/* HEAD is answered wherever GET is, by the GET handler */
+	const char		*method = strcmp(req->method, "HEAD") == 0 ? "GET" : req->method;
 
 	for (size_t i = 0; i < app->nroutes; i++) {
 		const struct route *r = &app->routes[i];
@@ -440,7 +455,7 @@ server_dispatch(struct worker *w)
 		if (m == 0)
 			continue;
 		matched = 1;
-		if (strcmp(r->method, req->method) != 0) {
+		if (strcmp(r->method, method) != 0) {
 			if (strstr(allow, r->method) == NULL) {
 				size_t len = strlen(allow);
 
@@ -453,7 +468,7 @@ server_dispatch(struct worker *w)
 			response_error(&w->resp, 400, "malformed percent-encoding in the path");
 			return;
 		}
-		if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+		if (strcmp(method, "GET") != 0) {
 			/* before reading a byte; a missing Content-Type is refused
 			 * too (a cross-site form or text/plain fetch needs no CORS
 			 * preflight, application/json does) */
@@ -494,7 +509,7 @@ server_handle(struct worker *w)
 	if (w->resp.status >= 500)
 		log_warn("%s %s -> %d %s", w->req.method, w->req.path, w->resp.status,
 		    w->resp.body.data ? w->resp.body.data : "");
-	server_write(&w->fcgx, &w->resp);
+	server_write(&w->fcgx, &w->resp, strcmp(w->req.method, "HEAD") == 0);
 }
 
 static void *
@@ -510,7 +525,9 @@ server_worker(void *arg)
 	for (;;) {
 		if (SERVER_SERIALIZE_ACCEPT)
 			pthread_mutex_lock(&server_accept_lock);
+		w->accepting = 1;
 		rc = FCGX_Accept_r(&w->fcgx);
+		w->accepting = 0;
 		if (SERVER_SERIALIZE_ACCEPT)
 			pthread_mutex_unlock(&server_accept_lock);
 		if (rc < 0)
@@ -522,13 +539,27 @@ server_worker(void *arg)
 	return NULL;
 }
 
+static struct worker	*server_workers;
+static int		 server_nworkers;
+
 static void
 server_on_signal(int sig)
 {
 	(void)sig;
 	FCGX_ShutdownPending();
-	/* wakes every thread blocked in accept(), not just the one the signal hit */
-	shutdown(server_listen_fd, SHUT_RDWR);
+	if (!server_supervised) {
+		/* wakes every thread blocked in accept(), not just the one the signal hit */
+		shutdown(server_listen_fd, SHUT_RDWR);
+		return;
+	}
+	/*
+	 * The socket is not ours to shut: interrupt each thread waiting in
+	 * accept() instead (libfcgi's SIGUSR1 handler has no SA_RESTART, and
+	 * its accept loop gives up on EINTR once shutdown is pending).
+	 */
+	for (int i = 0; i < server_nworkers; i++)
+		if (server_workers[i].accepting)
+			pthread_kill(server_workers[i].tid, SIGUSR1);
 }
 
 int
@@ -552,6 +583,7 @@ server_run(const struct app *app)
 		return 1;
 	}
 	server_listen_fd = 0;
+	server_supervised = getenv("MAILKIT_SUPERVISED") != NULL;
 	if (sock != NULL && *sock != '\0') {
 		unlink(sock);
 		if ((server_listen_fd = FCGX_OpenSocket(sock, SERVER_LISTEN_BACKLOG)) < 0) {
@@ -580,6 +612,7 @@ server_run(const struct app *app)
 		buf_init(&workers[i].body, app->max_body);
 		buf_init(&workers[i].resp.body, RESPONSE_MAX);
 	}
+	server_workers = workers;
 	log_info("%s ready (%d thread%s)", app->name, nthreads, nthreads == 1 ? "" : "s");
 	/*
 	 * Every worker on a thread of its own while this one only waits: a
@@ -595,13 +628,19 @@ server_run(const struct app *app)
 			log_error("pthread_create failed: %s", strerror(errno));
 			break;
 		}
+		workers[i].tid = tids[i];
 		started = i + 1;
+		server_nworkers = started;	/* the signal handler reads tids up to here */
 	}
 	pthread_attr_destroy(&attr);
-	if (started == 0)
+	if (started == 0) {
+		workers[0].tid = pthread_self();
+		server_nworkers = 1;
 		server_worker(&workers[0]);
+	}
 	for (int i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
+	server_nworkers = 0;
 	for (int i = 0; i < nthreads; i++) {
 		buf_free(&workers[i].body);
 		buf_free(&workers[i].resp.body);

@@ -8,6 +8,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -222,6 +223,24 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 	throw new Error(lastFailure || 'mailkit-stack start failed');
 }
 
+/*
+ * The `it` of a test file that runs against one stack: it(name, fn) is a
+ * test named "<server>: name" with a time limit, whose failure message says
+ * where the state of getStack() is and ends with the tail of its logs.
+ */
+export function stackTest(server, getStack, timeoutMs) {
+	return (name, fn) => test(`${server}: ${name}`, { timeout: timeoutMs }, async (t) => {
+		try {
+			await fn(t);
+		} catch (e) {
+			const stack = getStack();
+			if (stack)
+				e.message += `\n(state ${stack.stateDir})${await stack.logs()}`;
+			throw e;
+		}
+	});
+}
+
 // Restart a stack from startStack() in place; resolves to the same stack.
 export const restartStack = (stack) => stack.restart();
 
@@ -279,7 +298,7 @@ async function checkerReports(stateDir) {
 // Every pid mailkit-stack recorded in STATE/run (programs and web server).
 async function recordedPids(stateDir) {
 	const pids = [];
-	for (const f of [...PROGRAMS, 'server']) {
+	for (const f of [...PROGRAMS, ...PROGRAMS.map((p) => `${p}.supervisor`), 'server']) {
 		try {
 			const text = await readFile(path.join(stateDir, 'run', `${f}.pid`), 'utf8');
 			for (const w of text.split(/\s+/))

@@ -1,14 +1,14 @@
 // routes.mjs: every MailKit route, black-box, through one web server in
 // front of the real programs and the sandbox.  lighttpd.test.mjs and
 // apache.test.mjs call defineRouteTests() with their server.
-import { after, before, test } from 'node:test';
+import { after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import {
 	admin, clearSandboxFaults, completeCheckout, fcgiRequest, getJson, missingPrerequisite,
 	postJson, randomSecret, listOf, request, sandboxEmails, sandboxFault, sandboxStats, skipFile,
-	startStack, subscribeWithKey, waitForBalance, webhookHeaders,
+	stackTest, startStack, subscribeWithKey, waitForBalance, webhookHeaders,
 } from './harness.mjs';
 
 const NO_CREDITS = 'No email credits remaining. Buy a top-up pack or upgrade your plan.';
@@ -80,16 +80,7 @@ export function defineRouteTests(server) {
 		}, { timeout: START_MS });
 
 		// Say where to look when something fails.
-		const withLogs = (fn) => async (t) => {
-			try {
-				await fn(t);
-			} catch (e) {
-				if (stack)
-					e.message += `\n(state ${stack.stateDir})${await stack.logs()}`;
-				throw e;
-			}
-		};
-		const it = (name, fn) => test(`${server}: ${name}`, { timeout: TEST_MS }, withLogs(fn));
+		const it = stackTest(server, () => stack, TEST_MS);
 
 		// ------------------------------------------------------------ page
 		it('GET / serves the page', async () => {
