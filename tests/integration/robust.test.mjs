@@ -255,8 +255,9 @@ for (const server of SERVERS) describe(server, () => {
 	it('errors the web server raises itself are JSON on API paths', async () => {
 		const host = `Host: 127.0.0.1:${stack.port}\r\n`;
 		const raw = (t) => rawHttp(stack.port, t);
-		// no route yet: the web server's own 404 (or a program's, once there is one)
-		assertJsonError(await request(stack, 'GET', '/emails/x'), 404, 'GET /emails/x');
+		// an unknown path under an API prefix: the program's 404, in JSON too
+		assertJsonError(await request(stack, 'GET', '/checkout/no-such-route'), 404,
+		    'GET /checkout/no-such-route');
 		// header line without a colon: 400
 		assertJsonError(await raw(`GET /send HTTP/1.1\r\n${host}Bad header line\r\nConnection: close\r\n\r\n`),
 		    400, 'malformed header');
