@@ -7,7 +7,9 @@
 // forgotten and pasted back) →
 // "5,000 emails left" → send → 4,999 → debit 4,000 on the sandbox dashboard
 // → send → low-balance notice on the page and the low-balance email in the
-// sandbox outbox → top-up checkout → +5,000 → drain to zero → the 402 text.
+// sandbox outbox → top-up checkout → +5,000 → a send the provider fails at
+// first: "Accepted", queued, then sent without a reload → drain to zero →
+// the 402 text.
 // A screenshot of each step goes to
 // $MAILKIT_BUILDDIR/tests/output/browser/<server>/NN-step.png.
 //
@@ -306,6 +308,7 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       assert.equal(body.customer_id, undefined, 'the key, not the body, names the customer');
       await expectText(page, '#balanceText', balanceRe(4999));
       await expectText(page, '#history', /Email sent[\s\S]*\u22121 email/);
+      await expectText(page, '#emails', /Hello from MailKit[\s\S]*\bsent\b/);
       await expectText(page, '#sendBtn', /^Send$/);
     });
 
@@ -374,8 +377,25 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       assert.equal(new URL(page.url()).search, '', 'address bar cleaned');
     });
 
+    await step('queued-then-sent', async () => {
+      // The provider fails the send and its retry: MailKit answers 202 and the
+      // page shows the email queued, then sent, without a reload.
+      const r = await fetch(new URL('/sandbox/admin/faults', origin), { method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ target: 'email_send', mode: '500', count: 2 }) });
+      assert.equal(r.status, 200, 'fault armed');
+      await page.evaluate(() => { window.mailkitSamePage = true; });
+      await page.fill('#sendSubj', 'Queued then sent');
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+      await expectText(page, '#sendOut', /^Accepted: .*Message id \S+/);
+      await expectText(page, '#emails li:first-child', /Queued then sent[\s\S]*\b(queued|sent)\b/);
+      await expectText(page, '#emails li:first-child', /Queued then sent[\s\S]*\bsent\b/);
+      assert.equal(await page.evaluate(() => window.mailkitSamePage), true, 'no reload');
+      await expectText(page, '#balanceText', balanceRe(5997));
+    });
+
     await step('dashboard-drain', async () => {
-      await adjustOnDashboard(page, origin, cus, 'debit', 5998);
+      await adjustOnDashboard(page, origin, cus, 'debit', 5997);
     });
 
     await step('send-refused', async () => {
