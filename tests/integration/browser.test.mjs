@@ -378,11 +378,12 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
     });
 
     await step('queued-then-sent', async () => {
-      // The provider fails the send and its retry: MailKit answers 202 and the
-      // page shows the email queued, then sent, without a reload.
+      // The provider fails the send and its two retries (UPSTREAM_MAX_RETRIES):
+      // MailKit answers 202 and the page shows the email queued, then sent,
+      // without a reload.
       const r = await fetch(new URL('/sandbox/admin/faults', origin), { method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ target: 'email_send', mode: '500', count: 2 }) });
+        body: JSON.stringify({ target: 'email_send', mode: '500', count: 3 }) });
       assert.equal(r.status, 200, 'fault armed');
       await page.evaluate(() => { window.mailkitSamePage = true; });
       await page.fill('#sendSubj', 'Queued then sent');
