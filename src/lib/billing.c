@@ -305,8 +305,9 @@ billing_step_debit(const struct settings *s, struct store_send *row,
  * Fence a voided row's debit key: debit again with the same key.  If a
  * debit lands now or had landed (409), the key is spent and no late attempt
  * can land any more; refund it.  If the balance refuses, nothing of ours has
- * landed yet: try again later, until BILLING_WINDOW_SEC.  Returns 0 when
- * the row is final, 1 when still pending.
+ * landed yet: try again later, for BILLING_FENCE_SEC (a debit that lands
+ * even later is an orphan that reconciliation refunds).  Returns 0 when the
+ * row is final, 1 when still pending.
  */
 static int
 billing_step_fence(const struct settings *s, struct store_send *row,
@@ -320,7 +321,7 @@ billing_step_fence(const struct settings *s, struct store_send *row,
 			return 1;
 		}
 		if (entry.outcome == DODO_LEDGER_INSUFFICIENT) {
-			if (time(NULL) - row->created_at < BILLING_WINDOW_SEC) {
+			if (time(NULL) - row->created_at < BILLING_FENCE_SEC) {
 				billing_postpone(s, row, -1);
 				return 1;
 			}
@@ -407,7 +408,17 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				rc = 0;
 				goto out;
 			}
-			if (err->maybe_done) {
+			if (err->maybe_done)
+				row->unsure_at = time(NULL);
+			/*
+			 * Unknown, refused for now (503: a rate limit), or refused while
+			 * an earlier attempt whose fate was unknown may still land at the
+			 * provider (not proof that nothing was sent): the send stays
+			 * queued; once that attempt is settled, a retry with the key
+			 * replays it or is refused for real.
+			 */
+			if (err->maybe_done || err->status == 503 ||
+			    time(NULL) - row->unsure_at < BILLING_SETTLE_SEC) {
 				if (time(NULL) - row->created_at >= BILLING_WINDOW_SEC) {
 					log_error("send %.12s…: provider unavailable past the "
 					    "idempotency window; giving up and refunding", row->key);

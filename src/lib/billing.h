@@ -22,7 +22,11 @@ struct store_send;
 #define BILLING_RESOLVE_TRIES	2	/* extra debits, same key, before an unsure 402 */
 #define BILLING_RESOLVE_STEP_MS	1000	/* ... this far apart */
 #define BILLING_WINDOW_SEC	(23 * 3600)	/* keep retrying within Resend's 24 h key window */
-#define BILLING_BACKOFF_MAX_SEC	300	/* background retries: 1 s, 2 s, 4 s ... capped */
+#define BILLING_BACKOFF_MAX_SEC	30	/* background retries: 1 s, 2 s, 4 s ... capped */
+#define BILLING_SETTLE_SEC	120	/* an attempt whose outcome was unknown may still land
+					   this long: a refusal within it is not trusted */
+#define BILLING_FENCE_SEC	600	/* a voided debit key is fenced this long; later
+					   landings are reconciliation's to refund */
 #define BILLING_DELIVER_POLL_MS	1000	/* the delivery threads look for due rows this often */
 #define BILLING_DELIVER_BATCH	64	/* rows one look takes */
 

@@ -30,8 +30,10 @@ struct mail_result {
  * A provider.  send() returns 0 when the provider accepted the message,
  * -1 otherwise with err filled: err->maybe_done = 0 means the provider
  * definitely did not send (a 4xx refusal: err->status 400 for bad
- * recipients or content, 502 otherwise); maybe_done = 1 means the outcome
- * is unknown (timeout, 5xx after retries) and a later call with the same
+ * recipients or content, 503 for "not now" such as a rate limit, which a
+ * later call may get past, 502 otherwise); maybe_done = 1 means the outcome
+ * is unknown (timeout, 5xx after retries, or a refusal that came after a
+ * retried attempt whose outcome was unknown) and a later call with the same
  * idempotency key resolves it.
  */
 struct mail_provider {

@@ -56,8 +56,9 @@ resend_fail(struct mk_err *err, int status, int maybe_done, const char *msg)
 
 /*
  * Map a Resend refusal (see mail.h and api-facts D.5).  Only a 4xx that
- * certainly stopped the send gives maybe_done = 0; 409-concurrent, 429 and
- * 5xx (after retries, some of which may have timed out) leave it unknown.
+ * certainly stopped the send gives maybe_done = 0 (429: 503, for now);
+ * 409-concurrent and 5xx (after retries, some of which may have timed out)
+ * leave it unknown.
  */
 static int
 resend_fail_status(const struct upstream_response *r, struct mk_err *err)
@@ -76,8 +77,8 @@ resend_fail_status(const struct upstream_response *r, struct mk_err *err)
 		/* concurrent_idempotent_requests: the first attempt is still in flight */
 		return resend_fail(err, 502, 1, "mail provider busy, try again");
 	}
-	if (st == 429)
-		return resend_fail(err, 502, 1, "mail provider busy, try again");
+	if (st == 429)	/* not processed: not sent, but not refused for good either */
+		return resend_fail(err, 503, 0, "mail provider busy, try again");
 	if (st == 408 || st >= 500 || st < 400)
 		return resend_fail(err, 502, 1, "mail provider unavailable");
 	if (st == 422 || (st == 400 && strcmp(name, "validation_error") == 0))
@@ -143,6 +144,9 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	}
 	if (resp.status < 200 || resp.status >= 300) {
 		resend_fail_status(&resp, err);
+		/* a refusal does not prove that an earlier, timed-out attempt did not land */
+		if (err != NULL && resp.earlier_maybe_done)
+			err->maybe_done = 1;
 		goto out;
 	}
 	/* accepted: without an id we cannot say so, but it may well be on its way */

@@ -8,8 +8,12 @@
  * outbound HTTP client: timeouts, retries, keep-alive, capped replies) ->
  * response_json/response_fail.  auth decides which customer a request acts
  * for (apikey: Bearer keys, stored hashed) and issues keys; whsig verifies
- * and signs webhooks; store keeps MailKit's durable state in SQLite (db);
- * settings and log are read and opened once per process.
+ * and signs webhooks; store keeps MailKit's durable state in SQLite (db),
+ * one module per concern (store_webhook, store_lowbal, store_send: the send
+ * journal, store_keys); billing drives a send through that journal (debit,
+ * send, refund, fence), answers it truly (200, 202 queued, 4xx, 5xx) and
+ * delivers queued sends in the background; settings and log are read and
+ * opened once per process.
  */
 #ifndef MAILKIT_H
 #define MAILKIT_H

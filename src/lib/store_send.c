@@ -20,7 +20,7 @@
 
 #define SEND_COLUMNS "key, customer_id, request_hash, state, status, reply, email_id," \
 	" message, created_at, updated_at, owner_pid, lease_until, attempts, next_attempt_at," \
-	" debit_entry, refund_entry"
+	" debit_entry, refund_entry, unsure_at"
 
 /*
  * The body is dropped where store_send.h says (?3 is the new state, ?4 its
@@ -43,6 +43,7 @@ static const char *const store_send_sql[SQL_COUNT] = {
 	[SQL_SEND_SAVE] =
 	    "UPDATE sends SET state = ?3, status = ?4, reply = ?5, email_id = ?6,"
 	    " debit_entry = ?7, refund_entry = ?8, attempts = ?9, next_attempt_at = ?10,"
+	    " unsure_at = ?14,"
 	    " owner_pid = CASE WHEN ?11 THEN NULL ELSE owner_pid END,"
 	    " owner_token = CASE WHEN ?11 THEN NULL ELSE owner_token END,"
 	    " lease_until = CASE WHEN ?11 THEN NULL ELSE ?12 END,"
@@ -119,6 +120,7 @@ store_send_read(sqlite3_stmt *st, struct store_send *row, long long *owner_pid,
 	store_column_text(st, 14, row->debit_entry, sizeof row->debit_entry);
 	row->refunded = sqlite3_column_type(st, 15) != SQLITE_NULL;
 	store_column_text(st, 15, row->refund_entry, sizeof row->refund_entry);
+	row->unsure_at = (time_t)sqlite3_column_int64(st, 16);
 	return 0;
 }
 
@@ -324,6 +326,7 @@ store_send_write(struct store_handle *t, const struct store_send *row, int relea
 	sqlite3_bind_int(st, 11, release || row->state >= SEND_SENT);
 	sqlite3_bind_int64(st, 12, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
 	sqlite3_bind_int64(st, 13, (sqlite3_int64)now);
+	sqlite3_bind_int64(st, 14, (sqlite3_int64)row->unsure_at);
 	if (store_step_done(t, st, "writing a send", err) == -1)
 		return -1;
 	if (sqlite3_changes(t->db) == 0) {
@@ -473,7 +476,7 @@ store_send_page(const struct settings *s, const char *customer_id, const char *a
 		store_bind_text(st, 2, customer_id);
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW)
-			before = sqlite3_column_int64(st, 16);	/* after SEND_COLUMNS */
+			before = sqlite3_column_int64(st, 17);	/* after SEND_COLUMNS */
 		sqlite3_reset(st);
 		if (rc == SQLITE_DONE)
 			return mk_fail(err, 400, "after names no email of this customer");

@@ -53,6 +53,8 @@ struct store_send {
 	int			 refunded;		/* our refund stands at Dodo */
 	char			 refund_entry[DODO_ID_MAX];
 	int			 attempts;		/* background tries so far */
+	time_t			 unsure_at;		/* last provider call whose outcome was
+							 * unknown (it may still land), 0 if none */
 	time_t			 next_attempt_at;	/* when the background may take it up */
 	char			*message;		/* JSON to resend from; owned, store_send_free() */
 	time_t			 created_at;
@@ -85,7 +87,7 @@ int	store_send_begin(const struct settings *s, const char *key, const char *cust
 
 /*
  * Write the mutable fields of the row we own (state, status, reply,
- * email_id, the ledger entries, attempts, next_attempt_at) now, renewing
+ * email_id, the ledger entries, attempts, unsure_at, next_attempt_at) now, renewing
  * the lease; a final state also releases the row.  Returns 0, or -1 when
  * the row is no longer ours (our lease expired and another worker took it
  * over) or the store failed: the caller must stop driving it.

@@ -19,6 +19,7 @@
 // stack on a loopback port.  Every loop is bounded by --sends and --seconds.
 import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import {
@@ -85,7 +86,7 @@ function judge(r, state) {
 			return 'true';
 		if (e === 0 && n === 0)
 			return r.failed ? 'true' : 'pending';
-		return e > 1 || n > 1 ? 'untrue' : 'pending';
+		return 'untrue';
 	}
 	if (typeof r.status === 'number')
 		return e === 0 && n === 0 ? 'true' : 'untrue';
@@ -112,6 +113,12 @@ try {
 			    amount: String(Math.abs(have - perCustomer)) }) });
 	}
 
+	// The journal's size on disk (journal hygiene): the database file alone;
+	// the write-ahead log beside it is recycled at each checkpoint (~4 MiB).
+	const journalBytes = () => {
+		try { return statSync(stack.settings.MAILKIT_DB).size; } catch { return 0; }
+	};
+	const bytesBefore = journalBytes();
 	const results = [];
 	const statuses = {};
 	let issued = 0, faults = 0;
@@ -120,8 +127,12 @@ try {
 			const n = issued++;
 			if (Math.random() < FAULT_RATE) {
 				faults++;
-				await sandboxFault(stack, { target: pick(TARGETS), mode: pick(MODES),
-				    count: 1, stall_ms: 2500, late_ms: 4000 }).catch(() => {});
+				// 1 to 3 failures in a row: one is absorbed by MailKit's own
+				// retry, more reach the answer
+				const mode = pick(MODES);
+				await sandboxFault(stack, { target: pick(TARGETS), mode,
+				    count: 1 + Math.floor(Math.random() * 3), stall_ms: 2500,
+				    late_ms: mode === 'late' ? 4000 : undefined });
 			}
 			const c = pick(customers), key = randomUUID();
 			const body = { to: 'delivered@resend.dev', subject: `${tag} #${n}`,
@@ -172,7 +183,7 @@ try {
 	const queued = results.filter((r) => r.status === 202);
 	console.log(`soak: ${results.length} sends from ${CLIENTS} clients (${CUSTOMERS} customers, ` +
 	    `API keys) through ${opt.server} in ${loadSecs.toFixed(1)} s; ${faults} faults armed ` +
-	    `(rate ${FAULT_RATE}; ${TARGETS.join(', ')} x ${MODES.join(', ')})`);
+	    `(rate ${FAULT_RATE}, 1-3 calls each; ${TARGETS.join(', ')} x ${MODES.join(', ')})`);
 	console.log(`answers: ${JSON.stringify(statuses)}`);
 	console.log(`truth: ${count('true')} true, ${count('untrue')} untrue, ` +
 	    `${count('pending')} still pending, ${count('unknown')} unanswered`);
@@ -180,6 +191,15 @@ try {
 	    `${queued.filter((r) => r.failed).length} failed and refunded; all settled ` +
 	    (settledAfter === null ? 'NOT within the wait' : `${settledAfter.toFixed(1)} s after the faults stopped`));
 	console.log(`emails delivered ${emails}, net credits debited ${netDebits}`);
+	const [[rows, bodies, longest]] = await sqlite(stack.settings.MAILKIT_DB,
+	    'SELECT count(*), coalesce(sum(length(message)), 0), coalesce(max(length(message)), 0)' +
+	    ' FROM sends');
+	const bytesAfter = journalBytes();
+	console.log(`journal: ${rows} rows holding ${bodies} bytes of messages (longest ${longest}); ` +
+	    `database file ${(bytesBefore / 1024).toFixed(0)} KiB before the load, ` +
+	    `${(bytesAfter / 1024).toFixed(0)} KiB after ` +
+	    `(${((bytesAfter - bytesBefore) / Math.max(1, results.length)).toFixed(0)} bytes per send, ` +
+	    'kept 48 h)');
 	console.log(rec.stdout.trim().split('\n').pop());
 	for (const [i, r] of results.entries())
 		if (verdicts[i] === 'untrue' || verdicts[i] === 'pending')

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 
 import {
-	BUILDDIR, clearSandboxFaults, getJson, missingPrerequisite, postJson, request,
+	BUILDDIR, clearSandboxFaults, dodoLedgerEntry, getJson, missingPrerequisite, postJson, request,
 	restartStack, sandboxEmails, sandboxFault, skipFile, startStack, subscribeCustomer,
 	webhookHeaders,
 } from './harness.mjs';
@@ -439,13 +439,9 @@ describe('reconciliation', () => {
 		let rec = await admin(stack, ['reconcile', '--min-age', '0']);
 		assert.equal(rec.code, 0, rec.stdout + rec.stderr);
 		// a stray debit tagged as ours, straight at the (sandbox) ledger
-		const r = await fetch(`${stack.settings.DODO_PAYMENTS_BASE_URL}/credit-entitlements/` +
-		    `${stack.settings.CREDIT_ENTITLEMENT_ID}/balances/${c.id}/ledger-entries`, {
-			method: 'POST',
-			headers: { 'Content-Type': 'application/json',
-			    Authorization: `Bearer ${stack.settings.DODO_PAYMENTS_API_KEY}` },
-			body: JSON.stringify({ entry_type: 'debit', amount: '1', reason: 'email send',
-			    idempotency_key: randomUUID(), metadata: { mailkit_ref: 'stray' } }) });
+		const r = await dodoLedgerEntry(stack, c.id, { entry_type: 'debit', amount: '1',
+		    reason: 'email send', idempotency_key: randomUUID(),
+		    metadata: { mailkit_ref: 'stray' } });
 		assert.equal(r.status, 201);
 		rec = await admin(stack, ['reconcile', '--min-age', '0']);
 		assert.equal(rec.code, 1, rec.stdout);

@@ -416,6 +416,25 @@ export async function sandboxFault(stack, { target, mode, count = 1, stall_ms, l
 	return r.json;
 }
 
+// A ledger entry straight at the sandbox's Dodo API, as another writer
+// (or a late request) would make it; resolves to the fetch Response.
+export function dodoLedgerEntry(stack, customerId, entry) {
+	return fetch(`${stack.settings.DODO_PAYMENTS_BASE_URL}/credit-entitlements/` +
+	    `${stack.settings.CREDIT_ENTITLEMENT_ID}/balances/${customerId}/ledger-entries`, {
+		method: 'POST',
+		headers: { 'Content-Type': 'application/json',
+		    Authorization: `Bearer ${stack.settings.DODO_PAYMENTS_API_KEY}` },
+		body: JSON.stringify(entry) });
+}
+
+// The newest 100 entries of a customer's ledger, straight from the sandbox.
+export async function dodoLedger(stack, customerId) {
+	const r = await fetch(`${stack.settings.DODO_PAYMENTS_BASE_URL}/credit-entitlements/` +
+	    `${stack.settings.CREDIT_ENTITLEMENT_ID}/balances/${customerId}/ledger?page_size=100`, {
+		headers: { Authorization: `Bearer ${stack.settings.DODO_PAYMENTS_API_KEY}` } });
+	return (await r.json()).items;
+}
+
 export async function clearSandboxFaults(stack) {
 	const r = await request(stack, 'DELETE', '/sandbox/admin/faults');
 	if (r.status < 200 || r.status > 299)

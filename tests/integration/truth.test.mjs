@@ -17,7 +17,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-	admin, clearSandboxFaults, getJson, lastApiKey, missingPrerequisite, postJson, request,
+	admin, dodoLedger, dodoLedgerEntry, getJson, lastApiKey, missingPrerequisite, postJson, request,
 	restartStack, sandboxEmails, sandboxFault, skipFile, startStack, subscribeCustomer,
 } from './harness.mjs';
 
@@ -67,10 +67,7 @@ async function setBalance(stack, c, want) {
 
 // Dodo's entries for one send (its mailkit_ref), straight from the sandbox.
 async function entriesOf(stack, c, ref) {
-	const r = await fetch(`${stack.settings.DODO_PAYMENTS_BASE_URL}/credit-entitlements/` +
-	    `${stack.settings.CREDIT_ENTITLEMENT_ID}/balances/${c.id}/ledger?page_size=100`, {
-		headers: { Authorization: `Bearer ${stack.settings.DODO_PAYMENTS_API_KEY}` } });
-	const items = (await r.json()).items.filter((e) => e.metadata?.mailkit_ref === ref);
+	const items = (await dodoLedger(stack, c.id)).filter((e) => e.metadata?.mailkit_ref === ref);
 	return { debits: items.filter((e) => !e.is_credit).length,
 	    refunds: items.filter((e) => e.is_credit).length };
 }
@@ -166,6 +163,24 @@ for (const server of ['lighttpd', 'apache']) {
 			assert.deepEqual(await outcome(stack, c, ref), { emails: 1, net: 1 });
 		});
 
+		test('2. a refusal after an attempt that timed out is not trusted: 202, sent once',
+		    { timeout: 60_000 }, async () => {
+			const c = await newCustomer(stack);
+			const key = randomUUID(), ref = refOf(c.id, key);
+			// the first attempt times out and its email lands 4 s later; the
+			// retry and the next background tries are refused meanwhile
+			await sandboxFault(stack, { target: 'email_send', mode: 'late', count: 1,
+			    stall_ms: 2500, late_ms: 4000 });
+			const pending = send(stack, c, key);
+			await sleep(500);
+			await sandboxFault(stack, { target: 'email_send', mode: '422', count: 3 });
+			const a = await pending;
+			assert.deepEqual([a.status, a.json?.status], [202, 'queued'], a.text);
+			await emailStatus(stack, c, a.json.id, 'sent', 30_000);
+			assert.deepEqual(await settle(stack, c, ref, { emails: 1, net: 1 }),
+			    { emails: 1, net: 1 });
+		});
+
 		// Both attempts of the debit time out; both land later (the second is a duplicate).
 		const lateDebits = { target: 'ledger_debit', mode: 'late', count: 2, stall_ms: 2500,
 		    late_ms: 3000 };
@@ -221,7 +236,8 @@ for (const server of ['lighttpd', 'apache']) {
 		    { timeout: 60_000 }, async () => {
 			const c = await newCustomer(stack);
 			const key = randomUUID(), ref = refOf(c.id, key);
-			await sandboxFault(stack, { target: 'email_send', mode: '500', count: 2 });
+			// rate-limited (not processed, so not in doubt), then refused for good
+			await sandboxFault(stack, { target: 'email_send', mode: '429', count: 2 });
 			const a = await send(stack, c, key);
 			assert.equal(a.status, 202, a.text);
 			await sandboxFault(stack, { target: 'email_send', mode: '422', count: 1 });
@@ -250,8 +266,9 @@ for (const server of ['lighttpd', 'apache']) {
 		test('5. reconcile under load: no lock failures, no false drift',
 		    { timeout: 90_000 }, async () => {
 			const c = await newCustomer(stack);
-			await sandboxFault(stack, { target: 'email_send', mode: 'stall', count: 5,
-			    stall_ms: 1200 });
+			// most sends are in flight (stalled at the provider) while reconcile reads
+			await sandboxFault(stack, { target: 'email_send', mode: 'stall', count: 100,
+			    stall_ms: 700 });
 			let running = true;
 			const load = (async () => {
 				let n = 0;
@@ -282,13 +299,9 @@ for (const server of ['lighttpd', 'apache']) {
 			assert.equal(a.status, 402);
 			// a debit under the send's own key lands after the final 402
 			await setBalance(stack, c, 1);
-			const r = await fetch(`${stack.settings.DODO_PAYMENTS_BASE_URL}/credit-entitlements/` +
-			    `${stack.settings.CREDIT_ENTITLEMENT_ID}/balances/${c.id}/ledger-entries`, {
-				method: 'POST',
-				headers: { 'Content-Type': 'application/json',
-				    Authorization: `Bearer ${stack.settings.DODO_PAYMENTS_API_KEY}` },
-				body: JSON.stringify({ entry_type: 'debit', amount: '1', reason: 'email send',
-				    idempotency_key: `mk-send-${ref}-debit`, metadata: { mailkit_ref: ref } }) });
+			const r = await dodoLedgerEntry(stack, c.id, { entry_type: 'debit', amount: '1',
+			    reason: 'email send', idempotency_key: `mk-send-${ref}-debit`,
+			    metadata: { mailkit_ref: ref } });
 			assert.equal(r.status, 201);
 			const rec = await admin(stack, ['reconcile', '--min-age', '0']);
 			assert.equal(rec.code, 0, rec.stdout + rec.stderr);
