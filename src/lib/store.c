@@ -100,13 +100,15 @@ static const struct db_migration store_migrations[] = {
 	/* 8: truthful sends (billing.h).  Final states move to 10 and up, so new
 	 * in-progress states fit below them; the background's due list; the
 	 * ledger entries a send caused; when a provider call last ended unknown;
-	 * a customer's sends for GET /emails; and finished rows keep no body. */
+	 * the owner's host (leases across hosts); a customer's sends for GET
+	 * /emails; and finished rows keep no body. */
 	{ "UPDATE sends SET state = state + 6 WHERE state >= 4;"
 	  "ALTER TABLE sends ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;"
 	  "ALTER TABLE sends ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;"
 	  "ALTER TABLE sends ADD COLUMN debit_entry TEXT;"
 	  "ALTER TABLE sends ADD COLUMN refund_entry TEXT;"
 	  "ALTER TABLE sends ADD COLUMN unsure_at INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE sends ADD COLUMN owner_host TEXT;"
 	  "UPDATE sends SET debit_entry = '' WHERE state IN (10, 11);"
 	  "UPDATE sends SET refund_entry = '' WHERE state = 11;"
 	  "UPDATE sends SET next_attempt_at = updated_at WHERE state < 10;"

@@ -17,10 +17,11 @@
 #include "store_send.h"
 
 #define STORE_SEND_DUE_SLACK	256	/* in-flight rows (due, but held) read past in one look */
+#define STORE_SEND_HOST_MAX	256	/* a hostname (HOST_NAME_MAX is 64 on Linux) */
 
 #define SEND_COLUMNS "key, customer_id, request_hash, state, status, reply, email_id," \
 	" message, created_at, updated_at, owner_pid, lease_until, attempts, next_attempt_at," \
-	" debit_entry, refund_entry, unsure_at"
+	" debit_entry, refund_entry, unsure_at, owner_host"
 
 /*
  * The body is dropped where store_send.h says (?3 is the new state, ?4 its
@@ -34,11 +35,11 @@ static const char *const store_send_sql[SQL_COUNT] = {
 	    "SELECT " SEND_COLUMNS " FROM sends WHERE key = ?1",
 	[SQL_SEND_INSERT] =
 	    "INSERT INTO sends (key, customer_id, request_hash, message, state, owner_pid,"
-	    " owner_token, lease_until, created_at, updated_at, next_attempt_at)"
-	    " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8, ?8) ON CONFLICT (key) DO NOTHING",
+	    " owner_token, lease_until, created_at, updated_at, next_attempt_at, owner_host)"
+	    " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?8, ?8, ?9) ON CONFLICT (key) DO NOTHING",
 	[SQL_SEND_TAKE] =
-	    "UPDATE sends SET owner_pid = ?2, owner_token = ?3, lease_until = ?4, updated_at = ?5"
-	    " WHERE key = ?1",
+	    "UPDATE sends SET owner_pid = ?2, owner_token = ?3, lease_until = ?4, updated_at = ?5,"
+	    " owner_host = ?6 WHERE key = ?1",
 	/* only the owner may write a row; ?11 = 1 lets go of it */
 	[SQL_SEND_SAVE] =
 	    "UPDATE sends SET state = ?3, status = ?4, reply = ?5, email_id = ?6,"
@@ -52,7 +53,7 @@ static const char *const store_send_sql[SQL_COUNT] = {
 	    "  ELSE json_remove(message, '$.html', '$.text') END"
 	    " WHERE key = ?1 AND owner_token = ?2",
 	[SQL_SEND_DUE] =
-	    "SELECT key, owner_pid, lease_until FROM sends"
+	    "SELECT key, owner_pid, lease_until, owner_host FROM sends"
 	    " WHERE state < 10 AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
 	[SQL_SEND_LIST] =
 	    "SELECT " SEND_COLUMNS " FROM sends WHERE created_at >= ?1 ORDER BY created_at",
@@ -89,10 +90,29 @@ store_send_free(struct store_send *row)
 	row->message = NULL;
 }
 
-/* Fill row from a SEND_COLUMNS result; *owner_pid and *lease get the claim. */
+/* The kernel's hostname, read once (store_send_claim_live says why). */
+static char		store_send_hostname[STORE_SEND_HOST_MAX];
+static pthread_once_t	store_send_host_once = PTHREAD_ONCE_INIT;
+
+static void
+store_send_host_init(void)
+{
+	if (gethostname(store_send_hostname, sizeof store_send_hostname - 1) == -1)
+		snprintf(store_send_hostname, sizeof store_send_hostname, "localhost");
+}
+
+static const char *
+store_send_host(void)
+{
+	pthread_once(&store_send_host_once, store_send_host_init);
+	return store_send_hostname;
+}
+
+/* Fill row from a SEND_COLUMNS result; *owner_pid and *lease get the claim,
+ * owner_host (STORE_SEND_HOST_MAX bytes) its host. */
 static int
 store_send_read(sqlite3_stmt *st, struct store_send *row, long long *owner_pid,
-    long long *lease)
+    long long *lease, char *owner_host)
 {
 	const unsigned char *msg;
 
@@ -121,15 +141,23 @@ store_send_read(sqlite3_stmt *st, struct store_send *row, long long *owner_pid,
 	row->refunded = sqlite3_column_type(st, 15) != SQLITE_NULL;
 	store_column_text(st, 15, row->refund_entry, sizeof row->refund_entry);
 	row->unsure_at = (time_t)sqlite3_column_int64(st, 16);
+	if (owner_host != NULL)
+		store_column_text(st, 17, owner_host, STORE_SEND_HOST_MAX);
 	return 0;
 }
 
-/* A claim is live while its lease runs and its process exists. */
+/*
+ * A claim is live while its lease runs and, on this host, its process
+ * exists (a worker killed here frees its rows at once).  A claim made on
+ * another host lives until its lease ends: its pid means nothing here.
+ */
 static int
-store_send_claim_live(long long owner_pid, long long lease, time_t now)
+store_send_claim_live(long long owner_pid, long long lease, const char *owner_host, time_t now)
 {
 	if (owner_pid <= 0 || lease <= (long long)now)
 		return 0;
+	if (owner_host[0] != '\0' && strcmp(owner_host, store_send_host()) != 0)
+		return 1;
 	return kill((pid_t)owner_pid, 0) == 0 || errno == EPERM;
 }
 
@@ -166,6 +194,7 @@ store_send_insert(struct store_handle *t, const char *key, const char *customer_
 	sqlite3_bind_int64(st, 6, out->owner_token);
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
 	sqlite3_bind_int64(st, 8, (sqlite3_int64)now);
+	store_bind_text(st, 9, store_send_host());
 	if (store_step_done(t, st, "recording a send", err) == -1)
 		return -1;
 	if (sqlite3_changes(t->db) == 0)
@@ -199,6 +228,7 @@ store_send_begin(const struct settings *s, const char *key, const char *customer
 	sqlite3_stmt		*st;
 	time_t			 now = time(NULL);
 	long long		 owner_pid = 0, lease = 0;
+	char			 owner_host[STORE_SEND_HOST_MAX] = "";
 	int			 rc, result = -1;
 
 	memset(out, 0, sizeof *out);
@@ -227,7 +257,7 @@ store_send_begin(const struct settings *s, const char *key, const char *customer
 		goto out;
 	store_bind_text(st, 1, key);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && store_send_read(st, out, &owner_pid, &lease) == -1) {
+	if (rc == SQLITE_ROW && store_send_read(st, out, &owner_pid, &lease, owner_host) == -1) {
 		sqlite3_reset(st);
 		mk_fail(err, 503, "out of memory");
 		goto out;
@@ -257,7 +287,7 @@ store_send_begin(const struct settings *s, const char *key, const char *customer
 		result = STORE_SEND_MISMATCH;
 	else if (customer_id != NULL ? store_send_answered(out) : out->state >= SEND_SENT)
 		result = STORE_SEND_FINAL;	/* the background still fences an answered void */
-	else if (store_send_claim_live(owner_pid, lease, now))
+	else if (store_send_claim_live(owner_pid, lease, owner_host, now))
 		result = STORE_SEND_BUSY;
 	else {
 		if ((st = store_stmt(t, SQL_SEND_TAKE, store_send_sql, err)) == NULL)
@@ -267,6 +297,7 @@ store_send_begin(const struct settings *s, const char *key, const char *customer
 		sqlite3_bind_int64(st, 3, out->owner_token);
 		sqlite3_bind_int64(st, 4, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
 		sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
+		store_bind_text(st, 6, store_send_host());
 		if (store_step_done(t, st, "taking over a send", err) == -1)
 			goto out;
 		if (owner_pid != 0)
@@ -385,10 +416,12 @@ store_send_due(const struct settings *s, time_t due_by, char (*keys)[STORE_SEND_
 	/* rows in flight are due too (due at insert) but held: read a little more */
 	sqlite3_bind_int(st, 2, max + STORE_SEND_DUE_SLACK);
 	while (n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		long long owner_pid = sqlite3_column_type(st, 1) == SQLITE_NULL ? 0 :
+		long long	owner_pid = sqlite3_column_type(st, 1) == SQLITE_NULL ? 0 :
 		    sqlite3_column_int64(st, 1);
+		char		owner_host[STORE_SEND_HOST_MAX];
 
-		if (store_send_claim_live(owner_pid, sqlite3_column_int64(st, 2), now))
+		store_column_text(st, 3, owner_host, sizeof owner_host);
+		if (store_send_claim_live(owner_pid, sqlite3_column_int64(st, 2), owner_host, now))
 			continue;
 		store_column_text(st, 0, keys[n], STORE_SEND_KEY_MAX);
 		n++;
@@ -412,7 +445,7 @@ store_send_each(struct store_handle *t, sqlite3_stmt *st,
 
 	memset(&row, 0, sizeof row);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (store_send_read(st, &row, NULL, NULL) == -1) {
+		if (store_send_read(st, &row, NULL, NULL, NULL) == -1) {
 			rc = SQLITE_NOMEM;
 			break;
 		}
@@ -445,7 +478,7 @@ store_send_get(const struct settings *s, const char *customer_id, const char *pr
 	store_bind_text(st, 1, prefix);
 	store_bind_text(st, 2, customer_id);
 	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && store_send_read(st, out, NULL, NULL) == -1)
+	if (rc == SQLITE_ROW && store_send_read(st, out, NULL, NULL, NULL) == -1)
 		rc = SQLITE_NOMEM;
 	sqlite3_reset(st);
 	if (rc == SQLITE_ROW)
@@ -476,7 +509,7 @@ store_send_page(const struct settings *s, const char *customer_id, const char *a
 		store_bind_text(st, 2, customer_id);
 		rc = sqlite3_step(st);
 		if (rc == SQLITE_ROW)
-			before = sqlite3_column_int64(st, 17);	/* after SEND_COLUMNS */
+			before = sqlite3_column_int64(st, 18);	/* after SEND_COLUMNS */
 		sqlite3_reset(st);
 		if (rc == SQLITE_DONE)
 			return mk_fail(err, 400, "after names no email of this customer");

@@ -17,9 +17,11 @@ struct settings;
 /*
  * States.  The numbers are stored; final states are SEND_SENT and above,
  * and never change.  A row in a non-final state is either owned by a live
- * worker (owner_pid, owner_token, lease_until) or free to be taken up: by a
- * retry of the same request, or by the background delivery once its
- * next_attempt_at has come (billing.h).
+ * worker (owner_host, owner_pid, owner_token, lease_until) or free to be
+ * taken up: by a retry of the same request, or by the background delivery
+ * once its next_attempt_at has come (billing.h).  An owner on this host is
+ * live while its process exists and its lease runs; one on another host
+ * until its lease ends, so any number of hosts can drain one journal.
  */
 enum store_send_state {
 	SEND_NEW = 0,		/* recorded; the debit may or may not have reached Dodo */
