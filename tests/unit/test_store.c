@@ -578,6 +578,33 @@ Test(store, send_journal_dead_owner)
 	store_send_free(&a);
 }
 
+/* A claim made on another host is not judged by a pid there: its lease decides. */
+Test(store, send_claim_on_another_host_waits_for_its_lease)
+{
+	struct settings		s = settings_for(path);
+	struct mk_err		err;
+	struct store_send	a;
+	char			keys[4][STORE_SEND_KEY_MAX];
+	sqlite3			*db;
+
+	cr_assert_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_OWNED);
+	store_send_free(&a);
+	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK);
+	/* another host's worker, with a pid that means nothing (or no one) here */
+	cr_assert_eq(sqlite3_exec(db, "UPDATE sends SET owner_host = 'elsewhere',"
+	    " owner_pid = 2147483646", NULL, NULL, NULL), SQLITE_OK);
+	cr_expect_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_BUSY);
+	store_send_free(&a);
+	cr_expect_eq(store_send_due(&s, time(NULL) + 1, keys, 4, &err), 0);
+	/* its lease ends: the row is anyone's */
+	cr_assert_eq(sqlite3_exec(db, "UPDATE sends SET lease_until = 1", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	cr_expect_eq(store_send_due(&s, time(NULL) + 1, keys, 4, &err), 1);
+	cr_expect_eq(store_send_begin(&s, "k1", "cus_1", "h", MSG, &a, &err), STORE_SEND_OWNED);
+	store_send_free(&a);
+}
+
 /* Rows of the schema before migration 8 keep their meaning: states renumbered, bodies of
  * finished rows dropped, unfinished rows due. */
 Test(store, send_migration_8)
