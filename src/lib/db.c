@@ -14,6 +14,12 @@
 
 #define DB_PATH_MAX	4096	/* bytes of a database path we accept */
 #define DB_WAL_RETRY_MS	10	/* pause between tries to switch a new file to WAL */
+#define DB_BUSY_SLEEP_MAX_MS	20	/* longest nap of the busy handler between tries */
+
+/* This thread's bound on lock waits (db_wait_start), CLOCK_MONOTONIC ms; 0: none. */
+static __thread long long	db_wait_until;
+/* Without a bound: when the current busy wait started. */
+static __thread long long	db_busy_since;
 
 static void	db_err(char *, size_t, const char *, ...)
 		    __attribute__((format(printf, 3, 4)));
@@ -29,6 +35,71 @@ db_err(char *err, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err, errlen, fmt, ap);
 	va_end(ap);
+}
+
+static long long
+db_now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+db_wait_start(long ms)
+{
+	db_wait_until = db_now_ms() + (ms > 0 ? ms : 0);
+}
+
+int
+db_wait_lock(pthread_mutex_t *m)
+{
+	struct timespec	until;
+	long long	left;
+
+	if (pthread_mutex_trylock(m) == 0)
+		return 0;
+	if (db_wait_until == 0)
+		return pthread_mutex_lock(m) == 0 ? 0 : -1;
+	if ((left = db_wait_until - db_now_ms()) <= 0)
+		return -1;
+	clock_gettime(CLOCK_REALTIME, &until);	/* what pthread_mutex_timedlock counts in */
+	until.tv_sec += left / 1000;
+	until.tv_nsec += (left % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return pthread_mutex_timedlock(m, &until) == 0 ? 0 : -1;
+}
+
+/*
+ * SQLite's busy handler: try again after short naps (1, 2, 4 ... ms, at
+ * most DB_BUSY_SLEEP_MAX_MS) until this thread's bound, or for
+ * DB_BUSY_TIMEOUT_MS when it has none.  0 gives up (SQLITE_BUSY).
+ */
+static int
+db_busy(void *arg, int tries)
+{
+	long long	now = db_now_ms(), until;
+	long		nap = tries < 5 ? 1L << tries : DB_BUSY_SLEEP_MAX_MS;
+	struct timespec	ts;
+
+	(void)arg;
+	if (tries == 0)
+		db_busy_since = now;
+	until = db_wait_until != 0 ? db_wait_until : db_busy_since + DB_BUSY_TIMEOUT_MS;
+	if (now >= until)
+		return 0;
+	if (nap > DB_BUSY_SLEEP_MAX_MS)
+		nap = DB_BUSY_SLEEP_MAX_MS;
+	if (nap > until - now)
+		nap = (long)(until - now);
+	ts.tv_sec = 0;
+	ts.tv_nsec = nap * 1000000L;
+	nanosleep(&ts, NULL);
+	return 1;
 }
 
 /*
@@ -207,7 +278,7 @@ db_open(const char *path, const struct db_migration *migrations, size_t n,
 		goto fail;
 	}
 	/* Before any statement that may need a lock, so those queue too. */
-	sqlite3_busy_timeout(db, DB_BUSY_TIMEOUT_MS);
+	sqlite3_busy_handler(db, db_busy, NULL);
 	sqlite3_extended_result_codes(db, 1);
 
 	/* WAL: readers never block the writer; NORMAL is durable across
@@ -289,7 +360,10 @@ int
 db_begin(sqlite3 *db)
 {
 	if (!db_writer_held) {
-		pthread_mutex_lock(&db_writer);
+		if (db_wait_lock(&db_writer) == -1) {
+			log_warn("db: the write lock is busy: giving up");
+			return -1;
+		}
 		db_writer_held = 1;
 	}
 	if (db_simple(db, "BEGIN IMMEDIATE") == -1) {

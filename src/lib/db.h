@@ -3,9 +3,11 @@
 #define MAILKIT_DB_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <sqlite3.h>
 
-#define DB_BUSY_TIMEOUT_MS	5000	/* writers queue this long before SQLITE_BUSY */
+#define DB_BUSY_TIMEOUT_MS	5000	/* writers queue this long before SQLITE_BUSY,
+					 * unless db_wait_start() set a bound */
 #define DB_CACHE_KIB		"256"	/* page cache per handle, KiB (PRAGMA cache_size) */
 
 /*
@@ -33,6 +35,19 @@ sqlite3	*db_open(const char *path, const struct db_migration *migrations, size_t
  * reason logged if sql does not compile.
  */
 sqlite3_stmt *db_stmt(sqlite3 *db, sqlite3_stmt **slot, const char *sql);
+
+/*
+ * Bound this thread's waits for the write lock, from now: SQLite's busy
+ * handler on every handle db_open() made, and db_wait_lock(), give up
+ * ms milliseconds from now (SQLITE_BUSY; -1).  So when another process
+ * holds the lock, every waiting request fails by then, side by side,
+ * instead of queueing for it one after another.  A thread that never
+ * calls this waits DB_BUSY_TIMEOUT_MS per statement.
+ */
+void	db_wait_start(long ms);
+
+/* Lock m (which may be recursive) within this thread's bound.  0 / -1. */
+int	db_wait_lock(pthread_mutex_t *m);
 
 /*
  * BEGIN IMMEDIATE / COMMIT / ROLLBACK.  0 / -1.  The threads of a process

@@ -1,6 +1,7 @@
 /* server.c: the FastCGI accept loop, request copying, routing and the one response writer. */
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,8 +21,23 @@
 #include "url.h"
 
 #define SERVER_LISTEN_BACKLOG	128	/* for $MAILKIT_SOCKET; spawn-fcgi sets its own */
-#define SERVER_READ_CHUNK	(64 * 1024)	/* FCGX_GetStr takes an int length */
-#define SERVER_THREADS_MAX	1024	/* the sandbox: a thread per slow call in flight */
+#define SERVER_READ_CHUNK	(4 * 1024)	/* bytes per FCGX_GetStr; on the stack of
+						 * every request thread, so small */
+#define SERVER_THREADS_MAX	1024	/* a thread per request in flight, at most */
+#define SERVER_RETRY_AFTER_S	"1"	/* seconds, on a 503 that names none */
+#define SERVER_THREADS_START	4	/* started before the first request; more on demand */
+/*
+ * Stacks of request threads unless the program asks otherwise: the deepest
+ * path (SQLite under libcurl's and OpenSSL's frames) uses well under 100 KiB,
+ * and only pages a thread touched are memory; the rest is address space.
+ */
+#define SERVER_THREAD_STACK	(512 * 1024)
+/*
+ * glibc gives threads up to 8 malloc arenas per CPU, each keeping its own
+ * free pages: with hundreds of threads that was most of a busy program's
+ * memory.  Two arenas serve two CPUs' worth of requests.
+ */
+#define SERVER_MALLOC_ARENAS	2
 
 static int		server_listen_fd;
 /*
@@ -49,6 +65,7 @@ struct worker {
 	const struct app	*app;
 	pthread_t		 tid;
 	volatile sig_atomic_t	 accepting;	/* 1 while blocked in FCGX_Accept_r */
+	int			 fresh;		/* counted idle by its creator, not yet by itself */
 	FCGX_Request		 fcgx;
 	struct request		 req;
 	struct response		 resp;
@@ -506,10 +523,97 @@ server_handle(struct worker *w)
 		server_dispatch(w);
 	if (w->resp.drop)
 		return;
+	/* a 503 is a passing state (a busy store, a send another worker
+	 * holds): say when to come back, unless the handler did */
+	if (w->resp.status == 503 && strstr(w->resp.headers, "Retry-After:") == NULL)
+		response_header(&w->resp, "Retry-After", SERVER_RETRY_AFTER_S);
 	if (w->resp.status >= 500)
 		log_warn("%s %s -> %d %s", w->req.method, w->req.path, w->resp.status,
 		    w->resp.body.data ? w->resp.body.data : "");
 	server_write(&w->fcgx, &w->resp, strcmp(w->req.method, "HEAD") == 0);
+}
+
+/*
+ * The pool.  A request in flight holds its thread for its whole life,
+ * upstream round trips included, so a process serves at most as many
+ * requests at once as it has threads.  It starts SERVER_THREADS_START and
+ * adds one whenever the last idle thread takes a request, up to
+ * MAILKIT_THREADS: a quiet program stays small, a busy one gets a thread
+ * per request in flight, and nobody has to size it by hand.
+ */
+static struct {
+	pthread_mutex_t		 lock;		/* guards growth */
+	const struct app	*app;
+	struct worker		**workers;	/* [max]; the first `started` are set */
+	int			 max;
+	_Atomic int		 started;	/* read by the signal handler */
+	_Atomic int		 idle;		/* threads on their way to, or in, accept */
+	int			 grow_failed;	/* logged once */
+	pthread_attr_t		 attr;
+	volatile sig_atomic_t	 stopping;
+} server_pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static long	server_request_timeout_ms;	/* REQUEST_TIMEOUT_MS; 0 = none */
+
+static void	*server_worker(void *);
+
+static struct worker *
+server_worker_new(const struct app *app)
+{
+	struct worker	*w;
+
+	if ((w = calloc(1, sizeof *w)) == NULL)
+		return NULL;
+	w->app = app;
+	buf_init(&w->body, app->max_body);
+	buf_init(&w->resp.body, RESPONSE_MAX);
+	return w;
+}
+
+static void
+server_worker_free(struct worker *w)
+{
+	buf_free(&w->body);
+	buf_free(&w->resp.body);
+	free(w);
+}
+
+/*
+ * Start one more request thread, counted idle from now so that requests
+ * accepted meanwhile do not start more.  0 / -1 (at the cap, stopping, or
+ * out of memory or threads: the backlog queues the request meanwhile).
+ */
+static int
+server_grow(void)
+{
+	struct worker	*w = NULL;
+	int		 rc = -1;
+
+	pthread_mutex_lock(&server_pool.lock);
+	if (server_pool.stopping || server_pool.started >= server_pool.max)
+		goto out;
+	if ((w = server_worker_new(server_pool.app)) == NULL)
+		goto fail;
+	w->fresh = 1;
+	server_pool.idle++;
+	if (pthread_create(&w->tid, &server_pool.attr, server_worker, w) != 0) {
+		server_pool.idle--;
+		goto fail;
+	}
+	server_pool.workers[server_pool.started] = w;
+	server_pool.started++;		/* the signal handler reads workers up to here */
+	rc = 0;
+	goto out;
+fail:
+	if (!server_pool.grow_failed)
+		log_error("cannot start request thread %d: %s", server_pool.started + 1,
+		    strerror(errno));
+	server_pool.grow_failed = 1;
+	if (w != NULL)
+		server_worker_free(w);
+out:
+	pthread_mutex_unlock(&server_pool.lock);
+	return rc;
 }
 
 static void *
@@ -520,9 +624,17 @@ server_worker(void *arg)
 
 	if (FCGX_InitRequest(&w->fcgx, server_listen_fd, 0) != 0) {
 		log_error("FCGX_InitRequest failed");
+		server_pool.idle--;
 		return NULL;
 	}
 	for (;;) {
+		if (!w->fresh)
+			server_pool.idle++;
+		w->fresh = 0;
+		if (server_pool.stopping) {
+			server_pool.idle--;
+			break;
+		}
 		if (SERVER_SERIALIZE_ACCEPT)
 			pthread_mutex_lock(&server_accept_lock);
 		w->accepting = 1;
@@ -530,22 +642,27 @@ server_worker(void *arg)
 		w->accepting = 0;
 		if (SERVER_SERIALIZE_ACCEPT)
 			pthread_mutex_unlock(&server_accept_lock);
+		/* the last idle thread took this request: have another wait */
+		if (--server_pool.idle == 0 && rc >= 0)
+			(void)server_grow();
 		if (rc < 0)
 			break;
+		upstream_deadline_start(server_request_timeout_ms);
 		server_handle(w);
+		upstream_deadline_start(0);
 		FCGX_Finish_r(&w->fcgx);
 	}
 	FCGX_Free(&w->fcgx, 1);
 	return NULL;
 }
 
-static struct worker	*server_workers;
-static int		 server_nworkers;
-
 static void
 server_on_signal(int sig)
 {
+	int	n = server_pool.started;
+
 	(void)sig;
+	server_pool.stopping = 1;
 	FCGX_ShutdownPending();
 	if (!server_supervised) {
 		/* wakes every thread blocked in accept(), not just the one the signal hit */
@@ -557,27 +674,25 @@ server_on_signal(int sig)
 	 * accept() instead (libfcgi's SIGUSR1 handler has no SA_RESTART, and
 	 * its accept loop gives up on EINTR once shutdown is pending).
 	 */
-	for (int i = 0; i < server_nworkers; i++)
-		if (server_workers[i].accepting)
-			pthread_kill(server_workers[i].tid, SIGUSR1);
+	for (int i = 0; i < n; i++)
+		if (server_pool.workers[i]->accepting)
+			pthread_kill(server_pool.workers[i]->tid, SIGUSR1);
 }
 
 int
 server_run(const struct app *app)
 {
 	struct sigaction	 sa;
-	struct worker		*workers;
-	pthread_t		 tids[SERVER_THREADS_MAX];
-	pthread_attr_t		 attr;
 	const char		*sock = getenv("MAILKIT_SOCKET");
-	int			 nthreads = app->threads, started = 0;
+	int			 max = app->threads, start, n;
 
 	if (getenv("MAILKIT_CHECK_ONLY") != NULL)
 		return 0;	/* settings were checked by the caller: report success */
-	if (nthreads < 1)
-		nthreads = 1;
-	if (nthreads > SERVER_THREADS_MAX)
-		nthreads = SERVER_THREADS_MAX;
+	if (max < 1)
+		max = 1;
+	if (max > SERVER_THREADS_MAX)
+		max = SERVER_THREADS_MAX;
+	start = max < SERVER_THREADS_START ? max : SERVER_THREADS_START;
 	if (FCGX_Init() != 0) {
 		log_error("FCGX_Init failed");
 		return 1;
@@ -595,6 +710,18 @@ server_run(const struct app *app)
 		    "web server (or set MAILKIT_SOCKET)", app->name);
 		return 1;
 	}
+#ifdef M_ARENA_MAX
+	mallopt(M_ARENA_MAX, SERVER_MALLOC_ARENAS);
+#endif
+	if ((server_pool.workers = calloc(max, sizeof *server_pool.workers)) == NULL) {
+		log_error("out of memory");
+		return 1;
+	}
+	server_pool.app = app;
+	server_pool.max = max;
+	server_pool.started = 0;
+	server_pool.idle = 0;
+	server_pool.stopping = 0;
 	/* after FCGX_Init, which installs handlers of its own */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = server_on_signal;
@@ -603,49 +730,52 @@ server_run(const struct app *app)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if ((workers = calloc(nthreads, sizeof *workers)) == NULL) {
-		log_error("out of memory");
-		return 1;
-	}
-	for (int i = 0; i < nthreads; i++) {
-		workers[i].app = app;
-		buf_init(&workers[i].body, app->max_body);
-		buf_init(&workers[i].resp.body, RESPONSE_MAX);
-	}
-	server_workers = workers;
-	log_info("%s ready (%d thread%s)", app->name, nthreads, nthreads == 1 ? "" : "s");
+	log_info("%s ready (%d threads, up to %d on demand)", app->name, start, max);
 	/*
 	 * Every worker on a thread of its own while this one only waits: a
 	 * thread's handles (store, upstream) are freed as it ends, so nothing
 	 * a request allocated is left at exit for valgrind or LeakSanitizer.
 	 */
-	pthread_attr_init(&attr);
-	if (app->thread_stack > 0 && pthread_attr_setstacksize(&attr, app->thread_stack) != 0)
+	pthread_attr_init(&server_pool.attr);
+	if (pthread_attr_setstacksize(&server_pool.attr,
+	    app->thread_stack > 0 ? app->thread_stack : SERVER_THREAD_STACK) != 0)
 		log_warn("thread stack of %zu bytes refused: the system's default is used",
 		    app->thread_stack);
-	for (int i = 0; i < nthreads; i++) {
-		if (pthread_create(&tids[i], &attr, server_worker, &workers[i]) != 0) {
-			log_error("pthread_create failed: %s", strerror(errno));
+	for (int i = 0; i < start; i++)
+		if (server_grow() == -1)
 			break;
+	if (server_pool.started == 0) {
+		struct worker *w = server_worker_new(app);
+
+		if (w == NULL) {
+			log_error("out of memory");
+			return 1;
 		}
-		workers[i].tid = tids[i];
-		started = i + 1;
-		server_nworkers = started;	/* the signal handler reads tids up to here */
+		w->tid = pthread_self();
+		w->fresh = 1;
+		server_pool.idle = 1;
+		server_pool.workers[0] = w;
+		server_pool.max = 1;
+		server_pool.started = 1;
+		server_worker(w);
+	} else {
+		/* threads start more threads: join until none is left unjoined */
+		for (int i = 0; ; i++) {
+			pthread_mutex_lock(&server_pool.lock);
+			n = server_pool.started;
+			pthread_mutex_unlock(&server_pool.lock);
+			if (i >= n)
+				break;
+			pthread_join(server_pool.workers[i]->tid, NULL);
+		}
 	}
-	pthread_attr_destroy(&attr);
-	if (started == 0) {
-		workers[0].tid = pthread_self();
-		server_nworkers = 1;
-		server_worker(&workers[0]);
-	}
-	for (int i = 0; i < started; i++)
-		pthread_join(tids[i], NULL);
-	server_nworkers = 0;
-	for (int i = 0; i < nthreads; i++) {
-		buf_free(&workers[i].body);
-		buf_free(&workers[i].resp.body);
-	}
-	free(workers);
+	pthread_attr_destroy(&server_pool.attr);
+	n = server_pool.started;
+	server_pool.started = 0;
+	for (int i = 0; i < n; i++)
+		server_worker_free(server_pool.workers[i]);
+	free(server_pool.workers);
+	server_pool.workers = NULL;
 	log_info("%s stopped", app->name);
 	return 0;
 }
@@ -666,6 +796,7 @@ server_main(struct app *app, struct settings *s, unsigned need)
 		fatal("%s", err);
 	if (app->threads <= 0)
 		app->threads = (int)s->threads;
+	server_request_timeout_ms = s->request_timeout_ms;
 	app->max_body = (size_t)s->max_body;
 	return server_run(app);
 }

@@ -28,7 +28,12 @@ struct settings {
 	char	*base_url;		/* BASE_URL, where the page is served */
 	long	 port;			/* PORT */
 	char	*log_file;		/* MAILKIT_LOG_FILE, "" = stderr */
-	long	 threads;		/* MAILKIT_THREADS, request threads per process */
+	long	 threads;		/* MAILKIT_THREADS, request threads per process at most
+					   (started on demand, server.c) */
+	long	 request_timeout_ms;	/* REQUEST_TIMEOUT_MS: a request's upstream calls,
+					   retries and backoff included, end by then (504) */
+	long	 store_busy_ms;		/* STORE_BUSY_TIMEOUT_MS: longest wait for the
+					   database's write lock before 503 + Retry-After */
 	long	 max_body;		/* MAX_BODY_BYTES, request body ceiling (413 above) */
 	char	*db_path;		/* MAILKIT_DB, SQLite file shared by the workers */
 	long	 plan_credits;		/* PLAN_CREDITS, emails per cycle (the page's bar) */

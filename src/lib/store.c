@@ -189,7 +189,14 @@ store_lock(const struct settings *s, struct mk_err *err)
 		mk_fail(err, 500, "state store unavailable");
 		return NULL;
 	}
-	pthread_mutex_lock(&h->lock);
+	/* a bounded wait, here and in SQLite's busy handler: when another
+	 * process holds the write lock, waiting requests fail side by side */
+	db_wait_start(s->store_busy_ms > 0 ? s->store_busy_ms : DB_BUSY_TIMEOUT_MS);
+	if (db_wait_lock(&h->lock) == -1) {
+		log_warn("store: the database stayed busy for %ld ms", s->store_busy_ms);
+		mk_fail(err, 503, "state store busy");
+		return NULL;
+	}
 	if (h->db != NULL && strcmp(h->path, s->db_path != NULL ? s->db_path : "") == 0)
 		return h;
 

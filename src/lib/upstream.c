@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@
 #define UPSTREAM_URL_MAX		4096	/* bytes: base URL + path + query */
 #define UPSTREAM_HEADER_MAX		1024	/* bytes per request header line we build */
 #define UPSTREAM_JSON_DEPTH		32	/* nesting levels; our upstreams send ~4 */
+#define UPSTREAM_RECV_BUFFER		4096	/* libcurl's receive buffer per handle (a thread's):
+						 * our upstreams answer in under 2 KiB */
 #define UPSTREAM_MAXCONNECTS		4	/* cached connections per thread: Dodo + Resend, with slack */
 #define UPSTREAM_MAX_RETRIES_LIMIT	10	/* a bigger UPSTREAM_MAX_RETRIES is clamped */
 #define UPSTREAM_DEFAULT_CONNECT_MS	10000	/* used when upstream_configure() was not called */
@@ -54,6 +57,9 @@ struct upstream_attempt {
 	long		retry_after_ms;		/* -1: no header */
 	int		should_retry;		/* x-should-retry: -1 absent, 0 false, 1 true */
 };
+
+/* This thread's request deadline, CLOCK_MONOTONIC ms; 0: none. */
+static __thread long long	upstream_deadline;
 
 /* Bumped by upstream_configure(): handles set their fixed options again. */
 static _Atomic unsigned int	upstream_config_gen = 1;
@@ -124,6 +130,33 @@ upstream_configure(const struct settings *s)
 		upstream_cfg.max_retries = s->max_retries > UPSTREAM_MAX_RETRIES_LIMIT ?
 		    UPSTREAM_MAX_RETRIES_LIMIT : (int)s->max_retries;
 	upstream_config_gen++;
+}
+
+static long long
+upstream_now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+upstream_deadline_start(long ms)
+{
+	upstream_deadline = ms > 0 ? upstream_now_ms() + ms : 0;
+}
+
+/* Milliseconds left of this thread's deadline (<= 0: passed); LONG_MAX if none. */
+static long
+upstream_remaining_ms(void)
+{
+	long long	left;
+
+	if (upstream_deadline == 0)
+		return LONG_MAX;
+	left = upstream_deadline - upstream_now_ms();
+	return left < LONG_MIN / 2 ? LONG_MIN / 2 : (long)left;
 }
 
 void
@@ -292,6 +325,23 @@ upstream_sleep_ms(long ms)
 		ts = rem;
 }
 
+/*
+ * Wait before attempt number attempts + 1: the server's hint (hint_ms > 0)
+ * or, like the SDKs when the hint is zero or missing, the default schedule.
+ * -1 without waiting when the wait is above UPSTREAM_RETRY_AFTER_MAX_MS or
+ * would leave no time before the request's deadline for another attempt.
+ */
+static int
+upstream_pause(struct upstream_thread *t, int attempts, long hint_ms)
+{
+	long	delay = hint_ms > 0 ? hint_ms : upstream_backoff_ms(t, attempts - 1);
+
+	if (delay > UPSTREAM_RETRY_AFTER_MAX_MS || delay >= upstream_remaining_ms())
+		return -1;
+	upstream_sleep_ms(delay);
+	return 0;
+}
+
 /* Transport errors worth another attempt (connection trouble, timeouts). */
 static int
 upstream_curl_retryable(CURLcode rc)
@@ -387,9 +437,8 @@ upstream_fixed_options(struct upstream_thread *t)
 	UPSTREAM_SETOPT(c, rc, CURLOPT_FOLLOWLOCATION, 0L);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_PATH_AS_IS, 1L);	/* url_path() already encoded ids */
 	UPSTREAM_SETOPT(c, rc, CURLOPT_MAXCONNECTS, (long)UPSTREAM_MAXCONNECTS);
+	UPSTREAM_SETOPT(c, rc, CURLOPT_BUFFERSIZE, (long)UPSTREAM_RECV_BUFFER);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_TCP_KEEPALIVE, 1L);
-	UPSTREAM_SETOPT(c, rc, CURLOPT_CONNECTTIMEOUT_MS, upstream_cfg.connect_timeout_ms);
-	UPSTREAM_SETOPT(c, rc, CURLOPT_TIMEOUT_MS, upstream_cfg.timeout_ms);
 	/* libcurl's defaults, set explicitly: never talk to an unverified peer */
 	UPSTREAM_SETOPT(c, rc, CURLOPT_SSL_VERIFYPEER, 1L);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_SSL_VERIFYHOST, 2L);
@@ -404,10 +453,13 @@ upstream_fixed_options(struct upstream_thread *t)
 	return rc;
 }
 
-/* One attempt on the thread's handle; the caller reads a->status on CURLE_OK. */
+/*
+ * One attempt on the thread's handle, given at most budget_ms (the
+ * request's deadline); the caller reads a->status on CURLE_OK.
+ */
 static CURLcode
 upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
-    const char *url, struct curl_slist *headers, struct upstream_attempt *a)
+    const char *url, struct curl_slist *headers, struct upstream_attempt *a, long budget_ms)
 {
 	CURL		*c = t->easy;
 	CURLcode	 rc;
@@ -416,6 +468,10 @@ upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
 		return rc;
 	t->errbuf[0] = '\0';
 	/* everything a call sets, each call sets: nothing of the last one stays */
+	UPSTREAM_SETOPT(c, rc, CURLOPT_CONNECTTIMEOUT_MS,
+	    budget_ms < upstream_cfg.connect_timeout_ms ? budget_ms : upstream_cfg.connect_timeout_ms);
+	UPSTREAM_SETOPT(c, rc, CURLOPT_TIMEOUT_MS,
+	    budget_ms < upstream_cfg.timeout_ms ? budget_ms : upstream_cfg.timeout_ms);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_URL, url);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_HTTPHEADER, headers);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_WRITEDATA, a);
@@ -526,7 +582,6 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 	const char		*sep;
 	size_t			 blen;
 	CURLcode		 rc;
-	long			 delay;
 	int			 len, maybe_done = 0, result = -1;
 
 	memset(resp, 0, sizeof *resp);
@@ -560,15 +615,25 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 	}
 
 	for (;;) {
-		int retry_ok;
+		int	retry_ok;
+		long	left = upstream_remaining_ms();
 
+		if (left <= 0) {
+			/* the request's deadline passed during a backoff: a timeout */
+			log_warn("upstream %s %s: request deadline passed (attempt %d)",
+			    req->method, target, resp->attempts + 1);
+			mk_fail(err, 504, "upstream timed out");
+			if (err != NULL)
+				err->maybe_done = maybe_done;
+			goto out;
+		}
 		buf_reset(&a.body);
 		a.status = 0;
 		a.too_big = 0;
 		a.retry_after_ms = -1;
 		a.should_retry = -1;
 		resp->attempts++;
-		rc = upstream_perform(t, req, url, headers, &a);
+		rc = upstream_perform(t, req, url, headers, &a, left);
 		retry_ok = req->retry_safe && resp->attempts <= upstream_cfg.max_retries;
 
 		if (rc != CURLE_OK) {
@@ -584,10 +649,9 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 				log_warn("upstream %s %s: %s (attempt %d)", req->method, target,
 				    t->errbuf[0] != '\0' ? t->errbuf : curl_easy_strerror(rc),
 				    resp->attempts);
-			if (retry_ok && !a.too_big && upstream_curl_retryable(rc)) {
-				upstream_sleep_ms(upstream_backoff_ms(t, resp->attempts - 1));
+			if (retry_ok && !a.too_big && upstream_curl_retryable(rc) &&
+			    upstream_pause(t, resp->attempts, -1) == 0)
 				continue;
-			}
 			if (a.too_big)
 				mk_fail(err, 502, "upstream response too large");
 			else if (timeout)
@@ -608,15 +672,10 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 			/* a 5xx may come after the server acted (it applied, then failed) */
 			if (a.status >= 500)
 				maybe_done = 1;
-			/* like the SDKs: a zero or missing hint means the default schedule */
-			delay = a.retry_after_ms > 0 ? a.retry_after_ms :
-			    upstream_backoff_ms(t, resp->attempts - 1);
-			if (delay <= UPSTREAM_RETRY_AFTER_MAX_MS) {
-				upstream_sleep_ms(delay);
+			if (upstream_pause(t, resp->attempts, a.retry_after_ms) == 0)
 				continue;
-			}
-			log_warn("upstream %s %s: Retry-After %ld ms is too long, not retrying",
-			    req->method, target, delay);
+			log_warn("upstream %s %s: a retry would wait past Retry-After's "
+			    "ceiling or the request's deadline, not retrying", req->method, target);
 		}
 		resp->json = upstream_parse_json(a.body.data, a.body.len);
 		resp->earlier_maybe_done = maybe_done;

@@ -56,6 +56,15 @@ void	upstream_configure(const struct settings *s);
 int	upstream_call(const struct upstream_request *req, struct upstream_response *resp,
 	    struct mk_err *err);
 
+/*
+ * Bound every upstream_call this thread makes from now on, attempts,
+ * retries and backoff included, to ms milliseconds from now; 0 lifts the
+ * bound (each attempt then has UPSTREAM_TIMEOUT_MS).  The server loop
+ * starts one per request (REQUEST_TIMEOUT_MS).  Past the bound a call fails
+ * as a timeout: 504, maybe_done if an attempt may have reached the server.
+ */
+void	upstream_deadline_start(long ms);
+
 /* Release resp->json and reset resp.  Safe on a zeroed struct. */
 void	upstream_response_free(struct upstream_response *resp);
 

@@ -7,6 +7,11 @@
 //       PREFIX-0 ... PREFIX-(COUNT-1), all stamped now.
 //   node bench.mjs report RUNS_JSONL META_JSON OUT_DIR
 //       Prints the table and writes OUT_DIR/bench.json and OUT_DIR/bench.svg.
+//   node bench.mjs latency RUNS_JSONL META_JSON OUT_DIR
+//       The same for bench.sh --latency: req/s against the closed-loop limit,
+//       p99, errors and PSS per latency, clients and server, Express beside.
+//   node bench.mjs line < RUN_JSON
+//       One --latency run as a line of progress.
 import { createHmac } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -252,6 +257,122 @@ function svg(r) {
 	    parts.join('\n') + '\n</svg>\n';
 }
 
+// ------------------------------------------------------------------ --latency
+
+// One latency run as the table shows it; calls: upstream calls per request.
+function latencyRow(r, meta) {
+	const w = r.wrk;
+	const seconds = w.duration_us / 1e6;
+	const calls = meta.upstream_calls[r.stack][r.route];
+	const upstreamMs = calls * r.latency_ms;
+	const sock = w.errors.connect + w.errors.read + w.errors.write + w.errors.timeout;
+	const row = {
+		latency_ms: r.latency_ms, clients: r.clients, server: r.server, stack: r.stack, route: r.route,
+		requests: w.requests, rps: w.requests / seconds,
+		p50_ms: w.latency_us.p50 / 1000, p99_ms: w.latency_us.p99 / 1000,
+		cpu_us_per_req: w.requests > 0 ? (r.cpu_ticks / r.clk_tck) * 1e6 / w.requests : null,
+		errors: sock + w.unexpected_status, first_unexpected: w.first_unexpected,
+		pss_kb: r.pss_kb, rss_kb: r.rss_kb, procs: r.procs ? r.procs.length : null,
+		upstream_ms: upstreamMs,
+		// closed loop: each client has one request in flight, which takes at
+		// least the upstream time of its calls
+		limit_rps: upstreamMs > 0 ? r.clients / (upstreamMs / 1000) : null,
+	};
+	row.limit_share = row.limit_rps ? row.rps / row.limit_rps : null;
+	return row;
+}
+
+function latencyLine(r) {
+	const meta = { upstream_calls: { mailkit: { credits: 1, send: 2 }, express: { credits: 1, send: 3 } } };
+	const x = latencyRow(r, meta);
+	process.stdout.write(`bench.sh: ${x.latency_ms} ms  c${x.clients}  ${x.server.padEnd(8)} ${x.stack.padEnd(7)} ` +
+	    `${x.route.padEnd(7)} ${x.rps.toFixed(0).padStart(6)} req/s  p99 ${x.p99_ms.toFixed(1)} ms  ` +
+	    `${x.errors} errors  ${(x.cpu_us_per_req || 0).toFixed(0)} us CPU/req  PSS ${(x.pss_kb / 1024).toFixed(1)} MB\n`);
+}
+
+function latencyReport(runsFile, metaFile, outDir) {
+	const meta = JSON.parse(readFileSync(metaFile, 'utf8'));
+	const rows = readFileSync(runsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+	    .filter((r) => r.kind === 'latency').map((r) => latencyRow(r, meta));
+	const t = meta.targets;
+	const problems = [];
+	for (const m of rows.filter((r) => r.stack === 'mailkit')) {
+		const e = rows.find((r) => r.stack === 'express' && r.route === m.route &&
+		    r.clients === m.clients && r.latency_ms === m.latency_ms);
+		m.express_rps = e ? e.rps : null;
+		m.checks = {
+			limit: m.limit_share == null ? null : m.limit_share >= t.limit_share,
+			express: e ? m.rps >= e.rps : null,
+			p99: m.latency_ms > 0 ? m.p99_ms <= m.upstream_ms + t.p99_extra_ms : null,
+			errors: m.errors === 0,
+			memory: m.pss_kb < t.memory_kb,
+		};
+		for (const [k, v] of Object.entries(m.checks))
+			if (v === false)
+				problems.push(`${m.latency_ms} ms, ${m.clients} clients, ${m.server} ${m.route}: ${k} not met`);
+	}
+	const result = { generated_at: new Date().toISOString(), ...meta, runs: rows, problems };
+	writeFileSync(join(outDir, 'bench.json'), JSON.stringify(result, null, 2) + '\n');
+	writeFileSync(join(outDir, 'bench.svg'), latencySvg(result));
+	const w = [7, 7, 9, 8, 7, 7, 8, 6, 8, 7, 6, 8, 7];
+	const out = [`MailKit concurrency benchmark, ${result.generated_at} (${meta.cpus} CPUs, ${meta.duration} s per run, ` +
+	    `closed loop; limit = clients / upstream time of the route's calls)`, ''];
+	out.push(pad(['lat ms', 'clients', 'server', 'route', 'req/s', 'limit', '% limit', 'p99 ms', 'CPU us/r',
+		'errors', 'PSS MB', 'Express', 'met'], w));
+	for (const r of rows) {
+		const met = r.checks ? Object.values(r.checks).every((v) => v !== false) : null;
+		out.push(pad([r.latency_ms, r.clients, r.stack === 'express' ? 'express' : r.server, r.route,
+			f0(r.rps), f0(r.limit_rps), r.limit_share == null ? '-' : (100 * r.limit_share).toFixed(0),
+			f1(r.p99_ms), f0(r.cpu_us_per_req), r.errors, mb(r.pss_kb),
+			r.express_rps == null ? '' : f0(r.express_rps), r.checks ? yes(met) : ''], w));
+	}
+	out.push('');
+	out.push(`targets (MailKit): >= ${100 * t.limit_share}% of the limit and >= Express's req/s, p99 <= upstream time + ` +
+	    `${t.p99_extra_ms} ms, no errors, whole stack PSS < ${mb(t.memory_kb)} MB (sampled mid-run)`);
+	for (const p of problems)
+		out.push(`NOT MET: ${p}`);
+	process.stdout.write(out.join('\n') + `\n\nwrote ${join(outDir, 'bench.json')} and ${join(outDir, 'bench.svg')}\n`);
+}
+
+// Bars of req/s per latency and clients, one group per route, with the limit marked.
+function latencySvg(r) {
+	const parts = [];
+	const W = 900, left = 230, barW = W - left - 150;
+	let y = 40;
+	const text = (x, yy, s, attrs = '') => parts.push(`<text x="${x}" y="${yy}" ${attrs}>${s}</text>`);
+	text(10, 22, `MailKit vs the tutorial's Express: req/s, closed loop (${r.generated_at})`, 'font-weight="bold"');
+	const colours = { lighttpd: '#2a6', apache: '#26a', express: '#c62' };
+	for (const route of ['credits', 'send']) {
+		for (const lat of [...new Set(r.runs.map((x) => x.latency_ms))]) {
+			for (const c of [...new Set(r.runs.map((x) => x.clients))]) {
+				const group = r.runs.filter((x) => x.route === route && x.latency_ms === lat && x.clients === c);
+				if (!group.length)
+					continue;
+				const max = Math.max(...group.map((x) => Math.max(x.rps, x.limit_rps || 0)));
+				text(10, y + 12, `${route}, ${lat} ms, ${c} clients`, 'font-size="12"');
+				for (const x of group) {
+					const key = x.stack === 'express' ? 'express' : x.server;
+					const bw = (x.rps / max) * barW;
+					parts.push(`<rect x="${left}" y="${y}" width="${bw.toFixed(1)}" height="12" fill="${colours[key]}"/>`);
+					text(left + bw + 4, y + 10, `${key} ${f0(x.rps)}/s p99 ${f0(x.p99_ms)} ms`, 'font-size="10"');
+					y += 15;
+				}
+				const lim = group[0].limit_rps;
+				if (lim) {
+					const lx = left + (lim / max) * barW;
+					parts.push(`<line x1="${lx.toFixed(1)}" y1="${y - 15 * group.length - 2}" x2="${lx.toFixed(1)}" y2="${y}" stroke="#333" stroke-dasharray="3,2"/>`);
+				}
+				y += 10;
+			}
+		}
+	}
+	text(10, y + 10, 'dashed: the closed-loop limit of MailKit\'s route (clients / upstream time)', 'font-size="10"');
+	y += 24;
+	return `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" ` +
+	    `font-family="sans-serif" font-size="12">\n<rect width="100%" height="100%" fill="#fff"/>\n` +
+	    parts.join('\n') + '\n</svg>\n';
+}
+
 // ------------------------------------------------------------------ main
 
 const [cmd, ...args] = process.argv.slice(2);
@@ -273,7 +394,11 @@ if (cmd === 'sign') {
 	process.stdout.write(lines.join('\n') + '\n');
 } else if (cmd === 'report') {
 	report(...args);
+} else if (cmd === 'latency') {
+	latencyReport(...args);
+} else if (cmd === 'line') {
+	latencyLine(JSON.parse(readFileSync(0, 'utf8')));
 } else {
-	process.stderr.write('usage: bench.mjs sign SECRET BODY_FILE COUNT PREFIX | report RUNS META OUT\n');
+	process.stderr.write('usage: bench.mjs sign SECRET BODY_FILE COUNT PREFIX | report RUNS META OUT | latency RUNS META OUT | line < RUN\n');
 	process.exit(2);
 }

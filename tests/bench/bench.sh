@@ -14,6 +14,15 @@
 # STATE/run/*.pid, plus the web server's children: Apache's workers), their
 # VmRSS and PSS, runs a leak check, and repeats the routes through Apache.
 # Everything it started is stopped by pid on exit.
+#
+# With --latency it measures concurrency instead: the sandbox answers each
+# Dodo/Resend call after SANDBOX_LATENCY_MS (0 and 100 by default), and
+# GET /credits/{id} and POST /send are driven closed-loop by 64 and 256
+# clients through each web server, next to the tutorial's own Express
+# server (server.ts taken from the tutorial at run time, its npm
+# dependencies installed under OUT/express) on the same sandbox: req/s
+# against the closed-loop limit, p99, errors and the whole stack's PSS
+# sampled in the middle of each run.
 
 set -u
 umask 022
@@ -27,7 +36,7 @@ duration=10		# seconds per measured wrk run
 connections=32
 wrk_threads=2
 workers=${MAILKIT_WORKERS:-1}	# spawn-fcgi -F per program (mailkit-stack's default)
-threads=8		# MAILKIT_THREADS per worker process (the settings' default)
+threads=		# MAILKIT_THREADS per worker process; "": the settings' default
 servers="lighttpd apache"
 leak_requests=100000
 leak_max_s=300		# the leak check's wrk runs stop here even if short of the count
@@ -38,6 +47,11 @@ profile=no		# --profile: perf record MailKit's processes during each measured ru
 WARMUP_S=2
 QUIET_MAX_S=60		# bound of the wait for an idle sandbox before each run
 WRK_GRACE_S=30		# wrk gets -d plus this before timeout(1) ends it
+latency_mode=no		# --latency: the concurrency benchmark (see above)
+latencies="0 100"	# SANDBOX_LATENCY_MS values of --latency
+clients="64 256"	# wrk -c values of --latency
+express=yes		# --latency: also the tutorial's Express server
+tutorial=${MAILKIT_TUTORIAL:-$srcdir/../shared/seeds/mailkit-tutorial.md}
 
 usage() {
 	cat <<EOF
@@ -47,12 +61,18 @@ Usage: tests/bench/bench.sh [options]   (from the build directory)
   --connections N      wrk -c (default $connections)
   --wrk-threads N      wrk -t (default $wrk_threads)
   --workers N          FastCGI processes per program, spawn-fcgi -F (default $workers)
-  --threads N          MAILKIT_THREADS per process (default $threads)
+  --threads N          MAILKIT_THREADS per process (default: the settings' default)
   --servers LIST       web servers to measure, in order (default "$servers")
   --leak-requests N    requests of the leak check, 0 to skip (default $leak_requests)
   --port-base N        ports N..N+4 on 127.0.0.1 (default $port_base)
   --out DIR            results: bench.json, bench.svg, runs.jsonl, state/ (default $out)
   --builddir DIR       where mailkit-stack and the programs are (default: cwd)
+  --latency            the concurrency benchmark: --latencies x --clients x servers,
+                       MailKit next to the tutorial's Express server
+  --latencies LIST     SANDBOX_LATENCY_MS values (default "$latencies")
+  --clients LIST       closed-loop clients, wrk -c (default "$clients")
+  --no-express         --latency without the Express server
+  --tutorial FILE      the tutorial markdown holding server.ts (default $tutorial)
   --profile            also sample MailKit's processes with perf (cpu-clock, call
                        graphs) during each measured run: OUT/perf-SERVER-ROUTE.data
                        and a flat report, OUT/perf-SERVER-ROUTE.txt
@@ -76,11 +96,18 @@ while [ $# -gt 0 ]; do
 	--out) out=${2:-}; shift ;;
 	--builddir) builddir=${2:-}; shift ;;
 	--profile) profile=yes ;;
+	--latency) latency_mode=yes ;;
+	--latencies) latencies=${2:-}; shift ;;
+	--clients) clients=${2:-}; shift ;;
+	--no-express) express=no ;;
+	--tutorial) tutorial=${2:-}; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
 	shift
 done
+for v in $latencies; do num --latencies "$v"; [ "$v" -le 10000 ] || die "--latencies: at most 10000"; done
+for v in $clients; do num --clients "$v"; [ "$v" -ge 1 ] && [ "$v" -le 1000 ] || die "--clients: 1-1000"; done
 [ "$duration" -ge 1 ] && [ "$duration" -le 300 ] || die "--duration must be 1-300"
 [ "$connections" -ge 1 ] && [ "$connections" -le 1000 ] || die "--connections must be 1-1000"
 [ "$wrk_threads" -ge 1 ] && [ "$wrk_threads" -le "$connections" ] || die "--wrk-threads must be 1-connections"
@@ -125,9 +152,13 @@ port_of() {	# port_of SERVER STACK
 started_states=()
 wrk_pid=
 perf_pid=
+express_pid=
 cleanup() {
 	local rc=$? s
 	trap - EXIT INT TERM HUP
+	if [ -n "$express_pid" ] && kill -0 "$express_pid" 2>/dev/null; then
+		kill -TERM "$express_pid" 2>/dev/null
+	fi
 	if [ -n "$wrk_pid" ] && kill -0 "$wrk_pid" 2>/dev/null; then
 		kill -TERM "$wrk_pid" 2>/dev/null
 	fi
@@ -165,11 +196,19 @@ stack_pids() {	# stack_pids STATE -> one pid per line
 	} | sort -un
 }
 
+# The pids of what is measured: a stack's state directory, or "pid:N" (Express).
+pids_of() {	# pids_of TARGET
+	case $1 in
+	pid:*) [ -d "/proc/${1#pid:}" ] && echo "${1#pid:}" ;;
+	*) stack_pids "$1" ;;
+	esac
+}
+
 # "pid ticks" per process: utime+stime, plus cutime+cstime (children the
 # process reaped: Apache's parent collects the workers it retires).
 cpu_snapshot() {	# cpu_snapshot STATE
 	local p
-	for p in $(stack_pids "$1"); do
+	for p in $(pids_of "$1"); do
 		awk -v pid="$p" '{ sub(/^.*\) /, ""); print pid, $12 + $13 + $14 + $15 }' \
 		    "/proc/$p/stat" 2>/dev/null
 	done
@@ -203,7 +242,7 @@ quiesce() {
 # JSON: {"rss_kb":N,"pss_kb":N,"procs":[{pid,name,rss_kb,pss_kb}...]}
 mem_json() {	# mem_json STATE
 	local p name rss pss first=1 trss=0 tpss=0 list=
-	for p in $(stack_pids "$1"); do
+	for p in $(pids_of "$1"); do
 		name=$(tr -cd 'A-Za-z0-9._-' <"/proc/$p/comm" 2>/dev/null)
 		rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
 		pss=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null)
@@ -224,7 +263,7 @@ start_stack() {	# start_stack STATE PORT SERVER ENV_FILE [STACK_SCRIPT]
 	rm -rf "$st"
 	mkdir -p "$st" || die "cannot create $st"
 	started_states+=("$st")
-	MAILKIT_THREADS=$threads "$script" start --state "$st" --port "$port" --server "$server" \
+	${threads:+env MAILKIT_THREADS=$threads} "$script" start --state "$st" --port "$port" --server "$server" \
 	    --workers "$workers" ${envf:+--env-file "$envf"} >"$st.start.log" 2>&1 ||
 		{ cat "$st.start.log" >&2; die "could not start the stack in $st"; }
 }
@@ -480,6 +519,134 @@ bench_server() {	# bench_server SERVER
 	stop_stack "$fl_state"
 }
 
+# ------------------------------------------------------------------ --latency
+# The tutorial's server.ts, as the tutorial prints it, run with tsx under
+# Node.  One change: its `environment: 'test_mode'` line goes, because the
+# Dodo SDK refuses that option next to DODO_PAYMENTS_BASE_URL (which points
+# it at the sandbox, as RESEND_BASE_URL does the Resend SDK).  Nothing of it
+# is kept in the source tree: it lives under OUT/express.
+express_dir=$out/express
+express_port=$((port_base + 5))
+express_prepare() {
+	[ -f "$tutorial" ] || die "no tutorial at $tutorial (--tutorial FILE)"
+	mkdir -p "$express_dir" || die "cannot create $express_dir"
+	awk '/^ *```typescript server\.ts/ { on = 1; next }
+	     on && /^ *```/ { exit }
+	     on { sub(/^      /, ""); print }' "$tutorial" |
+	    grep -v "environment: 'test_mode'," >"$express_dir/server.ts"
+	grep -q "app.listen" "$express_dir/server.ts" || die "no server.ts found in $tutorial"
+	if [ ! -d "$express_dir/node_modules/express" ] || [ ! -d "$express_dir/node_modules/tsx" ]; then
+		say "installing the tutorial's npm dependencies into $express_dir (npm)"
+		[ -f "$express_dir/package.json" ] ||
+			printf '{"name":"mailkit-tutorial-bench","private":true}\n' >"$express_dir/package.json"
+		timeout 600 npm install --prefix "$express_dir" --no-audit --no-fund --loglevel=error \
+		    dodopayments resend express dotenv tsx >"$express_dir/npm.log" 2>&1 ||
+			{ cat "$express_dir/npm.log" >&2; die "npm install failed"; }
+	fi
+}
+
+express_start() {	# express_start: on 127.0.0.1:$express_port, against $sbx
+	local i=0
+	(cd "$express_dir" && exec env DODO_PAYMENTS_API_KEY=bench_dodo_key \
+	    DODO_PAYMENTS_BASE_URL="$sbx/dodo" DODO_WEBHOOK_KEY="$webhook_key" \
+	    RESEND_API_KEY=re_bench_key RESEND_BASE_URL="$sbx/resend" \
+	    CREDIT_ENTITLEMENT_ID=cde_sandbox_email PLAN_PRODUCT_ID=pdt_sandbox_plan \
+	    TOPUP_PRODUCT_ID=pdt_sandbox_topup BASE_URL="http://127.0.0.1:$express_port" \
+	    PORT="$express_port" node --import tsx server.ts) >"$express_dir/server.log" 2>&1 &
+	express_pid=$!
+	while ! curl -s -o /dev/null -m 1 "http://127.0.0.1:$express_port/" 2>/dev/null; do
+		kill -0 "$express_pid" 2>/dev/null || { cat "$express_dir/server.log" >&2; die "Express did not start"; }
+		[ $i -lt 60 ] || die "Express did not answer within 30 s"
+		sleep 0.5
+		i=$((i + 1))
+	done
+}
+
+express_stop() {
+	[ -n "$express_pid" ] || return 0
+	kill -TERM "$express_pid" 2>/dev/null
+	wait "$express_pid" 2>/dev/null
+	express_pid=
+}
+
+# measure_lat LATENCY SERVER STACK ROUTE CLIENTS TARGET URL [VAR=value ...]: one
+# closed-loop run (after a short warm-up that lets the pools grow), the
+# target's CPU around it and its memory in the middle of it.
+measure_lat() {
+	local lat=$1 server=$2 stk=$3 route=$4 c=$5 st=$6 url=$7 w cpu mem name mem_pid
+	shift 7
+	name=lat$lat-$server-$stk-$route-c$c
+	connections=$c
+	quiesce
+	run_wrk "warm-$name" "$url" BENCH_DURATION=$WARMUP_S "$@" >/dev/null || exit 1
+	cpu_snapshot "$st" >"$out/cpu.before"
+	( sleep $(( (duration + 1) / 2 )); mem_json "$st" >"$out/mem.mid" ) &
+	mem_pid=$!
+	w=$(run_wrk "$name" "$url" "$@") || exit 1
+	wait "$mem_pid"
+	cpu_snapshot "$st" >"$out/cpu.after"
+	cpu=$(cpu_delta "$out/cpu.before" "$out/cpu.after")
+	mem=$(cat "$out/mem.mid")
+	mem=${mem#\{}
+	printf '{"kind":"latency","latency_ms":%d,"clients":%d,"server":"%s","stack":"%s","route":"%s","clk_tck":%d,"cpu_ticks":%d,%s,"wrk":%s}\n' \
+	    "$lat" "$c" "$server" "$stk" "$route" "$clk_tck" "$cpu" "${mem%\}}" "$w" >>"$runs"
+	tail -n 1 "$runs" | node "$here/bench.mjs" line >&2
+}
+
+bench_latency() {
+	local lat server st url c
+	[ "$express" = yes ] && express_prepare
+	for lat in $latencies; do
+		stop_stack "$sbx_state"
+		say "sandbox with SANDBOX_LATENCY_MS=$lat"
+		SANDBOX_LATENCY_MS=$lat start_stack "$sbx_state" "$port_sandbox" lighttpd ""
+		for server in $servers; do
+			st=$state_root/mailkit-$server
+			start_stack "$st" "$(port_of "$server" mailkit)" "$server" "$env_file"
+			url=http://127.0.0.1:$(port_of "$server" mailkit)
+			subscribe "$url"
+			export BENCH_AUTH=$api_key
+			printf '{"customer_id":"%s","to":["reader@example.org"],"subject":"Benchmark","html":"<p>Hello from the MailKit benchmark.</p>"}' \
+			    "$customer" >"$send_body"
+			for c in $clients; do
+				measure_lat "$lat" "$server" mailkit credits "$c" "$st" "$url/credits/$customer"
+				measure_lat "$lat" "$server" mailkit send "$c" "$st" "$url/send" \
+				    BENCH_METHOD=POST BENCH_BODY_FILE="$send_body"
+			done
+			stop_stack "$st"
+		done
+		if [ "$express" = yes ]; then
+			# the tutorial's /send takes "to" as one address, and no API key
+			printf '{"customer_id":"%s","to":"reader@example.org","subject":"Benchmark","html":"<p>Hello from the MailKit benchmark.</p>"}' \
+			    "$customer" >"$out/send-express.json"
+			express_start
+			export BENCH_AUTH=
+			for c in $clients; do
+				measure_lat "$lat" node express credits "$c" "pid:$express_pid" \
+				    "http://127.0.0.1:$express_port/credits/$customer"
+				measure_lat "$lat" node express send "$c" "pid:$express_pid" \
+				    "http://127.0.0.1:$express_port/send" BENCH_METHOD=POST \
+				    BENCH_BODY_FILE="$out/send-express.json"
+			done
+			express_stop
+		fi
+	done
+	stop_stack "$sbx_state"
+	cat >"$out/meta.json" <<EOF
+{"cpus":$cpus,"duration":$duration,"wrk_threads":$wrk_threads,"workers":$workers,
+ "threads":"${threads:-default}","servers":"$servers","latencies":"$latencies","clients":"$clients",
+ "machine":"$(uname -srm) / $(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)",
+ "upstream_calls":{"mailkit":{"credits":1,"send":2},"express":{"credits":1,"send":3}},
+ "targets":{"limit_share":0.9,"p99_extra_ms":100,"memory_kb":30720}}
+EOF
+	node "$here/bench.mjs" latency "$runs" "$out/meta.json" "$out"
+}
+
+if [ "$latency_mode" = yes ]; then
+	bench_latency
+	exit $?
+fi
+
 for s in $servers; do
 	bench_server "$s"
 done
@@ -487,7 +654,7 @@ stop_stack "$sbx_state"
 
 cat >"$out/meta.json" <<EOF
 {"cpus":$cpus,"duration":$duration,"connections":$connections,"wrk_threads":$wrk_threads,
- "workers":$workers,"threads":$threads,"servers":"$servers",
+ "workers":$workers,"threads":"${threads:-default}","servers":"$servers",
  "machine":"$(uname -srm) / $(awk -F: '/model name/ { sub(/^ +/, "", $2); print $2; exit }' /proc/cpuinfo)",
  "targets":{"cpu_ratio":{"credits":3,"send":6,"webhook":2},"memory_kb":30720,
             "leak_requests":$leak_requests,"leak_growth_kb":256}}
