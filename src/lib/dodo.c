@@ -342,12 +342,24 @@ dodo_ledger_entry(const struct settings *s, const char *customer_id,
 		goto out;
 	out->earlier_maybe_done = resp.earlier_maybe_done;
 	if (dodo_success(&resp)) {
-		out->outcome = DODO_LEDGER_APPLIED;
-		/* the entry exists now: a body we cannot read must not turn it into a failure */
+		/*
+		 * A 2xx is proof only with the entry in it: a proxy between us and
+		 * Dodo can turn a lost answer into an empty 200.  Without the
+		 * entry the outcome is unknown, and the same key resolves it.
+		 */
 		if (dodo_copy(resp.json, "id", out->entry_id, sizeof out->entry_id, 1) == -1 ||
-		    dodo_copy(resp.json, "balance_after", out->balance_after,
-		    sizeof out->balance_after, 1) == -1)
-			log_warn("dodo: %s: applied, but the response lacks id/balance_after", what);
+		    out->entry_id[0] == '\0') {
+			log_warn("dodo: %s: HTTP %ld without the entry: outcome unknown", what,
+			    resp.status);
+			mk_fail(err, 502, "payments service unavailable");
+			if (err != NULL)
+				err->maybe_done = 1;
+			goto out;
+		}
+		if (dodo_copy(resp.json, "balance_after", out->balance_after,
+		    sizeof out->balance_after, 0) == -1)
+			out->balance_after[0] = '\0';
+		out->outcome = DODO_LEDGER_APPLIED;
 		result = 0;
 	} else if (resp.status == 409) {
 		out->outcome = DODO_LEDGER_DUPLICATE;

@@ -697,6 +697,37 @@ Test(upstream, dodo_ledger_retries_then_duplicate)
 	cr_assert_eq(ts_count(&ts.requests), 2);
 }
 
+/* A 2xx without the entry (a proxy's empty 200) proves nothing: outcome unknown. */
+Test(upstream, dodo_ledger_empty_success_is_unknown)
+{
+	struct dodo_ledger_result	out;
+	struct mk_err			err;
+
+	SCRIPT({ .status = 200, .body = "" });
+	cr_assert_eq(dodo_ledger_entry(&S, "cus_1", DODO_DEBIT, "1", NULL, "send/k7", NULL, &out,
+	    &err), -1);
+	cr_assert_eq(err.status, 502);
+	cr_assert_eq(err.maybe_done, 1);
+}
+
+/* "Insufficient" after an attempt that may have landed says so (billing fences it). */
+Test(upstream, dodo_ledger_insufficient_after_a_5xx_is_unsure)
+{
+	struct dodo_ledger_result	out;
+	struct mk_err			err;
+
+	SCRIPT({ .status = 500, .headers = "retry-after-ms: 5\r\n" },
+	    { .status = 400, .body = "{\"code\":\"INSUFFICIENT\",\"message\":\"no\"}" });
+	cr_assert_eq(dodo_ledger_entry(&S, "cus_1", DODO_DEBIT, "1", NULL, "send/k8", NULL, &out,
+	    &err), 0);
+	cr_assert_eq(out.outcome, DODO_LEDGER_INSUFFICIENT);
+	cr_assert_eq(out.earlier_maybe_done, 1);
+	SCRIPT({ .status = 400, .body = "{\"code\":\"INSUFFICIENT\",\"message\":\"no\"}" });
+	cr_assert_eq(dodo_ledger_entry(&S, "cus_1", DODO_DEBIT, "1", NULL, "send/k8", NULL, &out,
+	    &err), 0);
+	cr_assert_eq(out.earlier_maybe_done, 0, "a first answer is proof");
+}
+
 Test(upstream, dodo_get_balance_fields)
 {
 	struct dodo_balance	b;
