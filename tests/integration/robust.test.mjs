@@ -354,7 +354,9 @@ for (const server of SERVERS) describe(server, () => {
 						s.write(' ');
 			}, 2000);
 			try {
-				await sleep(1000);	// every connection is in, the servers hold them
+				// every connection is in and held; Apache has started the children
+				// it keeps spare for them (one spawn round a second)
+				await sleep(3000);
 				const open = socks.filter((s) => !s.destroyed).length;
 				const slow = await measure();
 				const dSend = slow.send - base.send, dBalance = slow.balance - base.balance;
