@@ -6,10 +6,9 @@
 // once through Apache, each against its own stack on loopback.
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import {
-	clearSandboxFaults, getJson, missingPrerequisite, postJson, sandboxFault, sandboxStats,
-	skipFile, stackTest, startStack, subscribeWithKey,
+	clearSandboxFaults, getJson, holdDatabaseLock, missingPrerequisite, postJson, sandboxFault,
+	sandboxStats, skipFile, stackTest, startStack, subscribeWithKey,
 } from './harness.mjs';
 
 const SERVERS = ['lighttpd', 'apache'];
@@ -27,26 +26,7 @@ for (const server of SERVERS) {
 		skipFile(`${server}: ${missing}`);
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Hold the journal's write lock from another process (the sqlite3 CLI,
-// BEGIN IMMEDIATE kept open on its stdin) until release().
-async function holdDatabaseLock(stack) {
-	const p = spawn('sqlite3', [stack.settings.MAILKIT_DB], { stdio: ['pipe', 'pipe', 'pipe'] });
-	let out = '';
-	p.stdout.on('data', (d) => { out += d; });
-	p.stdin.write('BEGIN IMMEDIATE;\nSELECT \'locked\';\n');
-	const until = Date.now() + 5000;
-	while (!out.includes('locked') && Date.now() < until)
-		await sleep(20);
-	assert.ok(out.includes('locked'), 'could not take the database lock');
-	return {
-		release: () => new Promise((resolve) => {
-			p.on('close', resolve);
-			p.stdin.end('COMMIT;\n');
-		}),
-	};
-}
 
 function assertJsonError(res, status, what) {
 	const ctx = `${what}: got ${res.status} ${res.text.slice(0, 200)}`;

@@ -1,7 +1,7 @@
 // harness.mjs: start the real MailKit stack (mailkit-stack start) on a free
 // loopback port with a fresh state dir, and helpers to drive it.
 // Node 20 built-ins only.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { accessSync, constants as fsc, existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -631,4 +631,28 @@ export async function waitForBalance(stack, customerId, want, { timeoutMs = 5000
 			return last.json ?? { status: last.status, text: last.text };
 		await new Promise((r) => setTimeout(r, 100));
 	}
+}
+
+// ------------------------------------------------------------- the journal
+
+/*
+ * Hold the journal's write lock from another process (the sqlite3 CLI,
+ * BEGIN IMMEDIATE kept open on its stdin) until release() commits.
+ */
+export async function holdDatabaseLock(stack) {
+	const p = spawn('sqlite3', [stack.settings.MAILKIT_DB], { stdio: ['pipe', 'pipe', 'pipe'] });
+	let out = '';
+	p.stdout.on('data', (d) => { out += d; });
+	p.stdin.write('BEGIN IMMEDIATE;\nSELECT \'locked\';\n');
+	const until = Date.now() + 5000;
+	while (!out.includes('locked') && Date.now() < until)
+		await new Promise((r) => setTimeout(r, 20));
+	if (!out.includes('locked'))
+		throw new Error('could not take the database lock');
+	return {
+		release: () => new Promise((resolve) => {
+			p.on('close', resolve);
+			p.stdin.end('COMMIT;\n');
+		}),
+	};
 }

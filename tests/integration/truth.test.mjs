@@ -17,8 +17,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-	admin, dodoLedger, dodoLedgerEntry, getJson, lastApiKey, missingPrerequisite, postJson, request,
-	restartStack, sandboxEmails, sandboxFault, skipFile, startStack, subscribeCustomer,
+	admin, dodoLedger, dodoLedgerEntry, getJson, holdDatabaseLock, lastApiKey,
+	missingPrerequisite, postJson, request, restartStack, sandboxEmails, sandboxFault, skipFile,
+	startStack, subscribeCustomer,
 } from './harness.mjs';
 
 const why = missingPrerequisite('lighttpd') || missingPrerequisite('apache');
@@ -389,20 +390,3 @@ function sqlite(stack, sql) {
 	});
 }
 
-// Hold the journal's write lock from another process until release().
-async function holdDatabaseLock(stack) {
-	const p = spawn('sqlite3', [stack.settings.MAILKIT_DB], { stdio: ['pipe', 'pipe', 'pipe'] });
-	let out = '';
-	p.stdout.on('data', (d) => { out += d; });
-	p.stdin.write('BEGIN IMMEDIATE;\nSELECT \'locked\';\n');
-	const until = Date.now() + 5000;
-	while (!out.includes('locked') && Date.now() < until)
-		await sleep(20);
-	assert.ok(out.includes('locked'), 'could not take the database lock');
-	return {
-		release: () => new Promise((resolve) => {
-			p.on('close', resolve);
-			p.stdin.end('COMMIT;\n');
-		}),
-	};
-}
