@@ -34,6 +34,7 @@ struct request {
 	char	 remote_addr[64];
 	char	 host[256];
 	char	 user_agent[1024];	/* the sandbox's Resend emulation refuses requests without one */
+	char	 origin[256];		/* Origin header; "" if none (the sandbox's CSRF check) */
 	/* decoded "{}" captures of the matched route pattern, in order */
 	char	 params[REQUEST_PARAMS_MAX][REQUEST_PARAM_MAX];
 	size_t	 nparams;
@@ -97,6 +98,17 @@ int	server_run(const struct app *app);
  * right after the checks, so scripts can validate a configuration.
  */
 int	server_main(struct app *app, struct settings *s, unsigned need);
+
+/*
+ * Copy the FastCGI parameters envp (as FCGX_GetParam reads them) into req,
+ * which the caller zeroed: the header fields, the path with `mount` (may be
+ * NULL) stripped, and the query.  Nothing in req points into envp.  Returns
+ * 0, or -1 with err set (400 a header too long for its field or a blank or
+ * space-padded Idempotency-Key, 414 a URI too long, 404 outside the mount).
+ * Exposed for tests and the fuzzer.
+ */
+int	request_copy(struct request *req, char **envp, const char *mount,
+	    struct mk_err *err);
 
 /* Route matching, exposed for tests: 1 if path matches pattern (captures
  * decoded into req->params), 0 if not, -1 if a capture is undecodable. */
