@@ -407,6 +407,21 @@ request_copy(struct request *req, char **envp, const char *mount, struct mk_err 
 	return 0;
 }
 
+int
+request_from_loopback(const struct request *req)
+{
+	const char	*a = req->remote_addr;
+
+	if (strncasecmp(a, "::ffff:", 7) == 0)
+		a += 7;
+	if (strcmp(a, "::1") == 0)
+		return 1;
+	if (strncmp(a, "127.", 4) != 0)
+		return 0;
+	/* the rest must be digits and dots: "127.evil" is no address */
+	return a[4] != '\0' && strspn(a + 4, "0123456789.") == strlen(a + 4);
+}
+
 /*
  * Fill req from the FastCGI parameters.  Returns 0, or an HTTP status
  * (with resp filled) when the request must be refused before routing.
@@ -419,6 +434,11 @@ server_read_head(struct worker *w)
 	if (request_copy(&w->req, w->fcgx.envp, w->app->mount, &err) == -1) {
 		response_fail(&w->resp, &err);
 		return err.status;
+	}
+	if (w->app->loopback_only && !request_from_loopback(&w->req)) {
+		response_error(&w->resp, 403, "%s answers clients on this machine only",
+		    w->app->name);
+		return 403;
 	}
 	return 0;
 }

@@ -79,6 +79,7 @@ struct app {
 	size_t			 thread_stack;	/* bytes of stack per request thread; 0: the system's */
 	const char		*mount;		/* path prefix to strip, e.g. "/sandbox"; NULL = none */
 	int			 json_only;	/* 415 unless POST/PUT/... say Content-Type: application/json */
+	int			 loopback_only;	/* 403 unless REMOTE_ADDR is a loopback address */
 	/* run by server_main once the settings are loaded, before serving; 0 / -1 with err */
 	int			(*init)(const struct settings *s, char *err, size_t errlen);
 };
@@ -109,6 +110,10 @@ int	server_main(struct app *app, struct settings *s, unsigned need);
  */
 int	request_copy(struct request *req, char **envp, const char *mount,
 	    struct mk_err *err);
+
+/* 1 if REMOTE_ADDR is a loopback address (127.0.0.0/8, ::1, ::ffff:127.x), else 0
+ * (an empty one too: a program that must know cannot assume). */
+int	request_from_loopback(const struct request *req);
 
 /* Route matching, exposed for tests: 1 if path matches pattern (captures
  * decoded into req->params), 0 if not, -1 if a capture is undecodable. */

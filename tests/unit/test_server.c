@@ -211,3 +211,20 @@ Test(server, reasons)
 	cr_expect_str_eq(http_reason(413), "Content Too Large");
 	cr_expect_str_eq(http_reason(504), "Gateway Timeout");
 }
+
+Test(server, loopback_addresses)
+{
+	static struct request	req;
+	const char *yes[] = { "127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "::FFFF:127.0.0.9" };
+	const char *no[] = { "", "10.0.0.1", "203.0.113.7", "::ffff:192.0.2.1", "127.", "127.evil",
+	    "1127.0.0.1", "::2", "fe80::1" };
+
+	for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+		snprintf(req.remote_addr, sizeof req.remote_addr, "%s", yes[i]);
+		cr_expect(request_from_loopback(&req), "%s", yes[i]);
+	}
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+		snprintf(req.remote_addr, sizeof req.remote_addr, "%s", no[i]);
+		cr_expect(!request_from_loopback(&req), "%s", no[i]);
+	}
+}
