@@ -1,12 +1,16 @@
 // security.test.mjs: one test per finding of the security review, through
-// both web servers: strict request JSON and Idempotency-Key (4).
-import { after, before } from 'node:test';
+// both web servers: the sandbox open to anyone (1), claim tokens redeemable
+// for another buyer's purchase (2), strict request JSON and Idempotency-Key (4).
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import {
-	fcgiRequest, missingPrerequisite, postJson, request, sandboxStats, stackTest, startStack,
-	subscribeWithKey,
+	BUILDDIR, fcgiRequest, freePort, getJson, mailedText, missingPrerequisite, payCheckout,
+	postJson, request, sandboxEmails, sandboxStats, stackTest, startStack, subscribeWithKey,
 } from './harness.mjs';
 
 const TEST_MS = 60_000;
@@ -35,6 +39,100 @@ function defineSecurityTests(server) {
 			await stack.stop();
 	}, { timeout: START_MS });
 	const it = stackTest(server, () => stack, TEST_MS);
+
+	// ------------------------------------------------ 1: the sandbox
+	it('finding 1: the sandbox answers loopback only, refuses cross-site changes, '
+	    + 'and masks the keys in its outbox', async () => {
+		const sock = path.join(stack.stateDir, 'run', 'sandbox.sock');
+		const at = (addr, uri = '/sandbox/admin/stats') => fcgiRequest(sock, {
+		    REQUEST_METHOD: 'GET', REQUEST_URI: uri, HTTP_HOST: `127.0.0.1:${stack.port}`,
+		    ...(addr === undefined ? {} : { REMOTE_ADDR: addr }) });
+		for (const addr of ['203.0.113.7', '10.0.0.1', '::ffff:192.0.2.1', '127.evil', '', undefined])
+			assert.equal((await at(addr)).status, 403, `REMOTE_ADDR ${addr}`);
+		for (const addr of ['127.0.0.1', '::1', '::ffff:127.0.0.1'])
+			assert.equal((await at(addr)).status, 200, `REMOTE_ADDR ${addr}`);
+
+		// cross-site: a text/plain POST from a foreign page, the finding's request
+		const customers = (await sandboxStats(stack)).customers;
+		const evil = { Origin: 'http://evil.example', 'Content-Type': 'text/plain' };
+		let r = await request(stack, 'POST', '/sandbox/admin/reset', { headers: evil, body: 'x' });
+		assert.equal(r.status, 403, `reset from a foreign Origin: ${r.status} ${r.text}`);
+		r = await request(stack, 'POST', '/sandbox/admin/reset', { headers: { ...evil,
+		    'Content-Type': 'application/json' }, body: '{}' });
+		assert.equal(r.status, 403, 'JSON reset from a foreign Origin');
+		r = await request(stack, 'POST', '/sandbox/admin/reset', { headers: {
+		    'Content-Type': 'text/plain' }, body: 'x' });
+		assert.equal(r.status, 415, 'a text/plain reset without Origin');
+		r = await request(stack, 'POST', `/sandbox/customers/${customer.customer_id}/adjust`, {
+		    body: new URLSearchParams({ entry_type: 'credit', amount: '1' }) });
+		assert.equal(r.status, 403, `a form without its token: ${r.status}`);
+		r = await request(stack, 'POST', `/sandbox/customers/${customer.customer_id}/adjust`, {
+		    headers: { Origin: 'null' }, json: { entry_type: 'credit', amount: '1' } });
+		assert.equal(r.status, 403, 'Origin: null');
+		assert.equal((await sandboxStats(stack)).customers, customers, 'nothing was reset');
+		// the dashboard's own form carries its token and works, same-origin
+		const dash = await request(stack, 'GET', '/sandbox/');
+		const form = new RegExp(`action="/sandbox/customers/${customer.customer_id}/adjust">`
+		    + '<input type="hidden" name="csrf" value="([0-9a-f]{64})">').exec(dash.text);
+		assert.ok(form, 'the dashboard form has a token');
+		r = await request(stack, 'POST', `/sandbox/customers/${customer.customer_id}/adjust`, {
+		    headers: { Origin: stack.baseUrl }, body: new URLSearchParams({ csrf: form[1],
+		    entry_type: 'credit', amount: '1' }) });
+		assert.equal(r.status, 303, `the dashboard's form: ${r.status} ${r.text.slice(0, 200)}`);
+		r = await request(stack, 'POST', '/sandbox/customers/cus_other/adjust', {
+		    body: new URLSearchParams({ csrf: form[1], entry_type: 'credit', amount: '1' }) });
+		assert.equal(r.status, 403, 'a token is good for its own page only');
+
+		// the key MailKit mailed is masked in the outbox page and the admin JSON
+		const emails = JSON.stringify(await sandboxEmails(stack));
+		const outbox = (await request(stack, 'GET', '/sandbox/outbox')).text;
+		const masked = `${customer.api_key.slice(0, 7)}\u2026`;
+		for (const [what, text] of [['admin/emails', emails], ['outbox', outbox]]) {
+			assert.ok(!text.includes(customer.api_key), `${what} shows the whole key`);
+			assert.ok(!text.includes(customer.api_key.slice(3, 20)), `${what} shows most of the key`);
+			assert.ok(text.includes(masked), `${what} shows ${masked}`);
+		}
+	});
+
+	// ------------------------------------------------ 2: claims
+	it('finding 2: a claim token redeems only the purchase of its own checkout session',
+	    async () => {
+		const email = `victim-${uniq()}@example.org`;
+		const victim = await postJson(stack, '/checkout/subscribe', { email, name: 'Victim' });
+		const attacker = await postJson(stack, '/checkout/subscribe', { email, name: 'Victim' });
+		assert.equal(victim.status, 200, victim.text);
+		assert.equal(attacker.status, 200, attacker.text);
+		assert.ok(attacker.json.claim_token, 'the attacker holds a claim for the email');
+		const back = await payCheckout(stack, victim.json.checkout_url);
+		const sub = back.searchParams.get('subscription_id');
+		assert.ok(sub, `a subscription: ${back}`);
+		// the attacker presents first, as query and as header, for both ids
+		const pays = await getJson(stack, `/sandbox/admin/webhooks?type=payment.succeeded`);
+		const pay = pays.json.items.map((w) => w.payload?.data).find((d) =>
+		    d?.subscription_id === sub)?.payment_id;
+		assert.ok(pay, `the payment of ${sub}`);
+		for (const q of [`subscription_id=${sub}`, `payment_id=${pay}`]) {
+			const stolen = await getJson(stack, `/checkout/return?${q}&claim_token=`
+			    + attacker.json.claim_token);
+			assert.equal(stolen.status, 200, stolen.text);
+			assert.equal(stolen.json.api_key, null, `no key for another session's token (${q})`);
+			const hdr = await getJson(stack, `/checkout/return?${q}`,
+			    { headers: { Authorization: `Bearer ${attacker.json.claim_token}` } });
+			assert.equal(hdr.json.api_key, null, `not as a header either (${q})`);
+		}
+		// the key went to the buyer's address instead
+		let mailed = '';
+		for (let i = 0; i < 50 && !mailed; i++) {
+			mailed = /mk_[A-Za-z0-9_-]{43}/.exec(await mailedText(stack, email, 'API key'))?.[0];
+			if (!mailed)
+				await new Promise((r) => setTimeout(r, 100));
+		}
+		assert.ok(mailed, 'the key was mailed to the buyer');
+		const own = await getJson(stack, `/checkout/return?subscription_id=${sub}&claim_token=`
+		    + victim.json.claim_token);
+		assert.equal(own.status, 200, own.text);
+		assert.notEqual(own.json.api_key, mailed, 'no second copy of the key over HTTP');
+	});
 
 	// ------------------------------------------------ 4: lax input
 	it('finding 4: invalid UTF-8, duplicate keys, unknown fields and blank '
@@ -84,6 +182,37 @@ function defineSecurityTests(server) {
 		assert.equal(ok.status, 200, ok.text);
 	});
 }
+
+// mailkit-stack refuses to put the sandbox on a non-loopback address.
+test('finding 1: mailkit-stack start --bind 0.0.0.0 refuses in sandbox mode', { timeout: START_MS },
+    async () => {
+	if (missingPrerequisite('lighttpd'))
+		return;
+	const state = await mkdtemp(path.join(os.tmpdir(), 'mailkit-bind-'));
+	const envFile = path.join(state, 'test.env');
+	await writeFile(envFile, '# sandbox mode\n', { mode: 0o600 });
+	const env = { ...process.env };
+	for (const k of Object.keys(env))
+		if (/^(DODO_|RESEND_|MAILKIT_)/.test(k))
+			delete env[k];
+	const port = await freePort();
+	const stackCmd = (args) => new Promise((resolve) => execFile(path.join(BUILDDIR,
+	    'mailkit-stack'), args, { env, cwd: state, timeout: 60_000 },
+	    (error, stdout, stderr) => resolve({ code: error ? error.code ?? 1 : 0, stdout, stderr })));
+	const r = await stackCmd(['start', '--bind', '0.0.0.0', '--port', String(port),
+	    '--state', state, '--env-file', envFile]);
+	let pids = '';
+	try {
+		pids = await readFile(path.join(state, 'run', 'sandbox.pid'), 'utf8');
+	} catch { /* nothing started */ }
+	if (r.code === 0)	// the bug: stop what it started before failing
+		await stackCmd(['stop', '--state', state]);
+	await rm(state, { recursive: true, force: true });
+	assert.notEqual(r.code, 0, `started: ${r.stdout}${r.stderr}`);
+	assert.match(r.stderr, /refusing --bind 0\.0\.0\.0 in sandbox mode/);
+	assert.match(r.stderr, /this machine only/);
+	assert.equal(pids, '', 'no sandbox was started');
+});
 
 defineSecurityTests('lighttpd');
 defineSecurityTests('apache');
