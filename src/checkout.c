@@ -11,6 +11,7 @@
 #define NAME_MAX_BYTES		200	/* a person's name; Dodo stores it as given */
 #define PURCHASE_ID_MAX		64	/* sub_... / pay_... */
 #define CLAIM_TTL_SEC		(30 * 60)	/* paying on the hosted checkout takes minutes */
+#define CHECKOUT_CLAIMS_RETRY_S	"60"	/* Retry-After when CLAIMS_PER_EMAIL are open */
 
 static struct settings			 settings;
 static const struct mail_provider	*mailer;
@@ -92,6 +93,21 @@ out:
 		OPENSSL_cleanse(&claim, sizeof claim);
 }
 
+/*
+ * The unauthenticated routes' limit per client address and route
+ * (CHECKOUT_RATE_LIMIT_PER_MINUTE; the web server gives REMOTE_ADDR).
+ * 0, or -1 with 429 in resp.
+ */
+static int
+checkout_rate(const struct request *req, const char *route, struct response *resp)
+{
+	char	bucket[128];
+
+	snprintf(bucket, sizeof bucket, "addr:%s:%s", route, req->remote_addr);
+	return auth_rate_limit(&settings, bucket, settings.checkout_rate_limit,
+	    "per address", resp);
+}
+
 /* POST /checkout/subscribe {email, name} */
 static void
 checkout_subscribe(const struct request *req, struct response *resp)
@@ -103,15 +119,32 @@ checkout_subscribe(const struct request *req, struct response *resp)
 	struct field_value	 v[2];
 	struct mk_err		 err;
 	json_object		*root;
+	long long		 pending;
 
+	if (checkout_rate(req, "subscribe", resp) == -1)
+		return;
 	if ((root = request_json(req, &err)) == NULL ||
 	    fields_read(root, specs, 2, v, &err) == -1) {
 		response_fail(resp, &err);
 		json_object_put(root);
 		return;
 	}
+	/* each subscribe is a Dodo session and a claim: a few at a time per buyer */
+	if (settings.claims_per_email > 0) {
+		if ((pending = store_claim_count(&settings, v[0].str, &err)) == -1) {
+			response_fail(resp, &err);
+			goto out;
+		}
+		if (pending >= settings.claims_per_email) {
+			response_error(resp, 429, "%lld checkouts for this email are still open; "
+			    "finish one or retry in %d minutes", pending, CLAIM_TTL_SEC / 60);
+			response_header(resp, "Retry-After", CHECKOUT_CLAIMS_RETRY_S);
+			goto out;
+		}
+	}
 	checkout_start(resp, settings.plan_product_id, NULL, v[0].str, v[1].str,
 	    "subscribed=1");
+out:
 	json_object_put(root);
 }
 
@@ -235,6 +268,8 @@ checkout_return(const struct request *req, struct response *resp)
 	char			 binding[APIKEY_HASH_HEX];
 	json_object		*out;
 
+	if (checkout_rate(req, "return", resp) == -1)
+		return;
 	if (url_query_get(req->query, "subscription_id", id, sizeof id) == -1) {
 		kind = DODO_PAYMENT;
 		if (url_query_get(req->query, "payment_id", id, sizeof id) == -1) {

@@ -1,6 +1,8 @@
 // security.test.mjs: one test per finding of the security review, through
 // both web servers: the sandbox open to anyone (1), claim tokens redeemable
-// for another buyer's purchase (2), strict request JSON and Idempotency-Key (4).
+// for another buyer's purchase (2), unmetered unauthenticated routes (3, run
+// last: it spends the minute's allowance), strict request JSON and
+// Idempotency-Key (4).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -16,6 +18,8 @@ import {
 const TEST_MS = 60_000;
 const START_MS = 120_000;
 const uniq = () => randomUUID().slice(0, 8);
+const CHECKOUT_LIMIT = 20;	// CHECKOUT_RATE_LIMIT_PER_MINUTE for these stacks
+const CLAIMS_CAP = 3;		// CLAIMS_PER_EMAIL
 
 function assertRefused(res, status, pattern, what) {
 	const ctx = `${what}: got ${res.status} ${res.text.slice(0, 200)}`;
@@ -31,7 +35,10 @@ function defineSecurityTests(server) {
 	let stack, customer;
 
 	before(async () => {
-		stack = await startStack({ server });
+		stack = await startStack({ server, env: {
+			CHECKOUT_RATE_LIMIT_PER_MINUTE: String(CHECKOUT_LIMIT),
+			CLAIMS_PER_EMAIL: String(CLAIMS_CAP),
+		} });
 		customer = await subscribeWithKey(stack);
 	}, { timeout: START_MS });
 	after(async () => {
@@ -180,6 +187,43 @@ function defineSecurityTests(server) {
 		const ok = await post(JSON.stringify({ ...good, subject: 'caf\u00e9 \u{1F600}' }),
 		    { 'Idempotency-Key': `ok-${uniq()}` });
 		assert.equal(ok.status, 200, ok.text);
+	});
+
+	// ------------------------------------------------ 3: unmetered routes
+	it('finding 3: open checkouts per email are capped, and the unauthenticated checkout '
+	    + 'routes are rate-limited per address with 429 + Retry-After', async () => {
+		const email = `flood-${uniq()}@example.org`;
+		const before3 = (await sandboxStats(stack)).checkouts;
+		const codes = [];
+		for (let i = 0; i < CLAIMS_CAP + 2; i++)
+			codes.push((await postJson(stack, '/checkout/subscribe', { email })).status);
+		assert.deepEqual(codes, [...Array(CLAIMS_CAP).fill(200), 429, 429],
+		    'at most CLAIMS_PER_EMAIL open checkouts for one email');
+		const capped = await postJson(stack, '/checkout/subscribe', { email: email.toUpperCase() });
+		assert.equal(capped.status, 429, 'the email compares without case');
+		assert.ok(Number(capped.headers.get('retry-after')) >= 1, 'Retry-After');
+		assert.equal((await sandboxStats(stack)).checkouts - before3, CLAIMS_CAP,
+		    'no Dodo session for a refused subscribe');
+
+		// per address: distinct emails, until the minute's allowance is spent
+		// (at most two fixed windows if one ends meanwhile)
+		for (const [what, call] of [
+			['subscribe', () => postJson(stack, '/checkout/subscribe', { email: `r-${uniq()}@example.org` })],
+			['return', () => getJson(stack, '/checkout/return?subscription_id=sub_nosuch')],
+		]) {
+			let limited;
+			for (let i = 0; i < 2 * CHECKOUT_LIMIT + 2 && !limited; i++) {
+				const r = await call();
+				if (r.status === 429)
+					limited = r;
+				else
+					assert.ok([200, 404].includes(r.status), `${what}: ${r.status} ${r.text}`);
+			}
+			assert.ok(limited, `${what}: no 429 within ${2 * CHECKOUT_LIMIT + 2} calls`);
+			assert.match(limited.json.error, /rate limit of \d+ requests per minute per address/);
+			const retry = Number(limited.headers.get('retry-after'));
+			assert.ok(retry >= 1 && retry <= 60, `${what}: Retry-After ${retry}`);
+		}
 	});
 }
 
