@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import {
@@ -33,6 +33,7 @@ function defineSecurityTests(server) {
 	if (missingPrerequisite(server))
 		return;
 	let stack, customer;
+	const claimTokens = [];
 
 	before(async () => {
 		stack = await startStack({ server, env: {
@@ -110,6 +111,7 @@ function defineSecurityTests(server) {
 		assert.equal(victim.status, 200, victim.text);
 		assert.equal(attacker.status, 200, attacker.text);
 		assert.ok(attacker.json.claim_token, 'the attacker holds a claim for the email');
+		claimTokens.push(victim.json.claim_token, attacker.json.claim_token);
 		const back = await payCheckout(stack, victim.json.checkout_url);
 		const sub = back.searchParams.get('subscription_id');
 		assert.ok(sub, `a subscription: ${back}`);
@@ -187,6 +189,41 @@ function defineSecurityTests(server) {
 		const ok = await post(JSON.stringify({ ...good, subject: 'caf\u00e9 \u{1F600}' }),
 		    { 'Idempotency-Key': `ok-${uniq()}` });
 		assert.equal(ok.status, 200, ok.text);
+	});
+
+	// ------------------------------------------------ logs
+	it('no configured secret and no issued key or claim token appears in any log', async () => {
+		// more traffic that handles keys: a send, a rotation, a mailed key
+		const send = await postJson(stack, '/send', { to: 'delivered@resend.dev',
+		    subject: `logs ${uniq()}`, text: 'x' }, { key: customer.api_key });
+		assert.equal(send.status, 200, send.text);
+		const sql = "SELECT coalesce(html, '') || coalesce(text, '') FROM emails";
+		const mailed = await new Promise((resolve, reject) => execFile('sqlite3', ['-readonly',
+		    path.join(stack.stateDir, 'sandbox.db'), sql], (e, out) => e ? reject(e) : resolve(out)));
+		const keys = new Set([customer.api_key, ...claimTokens,
+		    ...(mailed.match(/mk_[A-Za-z0-9_-]{43}/g) || [])]);
+		assert.ok(keys.size >= 2, 'keys were issued and mailed');
+		const secrets = ['DODO_PAYMENTS_API_KEY', 'RESEND_API_KEY', 'DODO_WEBHOOK_KEY']
+		    .map((k) => stack.settings[k]).filter(Boolean);
+		secrets.push(...secrets.filter((v) => v.startsWith('whsec_')).map((v) => v.slice(6)));
+		const files = [];
+		const walk = async (dir) => {
+			for (const e of await readdir(dir, { withFileTypes: true })) {
+				const p = path.join(dir, e.name);
+				if (e.isDirectory())
+					await walk(p);
+				else if (e.isFile())
+					files.push(p);
+			}
+		};
+		await walk(path.join(stack.stateDir, 'log'));
+		assert.ok(files.length >= 3, `log files: ${files.join(' ')}`);
+		for (const f of files) {
+			const text = await readFile(f, 'utf8');
+			for (const v of [...secrets, ...keys])
+				assert.ok(!text.includes(v), `${path.basename(f)} contains ${v.slice(0, 8)}…`);
+			assert.doesNotMatch(text, /mkc?_[A-Za-z0-9_-]{43}/, `${path.basename(f)} holds a key`);
+		}
 	});
 
 	// ------------------------------------------------ 3: unmetered routes
