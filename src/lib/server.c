@@ -455,6 +455,25 @@ server_is_json(const char *content_type)
 	return n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0;
 }
 
+int
+request_content_length(const char *cl, size_t max, size_t *want, struct mk_err *err)
+{
+	char			*end;
+	unsigned long long	 v;
+
+	*want = 0;
+	if (cl == NULL || *cl == '\0')
+		return 0;
+	errno = 0;
+	v = strtoull(cl, &end, 10);
+	if (!isdigit((unsigned char)cl[0]) || *end != '\0' || errno != 0)
+		return mk_fail(err, 400, "invalid Content-Length");
+	if (v > max)
+		return mk_fail(err, 413, "request body is larger than %zu bytes", max);
+	*want = (size_t)v;
+	return 1;
+}
+
 /*
  * Read the body: exactly CONTENT_LENGTH bytes, or to EOF when there is none
  * (Apache's mod_proxy_fcgi with a chunked request).  The ceiling is checked
@@ -464,27 +483,15 @@ static int
 server_read_body(struct worker *w)
 {
 	FCGX_Request	*fcgx = &w->fcgx;
-	const char	*cl = FCGX_GetParam("CONTENT_LENGTH", fcgx->envp);
 	size_t		 max = w->app->max_body, want = 0, got = 0;
-	int		 known = 0;
+	int		 known;
 	char		 chunk[SERVER_READ_CHUNK];
+	struct mk_err	 err;
 
-	if (cl != NULL && *cl != '\0') {
-		char *end;
-		unsigned long long v;
-
-		errno = 0;
-		v = strtoull(cl, &end, 10);
-		if (!isdigit((unsigned char)cl[0]) || *end != '\0' || errno != 0) {
-			response_error(&w->resp, 400, "invalid Content-Length");
-			return 400;
-		}
-		if (v > max) {
-			response_error(&w->resp, 413, "request body is larger than %zu bytes", max);
-			return 413;
-		}
-		want = (size_t)v;
-		known = 1;
+	if ((known = request_content_length(FCGX_GetParam("CONTENT_LENGTH", fcgx->envp), max,
+	    &want, &err)) == -1) {
+		response_fail(&w->resp, &err);
+		return err.status;
 	}
 	buf_reset(&w->body);
 	for (;;) {

@@ -111,6 +111,13 @@ int	server_main(struct app *app, struct settings *s, unsigned need);
 int	request_copy(struct request *req, char **envp, const char *mount,
 	    struct mk_err *err);
 
+/*
+ * The CONTENT_LENGTH parameter cl (NULL or "" when absent) against the body
+ * ceiling max: 1 with *want set, 0 when absent (read to EOF), or -1 with err
+ * (400 not a plain decimal number, 413 above max).  Exposed for the fuzzer.
+ */
+int	request_content_length(const char *cl, size_t max, size_t *want, struct mk_err *err);
+
 /* 1 if REMOTE_ADDR is a loopback address (127.0.0.0/8, ::1, ::ffff:127.x), else 0
  * (an empty one too: a program that must know cannot assume). */
 int	request_from_loopback(const struct request *req);

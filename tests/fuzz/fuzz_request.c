@@ -13,7 +13,8 @@
  * (REMOTE_ADDR, HTTP_AUTHORIZATION, CONTENT_LENGTH, HTTP_IDEMPOTENCY_KEY,
  * ...) for request_copy(), whose result must keep its promises: every field
  * NUL-terminated inside its buffer, no blank or padded Idempotency-Key, a
- * path that starts with '/'.
+ * path that starts with '/'; and CONTENT_LENGTH, if among them, through
+ * request_content_length(), never accepted above the ceiling.
  */
 #include <ctype.h>
 #include <stddef.h>
@@ -109,6 +110,7 @@ fuzz_fields(json_object *root, const struct field_spec *specs, size_t n)
 }
 
 #define FUZZ_PARAMS_MAX	64	/* pairs per input */
+#define FUZZ_MAX_BODY	4096	/* a body ceiling like the tests' MAX_BODY_BYTES */
 
 static void
 fuzz_terminated(const char *field, size_t size)
@@ -153,6 +155,17 @@ fuzz_params(const uint8_t *data, size_t size)
 			abort();
 	} else if (err.status < 400 || err.status > 499 || err.msg[0] == '\0')
 		abort();
+	for (size_t i = 0; i < n; i++) {
+		size_t	want;
+		int	known;
+
+		if (strncmp(envp[i], "CONTENT_LENGTH=", 15) != 0)
+			continue;
+		known = request_content_length(envp[i] + 15, FUZZ_MAX_BODY, &want, &err);
+		if ((known == 1 && want > FUZZ_MAX_BODY) || (known == 0 && envp[i][15] != '\0') ||
+		    (known == -1 && err.status != 400 && err.status != 413))
+			abort();
+	}
 	free(copy);
 	free(req);
 }

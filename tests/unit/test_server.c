@@ -228,3 +228,22 @@ Test(server, loopback_addresses)
 		cr_expect(!request_from_loopback(&req), "%s", no[i]);
 	}
 }
+
+Test(server, content_length)
+{
+	struct mk_err	err;
+	size_t		want;
+
+	cr_expect_eq(request_content_length(NULL, 100, &want, &err), 0);
+	cr_expect_eq(request_content_length("", 100, &want, &err), 0);
+	cr_expect_eq(request_content_length("42", 100, &want, &err), 1);
+	cr_expect_eq(want, 42);
+	cr_expect_eq(request_content_length("100", 100, &want, &err), 1);
+	cr_expect_eq(request_content_length("101", 100, &want, &err), -1);
+	cr_expect_eq(err.status, 413);
+	const char *bad[] = { "-1", "+1", " 1", "1 ", "0x10", "1e3", "99999999999999999999999" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_expect_eq(request_content_length(bad[i], 100, &want, &err), -1, "%s", bad[i]);
+		cr_expect_eq(err.status, 400, "%s", bad[i]);
+	}
+}
