@@ -11,6 +11,7 @@
 #define NAME_MAX_BYTES		200	/* a person's name; Dodo stores it as given */
 #define PURCHASE_ID_MAX		64	/* sub_... / pay_... */
 #define CLAIM_TTL_SEC		(30 * 60)	/* paying on the hosted checkout takes minutes */
+#define CHECKOUT_CLAIMS_RETRY_S	"60"	/* Retry-After when CLAIMS_PER_EMAIL are open */
 
 static struct settings			 settings;
 static const struct mail_provider	*mailer;
@@ -18,26 +19,44 @@ static const struct mail_provider	*mailer;
 /*
  * A new subscriber's claim: a one-time token the page keeps and presents at
  * GET /checkout/return to receive the account's first API key there and
- * then.  Only its hash is stored, with the session and the buyer's email.
- * On failure the reply simply has no claim: the key then comes by email.
+ * then.  The token is made before the checkout session, whose metadata
+ * carries its binding (apikey_claim_binding), so it redeems only what that
+ * session bought.  Only its hash is stored, with the session and the buyer's
+ * email.  On failure the reply simply has no claim: the key then comes by
+ * email.
  */
-static void
-checkout_add_claim(json_object *out, const char *session_id, const char *email)
+struct checkout_claim {
+	char	token[APIKEY_MAX];
+	char	hash[APIKEY_HASH_HEX];
+	char	binding[APIKEY_HASH_HEX];
+};
+
+/* 0 / -1 (no claim then). */
+static int
+checkout_claim_new(struct checkout_claim *c)
 {
-	char		token[APIKEY_MAX], hash[APIKEY_HASH_HEX];
+	if (apikey_generate(APIKEY_CLAIM_PREFIX, c->token, sizeof c->token) == -1 ||
+	    apikey_hash(c->token, c->hash) == -1 ||
+	    apikey_claim_binding(c->token, c->binding) == -1) {
+		log_warn("[keys] cannot generate a claim token");
+		OPENSSL_cleanse(c, sizeof *c);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+checkout_add_claim(json_object *out, const struct checkout_claim *c, const char *session_id,
+    const char *email)
+{
 	struct mk_err	err;
 
-	if (apikey_generate(APIKEY_CLAIM_PREFIX, token, sizeof token) == -1 ||
-	    apikey_hash(token, hash) == -1) {
-		log_warn("[keys] cannot generate a claim token");
-		return;
-	}
-	if (store_claim_add(&settings, hash, session_id, email, time(NULL) + CLAIM_TTL_SEC,
+	if (store_claim_add(&settings, c->hash, session_id, email, time(NULL) + CLAIM_TTL_SEC,
 	    &err) == -1) {
 		log_warn("[keys] claim for session %s not recorded: %s", session_id, err.msg);
 		return;
 	}
-	json_object_object_add(out, "claim_token", json_object_new_string(token));
+	json_object_object_add(out, "claim_token", json_object_new_string(c->token));
 	json_object_object_add(out, "claim_expires_in", json_object_new_int(CLAIM_TTL_SEC));
 }
 
@@ -47,26 +66,46 @@ checkout_start(struct response *resp, const char *product_id, const char *custom
     const char *email, const char *name, const char *return_query)
 {
 	struct dodo_checkout	 co;
+	struct checkout_claim	 claim;
 	struct mk_err		 err;
 	char			 return_url[DODO_URL_MAX];
 	json_object		*out;
+	int			 claimed = email != NULL && checkout_claim_new(&claim) == 0;
 
 	if ((size_t)snprintf(return_url, sizeof return_url, "%s/?%s", settings.base_url,
 	    return_query) >= sizeof return_url) {
 		response_error(resp, 500, "BASE_URL is too long");
-		return;
+		goto out;
 	}
 	if (dodo_create_checkout(&settings, product_id, customer_id, email, name, return_url,
-	    &co, &err) == -1) {
+	    claimed ? claim.binding : NULL, &co, &err) == -1) {
 		response_fail(resp, &err);
-		return;
+		goto out;
 	}
 	out = json_object_new_object();
 	json_object_object_add(out, "checkout_url", json_object_new_string(co.checkout_url));
 	json_object_object_add(out, "session_id", json_object_new_string(co.session_id));
-	if (email != NULL)
-		checkout_add_claim(out, co.session_id, email);
+	if (claimed)
+		checkout_add_claim(out, &claim, co.session_id, email);
 	response_json(resp, 200, out);
+out:
+	if (claimed)
+		OPENSSL_cleanse(&claim, sizeof claim);
+}
+
+/*
+ * The unauthenticated routes' limit per client address and route
+ * (CHECKOUT_RATE_LIMIT_PER_MINUTE; the web server gives REMOTE_ADDR).
+ * 0, or -1 with 429 in resp.
+ */
+static int
+checkout_rate(const struct request *req, const char *route, struct response *resp)
+{
+	char	bucket[128];
+
+	snprintf(bucket, sizeof bucket, "addr:%s:%s", route, req->remote_addr);
+	return auth_rate_limit(&settings, bucket, settings.checkout_rate_limit,
+	    "per address", resp);
 }
 
 /* POST /checkout/subscribe {email, name} */
@@ -80,15 +119,32 @@ checkout_subscribe(const struct request *req, struct response *resp)
 	struct field_value	 v[2];
 	struct mk_err		 err;
 	json_object		*root;
+	long long		 pending;
 
+	if (checkout_rate(req, "subscribe", resp) == -1)
+		return;
 	if ((root = request_json(req, &err)) == NULL ||
 	    fields_read(root, specs, 2, v, &err) == -1) {
 		response_fail(resp, &err);
 		json_object_put(root);
 		return;
 	}
+	/* each subscribe is a Dodo session and a claim: a few at a time per buyer */
+	if (settings.claims_per_email > 0) {
+		if ((pending = store_claim_count(&settings, v[0].str, &err)) == -1) {
+			response_fail(resp, &err);
+			goto out;
+		}
+		if (pending >= settings.claims_per_email) {
+			response_error(resp, 429, "%lld checkouts for this email are still open; "
+			    "finish one or retry in %d minutes", pending, CLAIM_TTL_SEC / 60);
+			response_header(resp, "Retry-After", CHECKOUT_CLAIMS_RETRY_S);
+			goto out;
+		}
+	}
 	checkout_start(resp, settings.plan_product_id, NULL, v[0].str, v[1].str,
 	    "subscribed=1");
+out:
 	json_object_put(root);
 }
 
@@ -131,9 +187,10 @@ checkout_topup(const struct request *req, struct response *resp)
  */
 static int
 checkout_return_key(const struct request *req, const struct dodo_customer *cust,
-    json_object *out, struct response *resp)
+    const char *binding, json_object *out, struct response *resp)
 {
 	char		 token[APIKEY_MAX], hash[APIKEY_HASH_HEX], key[APIKEY_MAX];
+	char		 want[APIKEY_HASH_HEX];
 	const char	*delivery = "existing";
 	struct mk_err	 err;
 	int		 claimed = 0, rc;
@@ -143,7 +200,14 @@ checkout_return_key(const struct request *req, const struct dodo_customer *cust,
 	if (apikey_from_bearer(req->authorization, token, sizeof token) == -1 &&
 	    url_query_get(req->query, "claim_token", token, sizeof token) == -1)
 		token[0] = '\0';
-	if (apikey_well_formed(APIKEY_CLAIM_PREFIX, token) && apikey_hash(token, hash) == 0) {
+	if (apikey_well_formed(APIKEY_CLAIM_PREFIX, token) && apikey_hash(token, hash) == 0 &&
+	    apikey_claim_binding(token, want) == 0 && !apikey_equal(want, binding)) {
+		/* another session's token (or a purchase made without one): the
+		 * key goes to the buyer's address below, never to this caller */
+		log_warn("[keys] %s: claim token presented for a purchase of another checkout "
+		    "session: refused", cust->customer_id);
+	} else if (apikey_well_formed(APIKEY_CLAIM_PREFIX, token) &&
+	    apikey_hash(token, hash) == 0) {
 		if ((claimed = store_claim_take(&settings, hash, cust->email, &err)) == -1)
 			goto fail;
 		if (!claimed)
@@ -201,8 +265,11 @@ checkout_return(const struct request *req, struct response *resp)
 	struct mk_err		 err;
 	enum dodo_purchase_kind	 kind = DODO_SUBSCRIPTION;
 	char			 id[PURCHASE_ID_MAX + 1], status[64];
+	char			 binding[APIKEY_HASH_HEX];
 	json_object		*out;
 
+	if (checkout_rate(req, "return", resp) == -1)
+		return;
 	if (url_query_get(req->query, "subscription_id", id, sizeof id) == -1) {
 		kind = DODO_PAYMENT;
 		if (url_query_get(req->query, "payment_id", id, sizeof id) == -1) {
@@ -215,7 +282,8 @@ checkout_return(const struct request *req, struct response *resp)
 		    kind == DODO_SUBSCRIPTION ? "subscription_id" : "payment_id");
 		return;
 	}
-	if (dodo_get_purchase(&settings, kind, id, &cust, status, sizeof status, &err) == -1) {
+	if (dodo_get_purchase(&settings, kind, id, &cust, status, sizeof status, binding,
+	    sizeof binding, &err) == -1) {
 		response_fail(resp, &err);
 		return;
 	}
@@ -225,7 +293,7 @@ checkout_return(const struct request *req, struct response *resp)
 	json_object_object_add(out, "status", json_object_new_string(status));
 	/* keys only for what was paid for */
 	if (strcmp(status, kind == DODO_SUBSCRIPTION ? "active" : "succeeded") == 0 &&
-	    checkout_return_key(req, &cust, out, resp) == -1) {
+	    checkout_return_key(req, &cust, binding, out, resp) == -1) {
 		json_object_put(out);
 		return;
 	}

@@ -63,6 +63,15 @@ apikey_hash(const char *s, char out[APIKEY_HASH_HEX])
 }
 
 int
+apikey_claim_binding(const char *token, char out[APIKEY_HASH_HEX])
+{
+	static const char	label[] = "mailkit claim binding v1\n";
+	struct digest_part	parts[2] = { { label, sizeof label - 1 }, { token, strlen(token) } };
+
+	return digest_sha256_hex(parts, 2, out);
+}
+
+int
 apikey_equal(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b);

@@ -28,6 +28,16 @@ int	apikey_well_formed(const char *prefix, const char *s);
 /* Lower-case hex SHA-256 of the NUL-terminated s into out[APIKEY_HASH_HEX].  0 / -1. */
 int	apikey_hash(const char *s, char out[APIKEY_HASH_HEX]);
 
+/*
+ * The binding of a claim token to its checkout session: hex SHA-256 of a
+ * fixed label and the token, sent as the checkout's metadata (Dodo copies
+ * it onto the subscription and payment the session creates), so that a
+ * token only ever redeems the purchase of its own session.  Reveals nothing
+ * of the token, and differs from its stored hash.  0 / -1.
+ */
+#define APIKEY_CLAIM_METADATA	"mailkit_claim"	/* the checkout metadata key */
+int	apikey_claim_binding(const char *token, char out[APIKEY_HASH_HEX]);
+
 /* Compare two NUL-terminated hashes (or any secrets of equal length) in
  * constant time; 1 when equal.  Different lengths are simply unequal. */
 int	apikey_equal(const char *a, const char *b);

@@ -43,30 +43,39 @@ auth_check_claim(const char *claimed, const char *customer_id, struct response *
 	return -1;
 }
 
-/* Count the request against the key's window; 0, or -1 with 429/503 in resp. */
-static int
-auth_rate(const struct settings *s, const struct store_key *key, struct response *resp)
+int
+auth_rate_limit(const struct settings *s, const char *bucket, long limit, const char *per,
+    struct response *resp)
 {
 	struct mk_err	err;
-	char		bucket[64], retry[32];
+	char		retry[32];
 	long		hits;
 	time_t		end, now;
 
-	if (s->rate_limit <= 0)
+	if (limit <= 0)
 		return 0;
-	snprintf(bucket, sizeof bucket, "key:%lld", key->id);
 	if (counters_hit(s, bucket, AUTH_RATE_WINDOW_SEC, &hits, &end, &err) == -1) {
 		response_fail(resp, &err);
 		return -1;
 	}
-	if (hits <= s->rate_limit)
+	if (hits <= limit)
 		return 0;
 	now = time(NULL);
 	snprintf(retry, sizeof retry, "%lld", (long long)(end > now ? end - now : 1));
-	response_error(resp, 429, "rate limit of %ld requests per minute exceeded; retry in %s s",
-	    s->rate_limit, retry);
+	response_error(resp, 429, "rate limit of %ld requests per minute %s exceeded; "
+	    "retry in %s s", limit, per, retry);
 	response_header(resp, "Retry-After", retry);
 	return -1;
+}
+
+/* Count the request against the key's window; 0, or -1 with 429/503 in resp. */
+static int
+auth_rate(const struct settings *s, const struct store_key *key, struct response *resp)
+{
+	char	bucket[64];
+
+	snprintf(bucket, sizeof bucket, "key:%lld", key->id);
+	return auth_rate_limit(s, bucket, s->rate_limit, "per API key", resp);
 }
 
 /*

@@ -16,6 +16,15 @@ struct mail_provider;
 #define AUTH_ME			"me"	/* a path id meaning "the key's customer" */
 
 /*
+ * Count one request in `bucket`'s current minute (counters.h: shared by
+ * every worker on the host); past `limit` (0 = no limit) 429 "rate limit of
+ * N requests per minute <per> exceeded" with Retry-After.  Returns 0, or -1
+ * with resp filled (also 503 when the counters are unavailable).
+ */
+int	auth_rate_limit(const struct settings *s, const char *bucket, long limit,
+	    const char *per, struct response *resp);
+
+/*
  * Decide which customer the request acts for; on success customer_id
  * (CUSTOMER_ID_MAX + 1 bytes or more) holds it.  `claimed` is the id the
  * request itself names (path or body; NULL or "" if none, AUTH_ME for

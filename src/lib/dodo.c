@@ -4,6 +4,7 @@
 
 #include <json-c/json.h>
 
+#include "apikey.h"
 #include "err.h"
 #include "log.h"
 #include "settings.h"
@@ -150,10 +151,11 @@ dodo_success(const struct upstream_response *r)
 int
 dodo_create_checkout(const struct settings *s, const char *product_id,
     const char *customer_id, const char *email, const char *name,
-    const char *return_url, struct dodo_checkout *out, struct mk_err *err)
+    const char *return_url, const char *claim_binding, struct dodo_checkout *out,
+    struct mk_err *err)
 {
 	struct upstream_response	 resp = { .json = NULL };
-	json_object			*body = NULL, *cart, *item, *customer;
+	json_object			*body = NULL, *cart, *item, *customer, *meta;
 	const char			*text;
 	int				 result = -1;
 
@@ -183,6 +185,13 @@ dodo_create_checkout(const struct settings *s, const char *product_id,
 	}
 	if (return_url != NULL)
 		json_object_object_add(body, "return_url", json_object_new_string(return_url));
+	if (claim_binding != NULL) {
+		if ((meta = json_object_new_object()) == NULL)
+			goto nomem;
+		json_object_object_add(body, "metadata", meta);
+		json_object_object_add(meta, APIKEY_CLAIM_METADATA,
+		    json_object_new_string(claim_binding));
+	}
 	if ((text = json_object_to_json_string_ext(body, DODO_JSON_FLAGS)) == NULL)
 		goto nomem;
 
@@ -423,10 +432,10 @@ out:
 int
 dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
     const char *id, struct dodo_customer *customer, char *status, size_t statuslen,
-    struct mk_err *err)
+    char *binding, size_t bindinglen, struct mk_err *err)
 {
 	struct upstream_response	 resp = { .json = NULL };
-	json_object			*cust = NULL;
+	json_object			*cust = NULL, *meta = NULL;
 	const char			*what, *notfound;
 	char				 path[DODO_PATH_MAX];
 	int				 result = -1;
@@ -434,6 +443,8 @@ dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
 	memset(customer, 0, sizeof *customer);
 	if (statuslen > 0)
 		status[0] = '\0';
+	if (bindinglen > 0)
+		binding[0] = '\0';
 	if (kind == DODO_SUBSCRIPTION) {
 		what = "get subscription";
 		notfound = "unknown subscription";
@@ -454,6 +465,11 @@ dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
 		dodo_unexpected(what, err);
 		goto out;
 	}
+	/* a binding that does not fit is no binding: the key is then mailed */
+	if (bindinglen > 0 && json_object_object_get_ex(resp.json, "metadata", &meta) &&
+	    json_object_is_type(meta, json_type_object) &&
+	    dodo_copy(meta, APIKEY_CLAIM_METADATA, binding, bindinglen, 0) == -1)
+		binding[0] = '\0';
 	result = 0;
 out:
 	upstream_response_free(&resp);

@@ -23,10 +23,12 @@ struct dodo_checkout {
 };
 
 /* POST /checkouts for one unit of product_id.  Exactly one of customer_id or
- * email (name optional) identifies the buyer. */
+ * email (name optional) identifies the buyer.  claim_binding (NULL: none)
+ * goes into the session's metadata as APIKEY_CLAIM_METADATA (apikey.h). */
 int	dodo_create_checkout(const struct settings *s, const char *product_id,
 	    const char *customer_id, const char *email, const char *name,
-	    const char *return_url, struct dodo_checkout *out, struct mk_err *err);
+	    const char *return_url, const char *claim_binding, struct dodo_checkout *out,
+	    struct mk_err *err);
 
 struct dodo_balance {
 	char	balance[DODO_AMOUNT_MAX];	/* decimal strings, as Dodo sends them */
@@ -85,11 +87,12 @@ enum dodo_purchase_kind { DODO_SUBSCRIPTION, DODO_PAYMENT };
  * GET /subscriptions/{id} or GET /payments/{id}: who bought, and the
  * status ("active", "succeeded", ...).  Used when a buyer comes back from
  * the hosted checkout with ?subscription_id= or ?payment_id= in the URL:
- * the redirect itself is no proof, this lookup is.
+ * the redirect itself is no proof, this lookup is.  binding receives the
+ * purchase's APIKEY_CLAIM_METADATA metadata ("" when it has none).
  */
 int	dodo_get_purchase(const struct settings *s, enum dodo_purchase_kind kind,
 	    const char *id, struct dodo_customer *customer, char *status, size_t statuslen,
-	    struct mk_err *err);
+	    char *binding, size_t bindinglen, struct mk_err *err);
 
 /*
  * GET .../balances/{customer_id}/ledger?page_size=N&page_number=P (newest

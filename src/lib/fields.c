@@ -79,6 +79,15 @@ int
 fields_read(json_object *root, const struct field_spec *specs, size_t n,
     struct field_value *out, struct mk_err *err)
 {
+	json_object_object_foreach(root, name, value) {
+		size_t i;
+
+		(void)value;
+		for (i = 0; i < n && strcmp(specs[i].name, name) != 0; i++)
+			;
+		if (i == n)
+			return mk_fail(err, 400, "unknown field: %.64s", name);
+	}
 	for (size_t i = 0; i < n; i++) {
 		const struct field_spec	*sp = &specs[i];
 		json_object		*v = NULL;

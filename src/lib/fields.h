@@ -10,7 +10,7 @@
 #define MAIL_MAX_RECIPIENTS	50	/* Resend's limit per email */
 
 enum field_type {
-	FIELD_TEXT,		/* any string (valid UTF-8 guaranteed by json-c) */
+	FIELD_TEXT,		/* any string (request_json refuses invalid UTF-8) */
 	FIELD_HEADER_TEXT,	/* a string that may go into a mail header: no CR/LF/NUL */
 	FIELD_EMAIL,		/* one address, valid_email() */
 	FIELD_EMAIL_LIST,	/* one address, or an array of 1..MAIL_MAX_RECIPIENTS */
@@ -33,8 +33,9 @@ struct field_value {
 
 /*
  * Check the JSON object `root` against specs[0..n) and fill out[i] for
- * specs[i].  Unknown members are ignored on purpose.  Returns 0, or -1 with
- * a 400 in err naming the first bad field.  Values stay valid while root does.
+ * specs[i].  A member no spec names is a 400 "unknown field: <name>" (a
+ * client that sends bcc or reply_to must learn they are not honoured).
+ * Returns 0, or -1 with a 400 in err naming the first bad field.  Values stay valid while root does.
  */
 int	fields_read(json_object *root, const struct field_spec *specs, size_t n,
 	    struct field_value *out, struct mk_err *err);

@@ -226,21 +226,77 @@ server_write(FCGX_Request *fcgx, const struct response *resp, int head_only)
 
 /* ------------------------------------------------------------------ request */
 
+/*
+ * Members written in the text: every ':' outside a string starts one object
+ * member in standard JSON.  json-c's strict mode still takes single quotes,
+ * which would hide a '"' from this count: a quote or comment outside a
+ * string gives (size_t)-1, which no parsed tree matches.
+ */
+static size_t
+request_json_members_written(const char *s, size_t len)
+{
+	size_t	n = 0;
+	int	in_string = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		if (in_string) {
+			if (s[i] == '\\')
+				i++;
+			else if (s[i] == '"')
+				in_string = 0;
+		} else if (s[i] == '"')
+			in_string = 1;
+		else if (s[i] == '\'' || s[i] == '/')
+			return (size_t)-1;
+		else if (s[i] == ':')
+			n++;
+	}
+	return n;
+}
+
+/* Members held by the parsed tree (depth is bounded by JSON_MAX_DEPTH). */
+static size_t
+request_json_members_parsed(json_object *o)
+{
+	size_t	n = 0;
+
+	if (json_object_is_type(o, json_type_object)) {
+		json_object_object_foreach(o, name, v) {
+			(void)name;
+			n += 1 + request_json_members_parsed(v);
+		}
+	} else if (json_object_is_type(o, json_type_array)) {
+		size_t len = json_object_array_length(o);
+
+		for (size_t i = 0; i < len; i++)
+			n += request_json_members_parsed(json_object_array_get_idx(o, i));
+	}
+	return n;
+}
+
 json_object *
 request_json(const struct request *req, struct mk_err *err)
 {
-	json_tokener	*tok;
-	json_object	*obj;
+	json_tokener	*tok = NULL;
+	json_object	*obj = NULL;
 	size_t		 end;
 
 	if (req->body_len == 0) {
 		mk_fail(err, 400, "request body is empty: expected a JSON object");
 		return NULL;
 	}
+	/* json-c would accept stray bytes inside strings; nothing downstream should see them */
+	if (!valid_utf8(req->body, req->body_len)) {
+		mk_fail(err, 400, "request body is not valid UTF-8");
+		return NULL;
+	}
 	if ((tok = json_tokener_new_ex(JSON_MAX_DEPTH)) == NULL) {
 		mk_fail(err, 500, "out of memory");
 		return NULL;
 	}
+	/* strict: no comments, single quotes or trailing commas, so that the
+	 * duplicate check below can count members in the text */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	obj = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
 	end = json_tokener_get_parse_end(tok);
 	if (obj != NULL && json_tokener_get_error(tok) == json_tokener_success)
@@ -253,22 +309,32 @@ request_json(const struct request *req, struct mk_err *err)
 			    JSON_MAX_DEPTH);
 		else
 			mk_fail(err, 400, "request body is not valid JSON");
-		json_object_put(obj);
-		obj = NULL;
-	} else if (!json_object_is_type(obj, json_type_object)) {
+		goto fail;
+	}
+	if (!json_object_is_type(obj, json_type_object)) {
 		mk_fail(err, 400, "request body must be a JSON object");
-		json_object_put(obj);
-		obj = NULL;
+		goto fail;
+	}
+	/* json-c keeps the last of two equal names: a duplicate leaves the
+	 * tree with fewer members than the text wrote */
+	if (request_json_members_parsed(obj) !=
+	    request_json_members_written(req->body, req->body_len)) {
+		mk_fail(err, 400, "request body repeats a member name or is not standard JSON");
+		goto fail;
 	}
 	json_tokener_free(tok);
 	return obj;
+fail:
+	json_object_put(obj);
+	json_tokener_free(tok);
+	return NULL;
 }
 
 /* Copy a FastCGI parameter into dst; -1 if it does not fit. */
 static int
-server_param(FCGX_Request *fcgx, const char *name, char *dst, size_t dstlen)
+server_param(char **envp, const char *name, char *dst, size_t dstlen)
 {
-	const char	*v = FCGX_GetParam(name, fcgx->envp);
+	const char	*v = FCGX_GetParam(name, envp);
 	size_t		 n;
 
 	dst[0] = '\0';
@@ -297,8 +363,64 @@ static const struct {
 	H("REMOTE_ADDR", "remote address", remote_addr),
 	H("HTTP_HOST", "Host", host),
 	H("HTTP_USER_AGENT", "User-Agent", user_agent),
+	H("HTTP_ORIGIN", "Origin", origin),
 #undef H
 };
+
+int
+request_copy(struct request *req, char **envp, const char *mount, struct mk_err *err)
+{
+	const char	*uri, *q, *idem;
+	size_t		 pathlen, mlen;
+
+	for (size_t i = 0; i < sizeof server_headers / sizeof server_headers[0]; i++)
+		if (server_param(envp, server_headers[i].param,
+		    (char *)req + server_headers[i].offset, server_headers[i].size) == -1)
+			return mk_fail(err, 400, "%s header is too long",
+			    server_headers[i].header);
+	/* sent but blank, or padded: a client bug that would otherwise read
+	 * as "no key" (and a retry would send twice) */
+	if ((idem = FCGX_GetParam("HTTP_IDEMPOTENCY_KEY", envp)) != NULL &&
+	    (idem[0] == '\0' || isspace((unsigned char)idem[0]) ||
+	    isspace((unsigned char)idem[strlen(idem) - 1])))
+		return mk_fail(err, 400, "Idempotency-Key must not be blank or have leading "
+		    "or trailing spaces");
+	if ((uri = FCGX_GetParam("REQUEST_URI", envp)) == NULL)
+		uri = FCGX_GetParam("SCRIPT_NAME", envp);
+	if (uri == NULL || uri[0] != '/')
+		return mk_fail(err, 400, "request has no path");
+	q = strchr(uri, '?');
+	pathlen = q ? (size_t)(q - uri) : strlen(uri);
+	if (pathlen >= sizeof req->path || (q && strlen(q + 1) >= sizeof req->query))
+		return mk_fail(err, 414, "request URI is too long");
+	memcpy(req->path, uri, pathlen);
+	req->path[pathlen] = '\0';
+	strcpy(req->query, q ? q + 1 : "");	/* lengths checked above */
+	if (mount != NULL && (mlen = strlen(mount)) > 0) {
+		if (strncmp(req->path, mount, mlen) != 0 ||
+		    (req->path[mlen] != '/' && req->path[mlen] != '\0'))
+			return mk_fail(err, 404, "no such resource");
+		memmove(req->path, req->path + mlen, pathlen - mlen + 1);
+		if (req->path[0] == '\0')
+			strcpy(req->path, "/");
+	}
+	return 0;
+}
+
+int
+request_from_loopback(const struct request *req)
+{
+	const char	*a = req->remote_addr;
+
+	if (strncasecmp(a, "::ffff:", 7) == 0)
+		a += 7;
+	if (strcmp(a, "::1") == 0)
+		return 1;
+	if (strncmp(a, "127.", 4) != 0)
+		return 0;
+	/* the rest must be digits and dots: "127.evil" is no address */
+	return a[4] != '\0' && strspn(a + 4, "0123456789.") == strlen(a + 4);
+}
 
 /*
  * Fill req from the FastCGI parameters.  Returns 0, or an HTTP status
@@ -307,42 +429,16 @@ static const struct {
 static int
 server_read_head(struct worker *w)
 {
-	FCGX_Request	*fcgx = &w->fcgx;
-	struct request	*req = &w->req;
-	const char	*uri, *q, *mount = w->app->mount;
-	size_t		 pathlen, mlen;
+	struct mk_err	err;
 
-	for (size_t i = 0; i < sizeof server_headers / sizeof server_headers[0]; i++)
-		if (server_param(fcgx, server_headers[i].param,
-		    (char *)req + server_headers[i].offset, server_headers[i].size) == -1) {
-			response_error(&w->resp, 400, "%s header is too long",
-			    server_headers[i].header);
-			return 400;
-		}
-	if ((uri = FCGX_GetParam("REQUEST_URI", fcgx->envp)) == NULL)
-		uri = FCGX_GetParam("SCRIPT_NAME", fcgx->envp);
-	if (uri == NULL || uri[0] != '/') {
-		response_error(&w->resp, 400, "request has no path");
-		return 400;
+	if (request_copy(&w->req, w->fcgx.envp, w->app->mount, &err) == -1) {
+		response_fail(&w->resp, &err);
+		return err.status;
 	}
-	q = strchr(uri, '?');
-	pathlen = q ? (size_t)(q - uri) : strlen(uri);
-	if (pathlen >= sizeof req->path || (q && strlen(q + 1) >= sizeof req->query)) {
-		response_error(&w->resp, 414, "request URI is too long");
-		return 414;
-	}
-	memcpy(req->path, uri, pathlen);
-	req->path[pathlen] = '\0';
-	strcpy(req->query, q ? q + 1 : "");	/* lengths checked above */
-	if (mount != NULL && (mlen = strlen(mount)) > 0) {
-		if (strncmp(req->path, mount, mlen) != 0 ||
-		    (req->path[mlen] != '/' && req->path[mlen] != '\0')) {
-			response_error(&w->resp, 404, "no such resource");
-			return 404;
-		}
-		memmove(req->path, req->path + mlen, pathlen - mlen + 1);
-		if (req->path[0] == '\0')
-			strcpy(req->path, "/");
+	if (w->app->loopback_only && !request_from_loopback(&w->req)) {
+		response_error(&w->resp, 403, "%s answers clients on this machine only",
+		    w->app->name);
+		return 403;
 	}
 	return 0;
 }
@@ -359,6 +455,25 @@ server_is_json(const char *content_type)
 	return n == strlen("application/json") && strncasecmp(ct, "application/json", n) == 0;
 }
 
+int
+request_content_length(const char *cl, size_t max, size_t *want, struct mk_err *err)
+{
+	char			*end;
+	unsigned long long	 v;
+
+	*want = 0;
+	if (cl == NULL || *cl == '\0')
+		return 0;
+	errno = 0;
+	v = strtoull(cl, &end, 10);
+	if (!isdigit((unsigned char)cl[0]) || *end != '\0' || errno != 0)
+		return mk_fail(err, 400, "invalid Content-Length");
+	if (v > max)
+		return mk_fail(err, 413, "request body is larger than %zu bytes", max);
+	*want = (size_t)v;
+	return 1;
+}
+
 /*
  * Read the body: exactly CONTENT_LENGTH bytes, or to EOF when there is none
  * (Apache's mod_proxy_fcgi with a chunked request).  The ceiling is checked
@@ -368,27 +483,15 @@ static int
 server_read_body(struct worker *w)
 {
 	FCGX_Request	*fcgx = &w->fcgx;
-	const char	*cl = FCGX_GetParam("CONTENT_LENGTH", fcgx->envp);
 	size_t		 max = w->app->max_body, want = 0, got = 0;
-	int		 known = 0;
+	int		 known;
 	char		 chunk[SERVER_READ_CHUNK];
+	struct mk_err	 err;
 
-	if (cl != NULL && *cl != '\0') {
-		char *end;
-		unsigned long long v;
-
-		errno = 0;
-		v = strtoull(cl, &end, 10);
-		if (!isdigit((unsigned char)cl[0]) || *end != '\0' || errno != 0) {
-			response_error(&w->resp, 400, "invalid Content-Length");
-			return 400;
-		}
-		if (v > max) {
-			response_error(&w->resp, 413, "request body is larger than %zu bytes", max);
-			return 413;
-		}
-		want = (size_t)v;
-		known = 1;
+	if ((known = request_content_length(FCGX_GetParam("CONTENT_LENGTH", fcgx->envp), max,
+	    &want, &err)) == -1) {
+		response_fail(&w->resp, &err);
+		return err.status;
 	}
 	buf_reset(&w->body);
 	for (;;) {

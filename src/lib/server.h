@@ -34,6 +34,7 @@ struct request {
 	char	 remote_addr[64];
 	char	 host[256];
 	char	 user_agent[1024];	/* the sandbox's Resend emulation refuses requests without one */
+	char	 origin[256];		/* Origin header; "" if none (the sandbox's CSRF check) */
 	/* decoded "{}" captures of the matched route pattern, in order */
 	char	 params[REQUEST_PARAMS_MAX][REQUEST_PARAM_MAX];
 	size_t	 nparams;
@@ -78,6 +79,7 @@ struct app {
 	size_t			 thread_stack;	/* bytes of stack per request thread; 0: the system's */
 	const char		*mount;		/* path prefix to strip, e.g. "/sandbox"; NULL = none */
 	int			 json_only;	/* 415 unless POST/PUT/... say Content-Type: application/json */
+	int			 loopback_only;	/* 403 unless REMOTE_ADDR is a loopback address */
 	/* run by server_main once the settings are loaded, before serving; 0 / -1 with err */
 	int			(*init)(const struct settings *s, char *err, size_t errlen);
 };
@@ -97,6 +99,28 @@ int	server_run(const struct app *app);
  * right after the checks, so scripts can validate a configuration.
  */
 int	server_main(struct app *app, struct settings *s, unsigned need);
+
+/*
+ * Copy the FastCGI parameters envp (as FCGX_GetParam reads them) into req,
+ * which the caller zeroed: the header fields, the path with `mount` (may be
+ * NULL) stripped, and the query.  Nothing in req points into envp.  Returns
+ * 0, or -1 with err set (400 a header too long for its field or a blank or
+ * space-padded Idempotency-Key, 414 a URI too long, 404 outside the mount).
+ * Exposed for tests and the fuzzer.
+ */
+int	request_copy(struct request *req, char **envp, const char *mount,
+	    struct mk_err *err);
+
+/*
+ * The CONTENT_LENGTH parameter cl (NULL or "" when absent) against the body
+ * ceiling max: 1 with *want set, 0 when absent (read to EOF), or -1 with err
+ * (400 not a plain decimal number, 413 above max).  Exposed for the fuzzer.
+ */
+int	request_content_length(const char *cl, size_t max, size_t *want, struct mk_err *err);
+
+/* 1 if REMOTE_ADDR is a loopback address (127.0.0.0/8, ::1, ::ffff:127.x), else 0
+ * (an empty one too: a program that must know cannot assume). */
+int	request_from_loopback(const struct request *req);
 
 /* Route matching, exposed for tests: 1 if path matches pattern (captures
  * decoded into req->params), 0 if not, -1 if a capture is undecodable. */

@@ -91,6 +91,9 @@ static const struct setting_def setting_defs[] = {
 	    0, 0 },
 	{ "MAILKIT_AUTH", NULL, SET_ID, S(auth_mode), SETTINGS_AUTH_API_KEY, 0, 0, 0, 0 },
 	{ "RATE_LIMIT_PER_MINUTE", NULL, SET_LONG, S(rate_limit), "600", 0, 1000000L, 0, 0 },
+	{ "CHECKOUT_RATE_LIMIT_PER_MINUTE", NULL, SET_LONG, S(checkout_rate_limit), "30", 0,
+	    1000000L, 0, 0 },
+	{ "CLAIMS_PER_EMAIL", NULL, SET_LONG, S(claims_per_email), "5", 0, 1000000L, 0, 0 },
 	{ "DELIVERY_THREADS", NULL, SET_LONG, S(delivery_threads), "2", 0, 16, 0, 0 },
 	{ "SEND_VOID_GRACE_SEC", NULL, SET_LONG, S(void_grace_sec), "30", 0, 3600, 0, 0 },
 };

@@ -49,6 +49,10 @@ struct settings {
 	char	*auth_mode;		/* MAILKIT_AUTH, SETTINGS_AUTH_API_KEY or _CUSTOMER_ID */
 	int	 auth_trusts_customer_id; /* 1 in the tutorial mode "customer_id" */
 	long	 rate_limit;		/* RATE_LIMIT_PER_MINUTE per API key; 0 = off */
+	long	 checkout_rate_limit;	/* CHECKOUT_RATE_LIMIT_PER_MINUTE per client address
+					   and route, unauthenticated checkout routes; 0 = off */
+	long	 claims_per_email;	/* CLAIMS_PER_EMAIL: pending claims (checkouts) per
+					   buyer email; 0 = no cap */
 	/* sends accepted for later (billing.h) */
 	long	 delivery_threads;	/* DELIVERY_THREADS per send.fcgi process; 0 = none */
 	long	 void_grace_sec;	/* SEND_VOID_GRACE_SEC: a send answered 5xx may be taken

@@ -275,12 +275,11 @@ store_claim_give_back(const struct settings *s, const char *token_hash, struct m
 	return store_step_done(t, st, "giving back a claim", err);
 }
 
-int
-store_claim_pending(const struct settings *s, const char *email, struct mk_err *err)
+long long
+store_claim_count(const struct settings *s, const char *email, struct mk_err *err)
 {
 	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
-	long long		 n;
 
 	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_CLAIM_PENDING, store_keys_sql, err)) == NULL)
@@ -288,7 +287,13 @@ store_claim_pending(const struct settings *s, const char *email, struct mk_err *
 	store_bind_text(st, 1, email);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)time(NULL));
 	sqlite3_bind_int64(st, 3, (sqlite3_int64)time(NULL) - STORE_CLAIM_ISSUE_SEC);
-	if ((n = store_count(t, st, "reading claims", err)) == -1)
-		return -1;
-	return n > 0;
+	return store_count(t, st, "reading claims", err);
+}
+
+int
+store_claim_pending(const struct settings *s, const char *email, struct mk_err *err)
+{
+	long long	n = store_claim_count(s, email, err);
+
+	return n == -1 ? -1 : n > 0;
 }

@@ -78,5 +78,7 @@ int	store_claim_give_back(const struct settings *s, const char *token_hash,
  * within STORE_CLAIM_ISSUE_SEC (its taker is issuing the key right now); 0
  * if none; -1 on error.  webhook.fcgi leaves such customers' keys to the taker. */
 int	store_claim_pending(const struct settings *s, const char *email, struct mk_err *err);
+/* How many claims store_claim_pending counts for email; -1 on error. */
+long long	store_claim_count(const struct settings *s, const char *email, struct mk_err *err);
 
 #endif

@@ -95,3 +95,44 @@ valid_idempotency_key(const char *key)
 			return 0;
 	return n > 0;
 }
+
+int
+valid_utf8(const char *s, size_t len)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	size_t			 i = 0;
+
+	while (i < len) {
+		unsigned char	c = p[i];
+		size_t		n;
+		unsigned char	lo = 0x80, hi = 0xbf;	/* range of the second byte */
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 1;
+		else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			if (c == 0xe0)
+				lo = 0xa0;	/* overlong */
+			else if (c == 0xed)
+				hi = 0x9f;	/* surrogates */
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			if (c == 0xf0)
+				lo = 0x90;	/* overlong */
+			else if (c == 0xf4)
+				hi = 0x8f;	/* above U+10FFFF */
+		} else
+			return 0;
+		if (len - i <= n || p[i + 1] < lo || p[i + 1] > hi)
+			return 0;
+		for (size_t k = 2; k <= n; k++)
+			if (p[i + k] < 0x80 || p[i + k] > 0xbf)
+				return 0;
+		i += n + 1;
+	}
+	return 1;
+}

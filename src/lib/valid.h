@@ -25,5 +25,8 @@ int	valid_header_text(const char *s, size_t len);
 int	valid_customer_id(const char *id);
 /* Idempotency keys: 1..IDEMPOTENCY_KEY_MAX printable ASCII bytes (0x21-0x7e). */
 int	valid_idempotency_key(const char *key);
+/* Well-formed UTF-8 (RFC 3629) in the first len bytes: no overlong forms,
+ * no surrogates, nothing above U+10FFFF. */
+int	valid_utf8(const char *s, size_t len);
 
 #endif

@@ -364,6 +364,8 @@ faults_post(const struct request *req, struct response *resp)
 	int64_t		 count = 1, stall = FAULT_STALL_DEFAULT_MS, late = -1;
 	int		 is_late;
 
+	if (guard_change(req, NULL, resp) == -1)
+		return;
 	if ((root = request_json(req, &err)) == NULL) {
 		response_fail(resp, &err);
 		return;
@@ -441,7 +443,8 @@ out:
 void
 faults_delete(const struct request *req, struct response *resp)
 {
-	(void)req;
+	if (guard_change(req, NULL, resp) == -1)
+		return;
 	if (state_exec(state_db(), "DELETE FROM faults", 0) == -1) {
 		admin_error(resp, 500, "database error");
 		return;
@@ -513,6 +516,23 @@ faults_list(const struct request *req, struct response *resp)
 	    " ORDER BY target LIMIT ?1", NULL, 0, admin_fault_row, -1);
 }
 
+/* A text column as JSON (NULL stays null) with the API keys in it masked. */
+static json_object *
+admin_masked_text(sqlite3_stmt *st, int col)
+{
+	json_object	*o;
+	char		*copy;
+
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return NULL;
+	if ((copy = strdup(state_text(st, col))) == NULL)
+		return NULL;
+	guard_mask_keys(copy);
+	o = json_object_new_string(copy);
+	free(copy);
+	return o;
+}
+
 static json_object *
 admin_email_row(sqlite3_stmt *st)
 {
@@ -524,8 +544,8 @@ admin_email_row(sqlite3_stmt *st)
 	to = json_tokener_parse(state_text(st, 2));
 	json_object_object_add(o, "to", to != NULL ? to : json_object_new_array());
 	json_object_object_add(o, "subject", json_object_new_string(state_text(st, 3)));
-	json_object_object_add(o, "html", state_json_text(st, 4));
-	json_object_object_add(o, "text", state_json_text(st, 5));
+	json_object_object_add(o, "html", admin_masked_text(st, 4));
+	json_object_object_add(o, "text", admin_masked_text(st, 5));
 	json_object_object_add(o, "status", json_object_new_string(state_text(st, 6)));
 	json_object_object_add(o, "idempotency_key", state_json_text(st, 7));
 	state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
@@ -658,7 +678,8 @@ admin_stats(const struct request *req, struct response *resp)
 void
 admin_reset(const struct request *req, struct response *resp)
 {
-	(void)req;
+	if (guard_change(req, NULL, resp) == -1)
+		return;
 	if (state_reset(state_db()) == -1) {
 		admin_error(resp, 500, "database error");
 		return;

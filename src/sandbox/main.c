@@ -77,6 +77,7 @@ static struct app sandbox_app = {
 	.nroutes = sizeof(routes) / sizeof(routes[0]),
 	.mount = SANDBOX_MOUNT,
 	.json_only = 0,		/* the pages post HTML forms */
+	.loopback_only = 1,	/* it shows every email and lets anyone pay: README */
 	.init = sandbox_init,
 	.thread_stack = SANDBOX_THREAD_STACK,
 };
@@ -162,6 +163,10 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		sandbox.webhook_key.len = SANDBOX_RANDOM_KEY_BYTES;
 		log_warn("DODO_WEBHOOK_KEY is not set: webhooks are signed with a random key "
 		    "nobody can verify");
+	}
+	if (guard_init() == -1) {
+		snprintf(err, errlen, "cannot derive the form token key");
+		return -1;
 	}
 	if (state_db() == NULL) {
 		snprintf(err, errlen, "cannot open SANDBOX_DB %s", sandbox.db_path);

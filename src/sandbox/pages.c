@@ -103,6 +103,74 @@ pages_money(struct buf *b, int64_t cents)
 	buf_printf(b, "$%lld.%02lld", (long long)(cents / 100), (long long)(cents % 100));
 }
 
+/* The hidden form field with the token of the page that fmt names (guard.c). */
+static void
+pages_token_input(struct buf *b, const char *fmt, const char *id)
+	__attribute__((format(printf, 2, 0)));
+
+static void
+pages_token_input(struct buf *b, const char *fmt, const char *id)
+{
+	char	page[SANDBOX_URL_MAX], token[GUARD_TOKEN_MAX];
+
+	snprintf(page, sizeof(page), fmt, id);
+	guard_token(page, token);
+	buf_puts(b, "<input type=\"hidden\" name=\"" GUARD_TOKEN_FIELD "\" value=\"");
+	buf_html(b, token);
+	buf_puts(b, "\">");
+}
+
+/* guard_change() for the page that fmt names with id.  0 / -1 with resp filled. */
+static int
+pages_guard(const struct request *req, struct response *resp, const char *fmt, const char *id)
+	__attribute__((format(printf, 3, 0)));
+
+static int
+pages_guard(const struct request *req, struct response *resp, const char *fmt, const char *id)
+{
+	char	page[SANDBOX_URL_MAX];
+
+	snprintf(page, sizeof(page), fmt, id);
+	return guard_change(req, page, resp);
+}
+
+/* A field of a form body, or a string member of a JSON one.  0 / -1. */
+static int
+pages_form_value(const struct request *req, const char *name, char *out, size_t len)
+{
+	struct mk_err	 err;
+	json_object	*root, *v;
+	int		 rc = -1;
+
+	if (strncmp(req->content_type, "application/json", 16) != 0)
+		return url_query_get(req->body, name, out, len);
+	if ((root = request_json(req, &err)) == NULL)
+		return -1;
+	if (json_object_object_get_ex(root, name, &v) &&
+	    json_object_is_type(v, json_type_string) &&
+	    (size_t)json_object_get_string_len(v) < len) {
+		memcpy(out, json_object_get_string(v), (size_t)json_object_get_string_len(v) + 1);
+		rc = 0;
+	}
+	json_object_put(root);
+	return rc;
+}
+
+/* An email body as HTML text, with the API keys in it masked (guard.c). */
+static void
+pages_masked(struct buf *b, const char *text)
+{
+	char	*copy = strdup(text);
+
+	if (copy == NULL) {
+		buf_puts(b, "(out of memory)");
+		return;
+	}
+	guard_mask_keys(copy);
+	buf_html(b, copy);
+	free(copy);
+}
+
 /* ------------------------------------------------------------ dashboard */
 
 /* GET / */
@@ -160,7 +228,9 @@ pages_dashboard(const struct request *req, struct response *resp)
 			buf_puts(&b, "</td><td><form method=\"post\" action=\"" SANDBOX_MOUNT
 			    "/customers/");
 			buf_html(&b, id);
-			buf_puts(&b, "/adjust\"><select name=\"entry_type\" aria-label=\"Entry type\">"
+			buf_puts(&b, "/adjust\">");
+			pages_token_input(&b, "/customers/%s/adjust", id);
+			buf_puts(&b, "<select name=\"entry_type\" aria-label=\"Entry type\">"
 			    "<option value=\"debit\">Debit</option>"
 			    "<option value=\"credit\">Credit</option></select> "
 			    "<input name=\"amount\" type=\"number\" min=\"1\" step=\"1\" "
@@ -217,13 +287,15 @@ pages_adjust(const struct request *req, struct response *resp)
 	long long		 n = 0;
 
 	memset(&in, 0, sizeof(in));
-	if (url_query_get(req->body, "entry_type", type, sizeof(type)) == -1 ||
+	if (pages_guard(req, resp, "/customers/%s/adjust", req->params[0]) == -1)
+		return;
+	if (pages_form_value(req, "entry_type", type, sizeof(type)) == -1 ||
 	    (strcmp(type, "debit") != 0 && strcmp(type, "credit") != 0)) {
 		pages_message(resp, 400, "Bad adjustment", NULL,
 		    "entry_type must be debit or credit.");
 		return;
 	}
-	if (url_query_get(req->body, "amount", amount, sizeof(amount)) == -1 ||
+	if (pages_form_value(req, "amount", amount, sizeof(amount)) == -1 ||
 	    amount[0] < '0' || amount[0] > '9' || (n = strtoll(amount, &end, 10)) <= 0 ||
 	    *end != '\0' || n >= SANDBOX_AMOUNT_LIMIT) {
 		pages_message(resp, 400, "Bad adjustment", NULL,
@@ -378,7 +450,9 @@ pages_checkout(const struct request *req, struct response *resp)
 		buf_puts(&b, " / month");
 	buf_puts(&b, "</p><form method=\"post\" action=\"" SANDBOX_MOUNT "/checkout/");
 	buf_html(&b, s.id);
-	buf_puts(&b, "\"><label for=\"email\">Email</label><input id=\"email\" value=\"");
+	buf_puts(&b, "\">");
+	pages_token_input(&b, "/checkout/%s", s.id);
+	buf_puts(&b, "<label for=\"email\">Email</label><input id=\"email\" value=\"");
 	buf_html(&b, s.email);
 	buf_puts(&b, "\" readonly><label for=\"card\">Card number</label>"
 	    "<input id=\"card\" name=\"card\" value=\"4242 4242 4242 4242\" "
@@ -526,6 +600,8 @@ pages_checkout_pay(const struct request *req, struct response *resp)
 	char			 purchase[SANDBOX_ID_MAX];
 	int			 found, plan;
 
+	if (pages_guard(req, resp, "/checkout/%s", req->params[0]) == -1)
+		return;
 	if (db == NULL || db_begin(db) == -1) {
 		pages_message(resp, 500, "Checkout unavailable", "INTERNAL_SERVER_ERROR",
 		    "The sandbox database failed.");
@@ -638,11 +714,11 @@ pages_outbox(const struct request *req, struct response *resp)
 				/* the email's own HTML, inert: no scripts, no same-origin access */
 				buf_puts(&b, "<iframe sandbox=\"\" referrerpolicy=\"no-referrer\" "
 				    "title=\"Email content\" srcdoc=\"");
-				buf_html(&b, state_text(st, 6));
+				pages_masked(&b, state_text(st, 6));
 				buf_puts(&b, "\"></iframe>");
 			} else {
 				buf_puts(&b, "<pre>");
-				buf_html(&b, state_text(st, 7));
+				pages_masked(&b, state_text(st, 7));
 				buf_puts(&b, "</pre>");
 			}
 			buf_puts(&b, "</td></tr>\n");

@@ -291,4 +291,24 @@ void	 pages_checkout_pay(const struct request *, struct response *);
 void	 pages_adjust(const struct request *, struct response *);
 void	 pages_outbox(const struct request *, struct response *);
 
+/* --- guard.c: who may change state; what the outbox may show --- */
+
+#define GUARD_TOKEN_MAX		65	/* hex HMAC-SHA256 + NUL */
+#define GUARD_TOKEN_FIELD	"csrf"	/* the hidden form field */
+
+/* Derive the token key from the webhook key (stable across restarts).  0 / -1. */
+int	guard_init(void);
+/* The form token of one page, e.g. "/checkout/cks_..." (hex, NUL-terminated). */
+void	guard_token(const char *page, char out[GUARD_TOKEN_MAX]);
+/*
+ * May this request change state?  A foreign Origin is a 403; a POST must be
+ * JSON (admin routes: page NULL, else 415) or a form carrying page's token
+ * (else 403).  Other methods need a CORS preflight cross-site, which the
+ * sandbox never grants.  Returns 0, or -1 with resp filled.
+ */
+int	guard_change(const struct request *req, const char *page, struct response *resp);
+/* In place: every MailKit API key in s becomes "mk_abcd…" (the outbox shows
+ * what was mailed, not a usable key). */
+void	guard_mask_keys(char *s);
+
 #endif

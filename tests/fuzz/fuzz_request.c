@@ -7,7 +7,16 @@
  * POST /checkout/subscribe and /checkout/topup (src/checkout.c).  Besides
  * "never crashes", every value fields_read() accepts is checked against the
  * promise of its type.
+ *
+ * An input whose first byte is 'P' is instead a FastCGI parameter set, as
+ * the web server hands it to server.c: NUL-separated NAME=VALUE pairs
+ * (REMOTE_ADDR, HTTP_AUTHORIZATION, CONTENT_LENGTH, HTTP_IDEMPOTENCY_KEY,
+ * ...) for request_copy(), whose result must keep its promises: every field
+ * NUL-terminated inside its buffer, no blank or padded Idempotency-Key, a
+ * path that starts with '/'; and CONTENT_LENGTH, if among them, through
+ * request_content_length(), never accepted above the ceiling.
  */
+#include <ctype.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -100,6 +109,67 @@ fuzz_fields(json_object *root, const struct field_spec *specs, size_t n)
 		abort();	/* a refusal is always a 400 that says why */
 }
 
+#define FUZZ_PARAMS_MAX	64	/* pairs per input */
+#define FUZZ_MAX_BODY	4096	/* a body ceiling like the tests' MAX_BODY_BYTES */
+
+static void
+fuzz_terminated(const char *field, size_t size)
+{
+	if (memchr(field, '\0', size) == NULL)
+		abort();
+}
+
+/* data: "P" then NUL-separated NAME=VALUE pairs; checks request_copy(). */
+static void
+fuzz_params(const uint8_t *data, size_t size)
+{
+	struct request	*req;
+	struct mk_err	 err;
+	char		*copy, *envp[FUZZ_PARAMS_MAX + 1], *p, *end;
+	size_t		 n = 0;
+
+	if ((req = calloc(1, sizeof *req)) == NULL || (copy = malloc(size + 1)) == NULL)
+		abort();
+	memcpy(copy, data, size);
+	copy[size] = '\0';
+	for (p = copy + 1, end = copy + size; p < end && n < FUZZ_PARAMS_MAX;
+	    p += strlen(p) + 1)
+		if (strchr(p, '=') != NULL)
+			envp[n++] = p;
+	envp[n] = NULL;
+	memset(&err, 0, sizeof err);
+	if (request_copy(req, envp, (size & 1) ? "/sandbox" : NULL, &err) == 0) {
+		size_t klen = strlen(req->idempotency_key);
+
+		fuzz_terminated(req->method, sizeof req->method);
+		fuzz_terminated(req->path, sizeof req->path);
+		fuzz_terminated(req->query, sizeof req->query);
+		fuzz_terminated(req->authorization, sizeof req->authorization);
+		fuzz_terminated(req->idempotency_key, sizeof req->idempotency_key);
+		fuzz_terminated(req->remote_addr, sizeof req->remote_addr);
+		fuzz_terminated(req->origin, sizeof req->origin);
+		if (req->path[0] != '/')
+			abort();
+		if (klen > 0 && (isspace((unsigned char)req->idempotency_key[0]) ||
+		    isspace((unsigned char)req->idempotency_key[klen - 1])))
+			abort();
+	} else if (err.status < 400 || err.status > 499 || err.msg[0] == '\0')
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		size_t	want;
+		int	known;
+
+		if (strncmp(envp[i], "CONTENT_LENGTH=", 15) != 0)
+			continue;
+		known = request_content_length(envp[i] + 15, FUZZ_MAX_BODY, &want, &err);
+		if ((known == 1 && want > FUZZ_MAX_BODY) || (known == 0 && envp[i][15] != '\0') ||
+		    (known == -1 && err.status != 400 && err.status != 413))
+			abort();
+	}
+	free(copy);
+	free(req);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -107,6 +177,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct mk_err	 err;
 	json_object	*root;
 
+	if (size > 0 && data[0] == 'P') {
+		fuzz_params(data, size);
+		return 0;
+	}
 	/* the struct is large (header copies): on the heap, like the loop's */
 	if ((req = calloc(1, sizeof *req)) == NULL)
 		abort();

@@ -68,7 +68,8 @@ async function setBalance(stack, id, want) {
 		return;
 	const body = new URLSearchParams({
 		entry_type: have > want ? 'debit' : 'credit', amount: String(Math.abs(have - want)) });
-	const r = await request(stack, 'POST', `/sandbox/customers/${id}/adjust`, { body });
+	const r = await request(stack, 'POST', `/sandbox/customers/${id}/adjust`,
+	    { json: Object.fromEntries(body) });
 	assert.ok(r.status === 303 || r.status === 200, `adjust: ${r.status} ${r.text}`);
 	assert.equal(Number(await balance(stack, id)), want);
 }

@@ -30,6 +30,14 @@ const SANDBOX_SETTINGS = {
 	TOPUP_PRODUCT_ID: 'pdt_sandbox_topup',
 };
 
+// The suites subscribe many buyers from 127.0.0.1 within a minute: the
+// per-address limit of the unauthenticated checkout routes and the cap on
+// open checkouts per email are raised (security.test.mjs tests the defaults' kind).
+const TEST_LIMITS = {
+	CHECKOUT_RATE_LIMIT_PER_MINUTE: '100000',
+	CLAIMS_PER_EMAIL: '1000',
+};
+
 // ------------------------------------------------------------- prerequisites
 
 function findExecutable(name, extraDirs = ['/usr/sbin', '/sbin', '/usr/local/sbin']) {
@@ -144,7 +152,8 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 	for (let attempt = 0; attempt < 3; attempt++) {
 		const port = await freePort();
 		const baseUrl = `http://127.0.0.1:${port}`;
-		const childEnv = stackEnv({ BASE_URL: baseUrl, ...checkerEnv(stateDir), ...env });
+		const childEnv = stackEnv({ BASE_URL: baseUrl, ...checkerEnv(stateDir), ...TEST_LIMITS,
+		    ...env });
 		const common = ['--server', server, '--port', String(port), '--state', stateDir];
 		const r = await run(stackBin, ['start', ...common, '--env-file', envFile],
 		    { cwd: stateDir, env: childEnv });
@@ -458,6 +467,22 @@ export async function sandboxEmails(stack) {
 	return listOf(r.json);
 }
 
+/*
+ * The html and text of the newest email to `to` whose subject contains
+ * `subject`, as sent, straight from the sandbox's database: the outbox
+ * page and GET /sandbox/admin/emails mask the API keys MailKit mails.
+ */
+export async function mailedText(stack, to, subject) {
+	const q = (v) => `'${String(v).replace(/'/g, "''")}'`;
+	const r = await run('sqlite3', ['-readonly', path.join(stack.stateDir, 'sandbox.db'),
+	    `SELECT coalesce(html, '') || char(10) || coalesce(text, '') FROM emails WHERE `
+	    + `instr(lower(to_json), lower(${q(to)})) > 0 AND instr(subject, ${q(subject)}) > 0 `
+	    + 'ORDER BY seq DESC LIMIT 1'], { cwd: stack.stateDir });
+	if (r.code !== 0)
+		throw new Error(`sqlite3 ${stack.stateDir}/sandbox.db: ${r.stderr}`);
+	return r.stdout;
+}
+
 export async function sandboxStats(stack) {
 	const r = await getJson(stack, '/sandbox/admin/stats');
 	if (r.status !== 200)
@@ -486,14 +511,11 @@ function decodeEntities(s) {
 }
 
 /*
- * Complete a sandbox hosted checkout the way a browser would: load the
- * page, submit its form (test card prefilled), follow the 303 back to
- * MailKit's return_url, and ask GET /checkout/return about it (presenting
- * claimToken, the one from POST /checkout/subscribe, when given).  Returns
- * the /checkout/return JSON ({customer_id, email, status, api_key,
- * api_key_delivery}) plus return_query, the query the checkout sent back.
+ * Pay on a sandbox hosted checkout the way a browser would: load the page,
+ * submit its form (test card and its token prefilled), and resolve to the
+ * URL the 303 sends the buyer back to (not followed).
  */
-export async function completeCheckout(stack, checkoutUrl, { claimToken } = {}) {
+export async function payCheckout(stack, checkoutUrl) {
 	const pageUrl = onStack(stack, checkoutUrl);
 	const page = await request(stack, 'GET', pageUrl);
 	if (page.status !== 200)
@@ -502,7 +524,19 @@ export async function completeCheckout(stack, checkoutUrl, { claimToken } = {}) 
 	const location = post.headers.get('location');
 	if (post.status !== 303 || !location)
 		throw new Error(`POST ${pageUrl}: ${post.status} (location ${location}) ${post.text.slice(0, 300)}`);
-	const back = new URL(location, pageUrl);
+	return new URL(location, pageUrl);
+}
+
+/*
+ * Complete a sandbox hosted checkout the way a browser would: load the
+ * page, submit its form (test card prefilled), follow the 303 back to
+ * MailKit's return_url, and ask GET /checkout/return about it (presenting
+ * claimToken, the one from POST /checkout/subscribe, when given).  Returns
+ * the /checkout/return JSON ({customer_id, email, status, api_key,
+ * api_key_delivery}) plus return_query, the query the checkout sent back.
+ */
+export async function completeCheckout(stack, checkoutUrl, { claimToken } = {}) {
+	const back = await payCheckout(stack, checkoutUrl);
 	if (claimToken)
 		back.searchParams.set('claim_token', claimToken);
 	const ret = await getJson(stack, `/checkout/return${back.search}`);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import {
-	admin, clearSandboxFaults, completeCheckout, fcgiRequest, getJson, missingPrerequisite,
+	admin, clearSandboxFaults, completeCheckout, fcgiRequest, getJson, mailedText, missingPrerequisite,
 	postJson, randomSecret, listOf, request, sandboxEmails, sandboxFault, sandboxStats, skipFile,
 	stackTest, startStack, subscribeWithKey, waitForBalance, webhookHeaders,
 } from './harness.mjs';
@@ -124,8 +124,13 @@ export function defineRouteTests(server) {
 			assert.equal(again.json.api_key, null);
 			assert.equal(again.json.api_key_delivery, 'existing');
 			// and the key was mailed to the customer as well
+			// (the outbox masks it: mk_ and four characters)
 			const mail = await eventuallyEmail(stack, email, KEY_SUBJECT);
-			assert.ok(JSON.stringify(mail).includes(key), 'the email carries the key');
+			assert.ok(JSON.stringify(mail).includes(`${key.slice(0, 7)}\u2026`),
+			    'the email carries the key, masked in the outbox');
+			assert.ok(!JSON.stringify(mail).includes(key), 'the outbox shows no whole key');
+			assert.ok((await mailedText(stack, email, 'API key')).includes(key),
+			    'the email carries the key');
 		});
 
 		it('without a claim the key arrives by email only, and works', async () => {
@@ -136,7 +141,8 @@ export function defineRouteTests(server) {
 			assert.equal(done.api_key, null, JSON.stringify(done));
 			assert.equal(done.api_key_delivery, 'emailed');
 			const mail = await eventuallyEmail(stack, email, KEY_SUBJECT);
-			const mailed = /mk_[A-Za-z0-9_-]{43}/.exec(JSON.stringify(mail))?.[0];
+			assert.ok(!/mk_[A-Za-z0-9_-]{43}/.test(JSON.stringify(mail)), 'the outbox masks keys');
+			const mailed = /mk_[A-Za-z0-9_-]{43}/.exec(await mailedText(stack, email, 'API key'))?.[0];
 			assert.ok(mailed, 'a key in the email');
 			const r = await getJson(stack, '/credits/me', { key: mailed });
 			assertJsonOk(r, 'credits with the mailed key');
@@ -595,7 +601,7 @@ export function defineRouteTests(server) {
 			assertJsonOk(cur, 'credits');
 			const amount = String(cur.json.balance);
 			const adj = await request(stack, 'POST', `/sandbox/customers/${customer}/adjust`,
-			    { body: new URLSearchParams({ entry_type: 'debit', amount }) });
+			    { json: { entry_type: 'debit', amount } });
 			assert.ok([200, 303].includes(adj.status), `adjust: ${adj.status} ${adj.text.slice(0, 200)}`);
 			const zero = await waitForBalance(stack, customer, (b) => Number(b) === 0, { key });
 			assert.equal(Number(zero.balance), 0, JSON.stringify(zero));

@@ -136,7 +136,14 @@ test('dodopayments: checkoutSessions.create and the hosted checkout form', async
 	assert.match(page.text, /\$19\.00 \/ month/);
 	assert.match(page.text, /SDK &lt;Tester&gt;/, 'reflected values are HTML-escaped');
 
-	const form = 'card=4242+4242+4242+4242&exp=12+%2F+34&cvc=123';
+	// the page's form carries its own token (a cross-site form has none)
+	const csrf = /name="csrf" value="([0-9a-f]{64})"/.exec(page.text)?.[1];
+	assert.ok(csrf, 'the checkout form has a token');
+	const bare = 'card=4242+4242+4242+4242&exp=12+%2F+34&cvc=123';
+	const forged = await request(stack, 'POST', session.checkout_url, { body: bare,
+	    headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+	assert.equal(forged.status, 403, 'a form without the page token');
+	const form = `csrf=${csrf}&${bare}`;
 	const pay = await request(stack, 'POST', session.checkout_url, { body: form,
 	    headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
 	assert.equal(pay.status, 303);

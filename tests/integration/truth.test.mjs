@@ -62,7 +62,8 @@ async function setBalance(stack, c, want) {
 		return;
 	const body = new URLSearchParams({ entry_type: have > want ? 'debit' : 'credit',
 	    amount: String(Math.abs(have - want)) });
-	const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`, { body });
+	const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`,
+	    { json: Object.fromEntries(body) });
 	assert.ok(r.status === 303 || r.status === 200, `adjust: ${r.status} ${r.text}`);
 }
 

@@ -21,14 +21,14 @@ read_body(const char *json, struct field_value *v, struct mk_err *err, json_obje
 	return fields_read(*root, send_specs, NSPECS, v, err);
 }
 
-Test(fields, reads_declared_fields_and_ignores_others)
+Test(fields, reads_declared_fields)
 {
 	struct field_value	 v[NSPECS];
 	struct mk_err		 err;
 	json_object		*root;
 
 	cr_assert_eq(read_body("{\"customer_id\":\"cus_1\",\"to\":\"delivered@resend.dev\","
-	    "\"subject\":\"Hi\",\"html\":\"<b>x</b>\",\"extra\":{\"deep\":[1]}}", v, &err, &root),
+	    "\"subject\":\"Hi\",\"html\":\"<b>x</b>\"}", v, &err, &root),
 	    0, "%s", err.msg);
 	cr_expect_str_eq(v[0].str, "cus_1");
 	cr_expect_eq(v[1].nlist, 1);
@@ -110,4 +110,23 @@ Test(fields, length_limits)
 	cr_expect_eq(read_body(body, v, &err, &root), -1);
 	cr_expect_not_null(strstr(err.msg, "longer"), "%s", err.msg);
 	json_object_put(root);
+}
+
+Test(fields, unknown_fields_are_named)
+{
+	const char *extra[] = { "bcc", "from", "reply_to", "extra" };
+	struct field_value	 v[NSPECS];
+	struct mk_err		 err;
+	json_object		*root;
+	char			 body[512], want[64];
+
+	for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) {
+		snprintf(body, sizeof body, "{\"customer_id\":\"cus_1\",\"to\":\"a@b.example\","
+		    "\"subject\":\"Hi\",\"%s\":\"x@y.example\"}", extra[i]);
+		cr_expect_eq(read_body(body, v, &err, &root), -1, "accepted %s", extra[i]);
+		cr_expect_eq(err.status, 400);
+		snprintf(want, sizeof want, "unknown field: %s", extra[i]);
+		cr_expect_str_eq(err.msg, want);
+		json_object_put(root);
+	}
 }

@@ -96,6 +96,59 @@ Test(server, request_json_depth_limit)
 	json_object_put(o);
 }
 
+Test(server, request_json_refuses_invalid_utf8_and_duplicates)
+{
+	const char *bad[] = {
+		"{\"s\":\"a\xff\xfe\"}", "{\"s\":\"\xc0\xaf\"}", "{\"s\":\"\xed\xa0\x80\"}",
+		"{\"s\":\"\xe2\x82\"}", "{\"a\":1,\"a\":2}", "{\"a\":1,\"\\u0061\":2}",
+		"{\"o\":{\"x\":{\"y\":1},\"x\":{\"y\":1,\"z\":2}}}", "[{\"a\":1}]",
+		"{\"a\":[{\"b\":1,\"b\":1}]}", "{'a':1}", "{\"a\":1,}", "{\"a\":1 /* \"a\" */}", "{\"a\":1, // x\n\"b\":2}",
+	};
+	const char *good[] = {
+		"{\"s\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\"}", "{\"a\":\"x:y\",\"b\":\"\\\":\"}",
+		"{\"a\":{\"a\":{\"a\":1}},\"b\":[{\"a\":1},{\"a\":2}]}",
+	};
+	struct mk_err	 err;
+	json_object	*o;
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		o = request_json(body_request(bad[i]), &err);
+		cr_expect_null(o, "accepted %s", bad[i]);
+		cr_expect_eq(err.status, 400);
+		json_object_put(o);
+	}
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+		o = request_json(body_request(good[i]), &err);
+		cr_expect_not_null(o, "refused %s: %s", good[i], err.msg);
+		json_object_put(o);
+	}
+}
+
+Test(server, request_copy_refuses_blank_idempotency_keys)
+{
+	static struct request	req;
+	struct mk_err		err;
+	char			uri[] = "REQUEST_URI=/send", k1[] = "HTTP_IDEMPOTENCY_KEY=",
+				k2[] = "HTTP_IDEMPOTENCY_KEY= k", k3[] = "HTTP_IDEMPOTENCY_KEY=k ",
+				ok[] = "HTTP_IDEMPOTENCY_KEY=k", addr[] = "REMOTE_ADDR=127.0.0.1";
+	char			*bad[] = { k1, k2, k3 };
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char *envp[] = { uri, bad[i], NULL };
+
+		memset(&req, 0, sizeof req);
+		cr_expect_eq(request_copy(&req, envp, NULL, &err), -1, "accepted %s", bad[i]);
+		cr_expect_eq(err.status, 400);
+	}
+	char *envp[] = { uri, ok, addr, NULL };
+
+	memset(&req, 0, sizeof req);
+	cr_assert_eq(request_copy(&req, envp, NULL, &err), 0, "%s", err.msg);
+	cr_expect_str_eq(req.idempotency_key, "k");
+	cr_expect_str_eq(req.remote_addr, "127.0.0.1");
+	cr_expect_str_eq(req.path, "/send");
+}
+
 static void
 resp_init(struct response *r)
 {
@@ -157,4 +210,40 @@ Test(server, reasons)
 	cr_expect_str_eq(http_reason(402), "Payment Required");
 	cr_expect_str_eq(http_reason(413), "Content Too Large");
 	cr_expect_str_eq(http_reason(504), "Gateway Timeout");
+}
+
+Test(server, loopback_addresses)
+{
+	static struct request	req;
+	const char *yes[] = { "127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "::FFFF:127.0.0.9" };
+	const char *no[] = { "", "10.0.0.1", "203.0.113.7", "::ffff:192.0.2.1", "127.", "127.evil",
+	    "1127.0.0.1", "::2", "fe80::1" };
+
+	for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+		snprintf(req.remote_addr, sizeof req.remote_addr, "%s", yes[i]);
+		cr_expect(request_from_loopback(&req), "%s", yes[i]);
+	}
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++) {
+		snprintf(req.remote_addr, sizeof req.remote_addr, "%s", no[i]);
+		cr_expect(!request_from_loopback(&req), "%s", no[i]);
+	}
+}
+
+Test(server, content_length)
+{
+	struct mk_err	err;
+	size_t		want;
+
+	cr_expect_eq(request_content_length(NULL, 100, &want, &err), 0);
+	cr_expect_eq(request_content_length("", 100, &want, &err), 0);
+	cr_expect_eq(request_content_length("42", 100, &want, &err), 1);
+	cr_expect_eq(want, 42);
+	cr_expect_eq(request_content_length("100", 100, &want, &err), 1);
+	cr_expect_eq(request_content_length("101", 100, &want, &err), -1);
+	cr_expect_eq(err.status, 413);
+	const char *bad[] = { "-1", "+1", " 1", "1 ", "0x10", "1e3", "99999999999999999999999" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		cr_expect_eq(request_content_length(bad[i], 100, &want, &err), -1, "%s", bad[i]);
+		cr_expect_eq(err.status, 400, "%s", bad[i]);
+	}
 }

@@ -791,12 +791,12 @@ Test(upstream, dodo_checkout_not_retried_and_body)
 	SCRIPT({ .status = 500, .headers = "retry-after-ms: 1\r\n" },
 	    { .status = 200, .body = "{\"session_id\":\"cks_1\",\"checkout_url\":\"https://x/cks_1\"}" });
 	cr_assert_eq(dodo_create_checkout(&S, "pdt_plan", NULL, "a@example.org", "Ann",
-	    "https://shop/return", &co, &err), -1);
+	    "https://shop/return", NULL, &co, &err), -1);
 	cr_assert_eq(err.status, 502);
 	cr_assert_eq(ts_count(&ts.requests), 1);
 
 	cr_assert_eq(dodo_create_checkout(&S, "pdt_plan", NULL, "a@example.org", "Ann",
-	    "https://shop/return", &co, &err), 0);
+	    "https://shop/return", "b1nd", &co, &err), 0);
 	cr_assert_str_eq(co.session_id, "cks_1");
 	cr_assert_str_eq(co.checkout_url, "https://x/cks_1");
 	cr_assert_str_eq(ts_req(1)->path, "/checkouts");
@@ -809,6 +809,9 @@ Test(upstream, dodo_checkout_not_retried_and_body)
 	cr_assert_str_eq(json_object_get_string(v), "a@example.org");
 	cr_assert(json_object_object_get_ex(body, "product_cart", &v));
 	cr_assert_eq(json_object_array_length(v), 1);
+	cr_assert(json_object_object_get_ex(body, "metadata", &v));
+	cr_assert(json_object_object_get_ex(v, "mailkit_claim", &v));
+	cr_assert_str_eq(json_object_get_string(v), "b1nd");
 	json_object_put(body);
 }
 
@@ -816,13 +819,15 @@ Test(upstream, dodo_purchase_and_ledger_list)
 {
 	struct dodo_customer	 c;
 	struct mk_err		 err;
-	char			 status[32];
+	char			 status[32], binding[65];
 	json_object		*items, *list;
 
 	SCRIPT({ .status = 200, .body = "{\"subscription_id\":\"sub_1\",\"status\":\"active\","
+	    "\"metadata\":{\"mailkit_claim\":\"b1nd\"},"
 	    "\"customer\":{\"customer_id\":\"cus_9\",\"email\":\"b@example.org\",\"name\":\"Bo\"}}" });
 	cr_assert_eq(dodo_get_purchase(&S, DODO_SUBSCRIPTION, "sub_1", &c, status, sizeof status,
-	    &err), 0);
+	    binding, sizeof binding, &err), 0);
+	cr_assert_str_eq(binding, "b1nd");
 	cr_assert_str_eq(ts_req(0)->path, "/subscriptions/sub_1");
 	cr_assert_str_eq(c.customer_id, "cus_9");
 	cr_assert_str_eq(c.name, "Bo");
@@ -830,7 +835,7 @@ Test(upstream, dodo_purchase_and_ledger_list)
 
 	SCRIPT({ .status = 404, .body = "{}" });
 	cr_assert_eq(dodo_get_purchase(&S, DODO_PAYMENT, "pay_1", &c, status, sizeof status,
-	    &err), -1);
+	    binding, sizeof binding, &err), -1);
 	cr_assert_str_eq(ts_req(1)->path, "/payments/pay_1");
 	cr_assert_eq(err.status, 404);
 

@@ -98,3 +98,18 @@ Test(valid, idempotency_keys)
 	key[IDEMPOTENCY_KEY_MAX + 1] = '\0';
 	cr_expect(!valid_idempotency_key(key));
 }
+
+Test(valid, utf8)
+{
+	cr_expect(valid_utf8("", 0));
+	cr_expect(valid_utf8("plain", 5));
+	cr_expect(valid_utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14));
+	cr_expect(valid_utf8("\xf4\x8f\xbf\xbf", 4));		/* U+10FFFF */
+	cr_expect(!valid_utf8("\xff\xfe", 2));
+	cr_expect(!valid_utf8("\xc0\xaf", 2));			/* overlong '/' */
+	cr_expect(!valid_utf8("\xe0\x80\xaf", 3));			/* overlong */
+	cr_expect(!valid_utf8("\xed\xa0\x80", 3));			/* surrogate */
+	cr_expect(!valid_utf8("\xf4\x90\x80\x80", 4));		/* above U+10FFFF */
+	cr_expect(!valid_utf8("\xe2\x82", 2));			/* truncated */
+	cr_expect(!valid_utf8("\x80", 1));				/* lone continuation */
+}
