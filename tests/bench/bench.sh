@@ -121,7 +121,7 @@ if [ -z "$builddir" ]; then
 fi
 builddir=$(cd "$builddir" && pwd) || die "no build directory $builddir"
 stack=$builddir/mailkit-stack
-for p in mailkit-stack checkout.fcgi credits.fcgi send.fcgi webhook.fcgi sandbox.fcgi; do
+for p in mailkit-stack checkout.fcgi credits.fcgi send.fcgi emails.fcgi webhook.fcgi sandbox.fcgi; do
 	[ -x "$builddir/$p" ] || die "$builddir/$p is missing: run ./configure && make first"
 done
 for t in wrk node curl make; do
@@ -279,9 +279,10 @@ floor_bin=$out/floor-bin
 rm -rf "$floor_bin"
 mkdir -p "$floor_bin" || die "cannot create $floor_bin"
 cp "$stack" "$floor_bin/mailkit-stack"
-for p in checkout credits send webhook; do
+for p in checkout credits send emails webhook; do
 	ln -s "$builddir/null.fcgi" "$floor_bin/$p.fcgi"
 done
+ln -s "$builddir/mailkit-supervise" "$floor_bin/mailkit-supervise"	# the same supervisor
 touch "$floor_bin/config.status"	# tree mode, whatever the copy's neighbours
 
 # ------------------------------------------------------------------ the sandbox
@@ -416,14 +417,18 @@ mem_record() {
 # return), then credit the customer generously with the dashboard's form.
 # Sets customer and api_key.
 subscribe() {	# subscribe MAILKIT_URL
-	local base=$1 sub url claim loc id ret
+	local base=$1 sub url claim csrf loc id ret
 	sub=$(curl -sf -m 10 -H 'Content-Type: application/json' \
 	    -d '{"email":"bench@example.org","name":"Bench"}' "$base/checkout/subscribe") ||
 		die "POST /checkout/subscribe failed"
 	url=$(sed -n 's/.*"checkout_url":"\([^"]*\)".*/\1/p' <<<"$sub")
 	claim=$(sed -n 's/.*"claim_token":"\([^"]*\)".*/\1/p' <<<"$sub")
 	[ -n "$url" ] || die "no checkout_url in: $sub"
-	loc=$(curl -s -m 10 -o /dev/null -w '%{redirect_url}' --data-urlencode 'card=4242 4242 4242 4242' \
+	# the hosted page's form carries a per-page token (src/sandbox/guard.c)
+	csrf=$(curl -sf -m 10 "$url" | sed -n 's/.*name="csrf" value="\([0-9a-f]*\)".*/\1/p' | head -n 1)
+	[ -n "$csrf" ] || die "no form token on the checkout page $url"
+	loc=$(curl -s -m 10 -o /dev/null -w '%{redirect_url}' --data-urlencode "csrf=$csrf" \
+	    --data-urlencode 'card=4242 4242 4242 4242' \
 	    --data-urlencode 'exp=12 / 34' --data-urlencode 'cvc=123' --data-urlencode 'cardholder=Bench' "$url")
 	id=$(sed -n 's/.*[?&]subscription_id=\([^&]*\).*/\1/p' <<<"$loc")
 	[ -n "$id" ] || die "the sandbox checkout did not redirect with a subscription: $loc"
@@ -431,7 +436,8 @@ subscribe() {	# subscribe MAILKIT_URL
 	customer=$(sed -n 's/.*"customer_id":"\([^"]*\)".*/\1/p' <<<"$ret")
 	api_key=$(sed -n 's/.*"api_key":"\([^"]*\)".*/\1/p' <<<"$ret")
 	[ -n "$customer" ] || die "GET /checkout/return found no customer: $ret"
-	curl -s -m 10 -o /dev/null -d 'entry_type=credit&amount=50000000' \
+	curl -sf -m 10 -o /dev/null -H 'Content-Type: application/json' \
+	    -d '{"entry_type":"credit","amount":"50000000"}' \
 	    "$sbx/customers/$customer/adjust" || die "could not credit $customer"
 }
 

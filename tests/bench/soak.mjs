@@ -108,9 +108,11 @@ try {
 	const perCustomer = Math.ceil(SENDS / CUSTOMERS * 0.9);
 	for (const c of customers) {
 		const have = Number((await getJson(stack, '/credits/me', { key: c.key })).json.balance);
-		await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`, {
-			body: new URLSearchParams({ entry_type: have > perCustomer ? 'debit' : 'credit',
-			    amount: String(Math.abs(have - perCustomer)) }) });
+		const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`, {
+			json: { entry_type: have > perCustomer ? 'debit' : 'credit',
+			    amount: String(Math.abs(have - perCustomer)) } });
+		if (r.status !== 200 && r.status !== 303)
+			throw new Error(`adjust: ${r.status} ${r.text}`);
 	}
 
 	// The journal's size on disk (journal hygiene): the database file alone;
