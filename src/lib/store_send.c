@@ -173,6 +173,21 @@ store_send_token(void)
 }
 
 /*
+ * Bind a claim by this process at parameters first .. first + 4, in the
+ * order both statements that make one use: pid, token, lease end, the time
+ * (updated_at), host.
+ */
+static void
+store_send_bind_claim(sqlite3_stmt *st, int first, long long token, time_t now)
+{
+	sqlite3_bind_int64(st, first, (sqlite3_int64)getpid());
+	sqlite3_bind_int64(st, first + 1, token);
+	sqlite3_bind_int64(st, first + 2, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
+	sqlite3_bind_int64(st, first + 3, (sqlite3_int64)now);
+	store_bind_text(st, first + 4, store_send_host());
+}
+
+/*
  * Insert key as a new SEND_NEW row owned by this process.  Returns 1 when
  * inserted (out filled), 0 when the key exists already, -1 on failure.
  */
@@ -190,11 +205,7 @@ store_send_insert(struct store_handle *t, const char *key, const char *customer_
 	store_bind_text(st, 2, customer_id);
 	store_bind_text(st, 3, request_hash);
 	store_bind_text(st, 4, message);
-	sqlite3_bind_int64(st, 5, (sqlite3_int64)getpid());
-	sqlite3_bind_int64(st, 6, out->owner_token);
-	sqlite3_bind_int64(st, 7, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
-	sqlite3_bind_int64(st, 8, (sqlite3_int64)now);
-	store_bind_text(st, 9, store_send_host());
+	store_send_bind_claim(st, 5, out->owner_token, now);
 	if (store_step_done(t, st, "recording a send", err) == -1)
 		return -1;
 	if (sqlite3_changes(t->db) == 0)
@@ -293,11 +304,7 @@ store_send_begin(const struct settings *s, const char *key, const char *customer
 		if ((st = store_stmt(t, SQL_SEND_TAKE, store_send_sql, err)) == NULL)
 			goto out;
 		store_bind_text(st, 1, key);
-		sqlite3_bind_int64(st, 2, (sqlite3_int64)getpid());
-		sqlite3_bind_int64(st, 3, out->owner_token);
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)now + STORE_SEND_LEASE_SEC);
-		sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
-		store_bind_text(st, 6, store_send_host());
+		store_send_bind_claim(st, 2, out->owner_token, now);
 		if (store_step_done(t, st, "taking over a send", err) == -1)
 			goto out;
 		if (owner_pid != 0)
