@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <fcgiapp.h>
@@ -26,6 +29,10 @@
 #define SERVER_THREADS_MAX	1024	/* a thread per request in flight, at most */
 #define SERVER_RETRY_AFTER_S	"1"	/* seconds, on a 503 that names none */
 #define SERVER_THREADS_START	4	/* started before the first request; more on demand */
+#define SERVER_IDLE_S		5	/* a thread this long in accept() may end (see server_retire) */
+#define SERVER_GROW_QUIET_MS	2000	/* no thread ends this soon after the pool grew */
+#define SERVER_TRIM_MS		1000	/* malloc_trim() this long after the last thread ended */
+#define SERVER_STOP_POLL_MS	100	/* stopping: how often accept()ing threads are woken again */
 /*
  * Stacks of request threads unless the program asks otherwise: the deepest
  * path (SQLite under libcurl's and OpenSSL's frames) uses well under 100 KiB,
@@ -66,6 +73,7 @@ struct worker {
 	pthread_t		 tid;
 	volatile sig_atomic_t	 accepting;	/* 1 while blocked in FCGX_Accept_r */
 	int			 fresh;		/* counted idle by its creator, not yet by itself */
+	int			 slot;		/* index in the pool's table; -1: not in it */
 	FCGX_Request		 fcgx;
 	struct request		 req;
 	struct response		 resp;
@@ -642,23 +650,40 @@ server_handle(struct worker *w)
  * requests at once as it has threads.  It starts SERVER_THREADS_START and
  * adds one whenever the last idle thread takes a request, up to
  * MAILKIT_THREADS: a quiet program stays small, a busy one gets a thread
- * per request in flight, and nobody has to size it by hand.
+ * per request in flight, and nobody has to size it by hand.  When the
+ * load goes down the pool follows (server_retire): spare threads end.
+ *
+ * Threads are detached and leave the table themselves, under the lock;
+ * server_run waits until none is left.
  */
 static struct {
-	pthread_mutex_t		 lock;		/* guards growth */
+	pthread_mutex_t		 lock;		/* guards the table and `live` */
+	pthread_cond_t		 gone;		/* a thread left the table */
 	const struct app	*app;
-	struct worker		**workers;	/* [max]; the first `started` are set */
+	struct worker		**workers;	/* [max]; NULL: a free slot */
 	int			 max;
-	_Atomic int		 started;	/* read by the signal handler */
+	int			 live;		/* threads in the table */
 	_Atomic int		 idle;		/* threads on their way to, or in, accept */
+	_Atomic long long	 grown_at;	/* CLOCK_MONOTONIC ms of the last growth */
+	_Atomic long long	 retired_at;	/* of the last thread's end; 0: trimmed since */
 	int			 grow_failed;	/* logged once */
 	pthread_attr_t		 attr;
 	volatile sig_atomic_t	 stopping;
-} server_pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
+} server_pool = { .lock = PTHREAD_MUTEX_INITIALIZER, .gone = PTHREAD_COND_INITIALIZER };
 
 static long	server_request_timeout_ms;	/* REQUEST_TIMEOUT_MS; 0 = none */
+static sem_t	server_wake;			/* posted by the signal handler */
 
 static void	*server_worker(void *);
+
+static long long
+server_now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static struct worker *
 server_worker_new(const struct app *app)
@@ -690,26 +715,30 @@ static int
 server_grow(void)
 {
 	struct worker	*w = NULL;
-	int		 rc = -1;
+	int		 rc = -1, slot;
 
 	pthread_mutex_lock(&server_pool.lock);
-	if (server_pool.stopping || server_pool.started >= server_pool.max)
+	if (server_pool.stopping || server_pool.live >= server_pool.max)
 		goto out;
+	for (slot = 0; server_pool.workers[slot] != NULL; slot++)
+		;	/* live < max: there is a free one */
 	if ((w = server_worker_new(server_pool.app)) == NULL)
 		goto fail;
 	w->fresh = 1;
+	w->slot = slot;
 	server_pool.idle++;
 	if (pthread_create(&w->tid, &server_pool.attr, server_worker, w) != 0) {
 		server_pool.idle--;
 		goto fail;
 	}
-	server_pool.workers[server_pool.started] = w;
-	server_pool.started++;		/* the signal handler reads workers up to here */
+	server_pool.workers[slot] = w;
+	server_pool.live++;
+	server_pool.grown_at = server_now_ms();
 	rc = 0;
 	goto out;
 fail:
 	if (!server_pool.grow_failed)
-		log_error("cannot start request thread %d: %s", server_pool.started + 1,
+		log_error("cannot start request thread %d: %s", server_pool.live + 1,
 		    strerror(errno));
 	server_pool.grow_failed = 1;
 	if (w != NULL)
@@ -717,6 +746,62 @@ fail:
 out:
 	pthread_mutex_unlock(&server_pool.lock);
 	return rc;
+}
+
+/*
+ * Should this thread, which is not counted idle right now, end?  Yes when
+ * the threads already idle are spare enough without it: SERVER_THREADS_START
+ * plus a quarter of those busy, and the pool has not had to grow for
+ * SERVER_GROW_QUIET_MS (so a load that comes and goes keeps its threads).
+ * Asked after each request and after SERVER_IDLE_S in accept.  On yes the
+ * thread has left the table: it must end without touching the pool again.
+ */
+static int
+server_retire(struct worker *w)
+{
+	int		 busy, spare, retire = 0;
+	long long	 now = server_now_ms();
+
+	if (server_pool.stopping)
+		return 0;	/* server_run's wait takes care of it */
+	pthread_mutex_lock(&server_pool.lock);
+	busy = server_pool.live - server_pool.idle - 1;
+	spare = SERVER_THREADS_START + (busy > 0 ? busy / 4 : 0);
+	if (w->slot >= 0 && server_pool.live > SERVER_THREADS_START &&
+	    server_pool.idle >= spare && now - server_pool.grown_at >= SERVER_GROW_QUIET_MS) {
+		server_pool.workers[w->slot] = NULL;
+		server_pool.live--;
+		retire = 1;
+	}
+	pthread_mutex_unlock(&server_pool.lock);
+	return retire;
+}
+
+/*
+ * The end of a thread that left the table: its memory goes back to
+ * malloc, and server_run trims malloc's arenas once threads stop ending.
+ */
+static void
+server_retired(struct worker *w)
+{
+	FCGX_Free(&w->fcgx, 1);
+	server_worker_free(w);
+	server_pool.retired_at = server_now_ms();
+}
+
+/* Leave the table at the end (stopping, or accept failed for good). */
+static void
+server_leave(struct worker *w)
+{
+	FCGX_Free(&w->fcgx, 1);
+	pthread_mutex_lock(&server_pool.lock);
+	if (w->slot >= 0) {
+		server_pool.workers[w->slot] = NULL;
+		server_pool.live--;
+		server_worker_free(w);
+	}
+	pthread_cond_broadcast(&server_pool.gone);
+	pthread_mutex_unlock(&server_pool.lock);
 }
 
 static void *
@@ -728,6 +813,7 @@ server_worker(void *arg)
 	if (FCGX_InitRequest(&w->fcgx, server_listen_fd, 0) != 0) {
 		log_error("FCGX_InitRequest failed");
 		server_pool.idle--;
+		server_leave(w);
 		return NULL;
 	}
 	for (;;) {
@@ -748,46 +834,110 @@ server_worker(void *arg)
 		/* the last idle thread took this request: have another wait */
 		if (--server_pool.idle == 0 && rc >= 0)
 			(void)server_grow();
+		if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
+			/* SERVER_IDLE_S without a request (the socket's receive timeout) */
+			if (server_retire(w)) {
+				server_retired(w);
+				return NULL;
+			}
+			continue;
+		}
 		if (rc < 0)
 			break;
 		upstream_deadline_start(server_request_timeout_ms);
 		server_handle(w);
 		upstream_deadline_start(0);
 		FCGX_Finish_r(&w->fcgx);
+		if (server_retire(w)) {
+			server_retired(w);
+			return NULL;
+		}
 	}
-	FCGX_Free(&w->fcgx, 1);
+	server_leave(w);
 	return NULL;
 }
 
 static void
 server_on_signal(int sig)
 {
-	int	n = server_pool.started;
-
 	(void)sig;
 	server_pool.stopping = 1;
 	FCGX_ShutdownPending();
-	if (!server_supervised) {
-		/* wakes every thread blocked in accept(), not just the one the signal hit */
+	/* wakes every thread blocked in accept(), not just the one the signal hit */
+	if (!server_supervised)
 		shutdown(server_listen_fd, SHUT_RDWR);
-		return;
-	}
-	/*
-	 * The socket is not ours to shut: interrupt each thread waiting in
-	 * accept() instead (libfcgi's SIGUSR1 handler has no SA_RESTART, and
-	 * its accept loop gives up on EINTR once shutdown is pending).
-	 */
-	for (int i = 0; i < n; i++)
-		if (server_pool.workers[i]->accepting)
+	sem_post(&server_wake);
+}
+
+/*
+ * Under a supervisor the socket is not ours to shut: interrupt each thread
+ * waiting in accept() instead (libfcgi's SIGUSR1 handler has no SA_RESTART,
+ * and its accept loop gives up on EINTR once shutdown is pending).  A thread
+ * about to block misses it, but not the socket's receive timeout.
+ */
+static void
+server_wake_acceptors(void)
+{
+	pthread_mutex_lock(&server_pool.lock);
+	for (int i = 0; i < server_pool.max; i++)
+		if (server_pool.workers[i] != NULL && server_pool.workers[i]->accepting)
 			pthread_kill(server_pool.workers[i]->tid, SIGUSR1);
+	pthread_mutex_unlock(&server_pool.lock);
+}
+
+/*
+ * Between stop signals, once a second: when threads have ended and none
+ * for SERVER_TRIM_MS, give the arenas' free pages back to the system
+ * (free() keeps them; trimming walks every arena, so not per thread).
+ */
+static void
+server_housekeep(void)
+{
+	struct timespec	until;
+	long long	retired;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	if (sem_timedwait(&server_wake, &until) == 0 || server_pool.stopping)
+		return;
+	retired = server_pool.retired_at;
+	if (retired != 0 && server_now_ms() - retired >= SERVER_TRIM_MS) {
+		server_pool.retired_at = 0;
+		malloc_trim(0);
+	}
+}
+
+/* After a stop signal: until every request thread has left the table. */
+static void
+server_wait_all(void)
+{
+	struct timespec	until;
+
+	pthread_mutex_lock(&server_pool.lock);
+	while (server_pool.live > 0) {
+		pthread_mutex_unlock(&server_pool.lock);
+		if (server_supervised)
+			server_wake_acceptors();
+		pthread_mutex_lock(&server_pool.lock);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += SERVER_STOP_POLL_MS * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (server_pool.live > 0)
+			(void)pthread_cond_timedwait(&server_pool.gone, &server_pool.lock, &until);
+	}
+	pthread_mutex_unlock(&server_pool.lock);
 }
 
 int
 server_run(const struct app *app)
 {
 	struct sigaction	 sa;
+	struct timeval		 idle = { .tv_sec = SERVER_IDLE_S };
 	const char		*sock = getenv("MAILKIT_SOCKET");
-	int			 max = app->threads, start, n;
+	int			 max = app->threads, start;
 
 	if (getenv("MAILKIT_CHECK_ONLY") != NULL)
 		return 0;	/* settings were checked by the caller: report success */
@@ -813,16 +963,22 @@ server_run(const struct app *app)
 		    "web server (or set MAILKIT_SOCKET)", app->name);
 		return 1;
 	}
+	/* accept() gives up after SERVER_IDLE_S, so that idle threads can retire */
+	if (setsockopt(server_listen_fd, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle) == -1)
+		log_warn("cannot set the socket's receive timeout: idle threads stay: %s",
+		    strerror(errno));
 #ifdef M_ARENA_MAX
 	mallopt(M_ARENA_MAX, SERVER_MALLOC_ARENAS);
 #endif
-	if ((server_pool.workers = calloc(max, sizeof *server_pool.workers)) == NULL) {
+	if ((server_pool.workers = calloc(max, sizeof *server_pool.workers)) == NULL ||
+	    sem_init(&server_wake, 0, 0) == -1) {
 		log_error("out of memory");
+		free(server_pool.workers);
 		return 1;
 	}
 	server_pool.app = app;
 	server_pool.max = max;
-	server_pool.started = 0;
+	server_pool.live = 0;
 	server_pool.idle = 0;
 	server_pool.stopping = 0;
 	/* after FCGX_Init, which installs handlers of its own */
@@ -834,12 +990,8 @@ server_run(const struct app *app)
 	signal(SIGPIPE, SIG_IGN);
 
 	log_info("%s ready (%d threads, up to %d on demand)", app->name, start, max);
-	/*
-	 * Every worker on a thread of its own while this one only waits: a
-	 * thread's handles (store, upstream) are freed as it ends, so nothing
-	 * a request allocated is left at exit for valgrind or LeakSanitizer.
-	 */
 	pthread_attr_init(&server_pool.attr);
+	pthread_attr_setdetachstate(&server_pool.attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_attr_setstacksize(&server_pool.attr,
 	    app->thread_stack > 0 ? app->thread_stack : SERVER_THREAD_STACK) != 0)
 		log_warn("thread stack of %zu bytes refused: the system's default is used",
@@ -847,7 +999,8 @@ server_run(const struct app *app)
 	for (int i = 0; i < start; i++)
 		if (server_grow() == -1)
 			break;
-	if (server_pool.started == 0) {
+	if (server_pool.live == 0) {
+		/* no thread at all: serve on this one, one request at a time */
 		struct worker *w = server_worker_new(app);
 
 		if (w == NULL) {
@@ -856,29 +1009,22 @@ server_run(const struct app *app)
 		}
 		w->tid = pthread_self();
 		w->fresh = 1;
+		w->slot = -1;		/* not in the table: never retires */
 		server_pool.idle = 1;
-		server_pool.workers[0] = w;
-		server_pool.max = 1;
-		server_pool.started = 1;
 		server_worker(w);
+		server_worker_free(w);
 	} else {
-		/* threads start more threads: join until none is left unjoined */
-		for (int i = 0; ; i++) {
-			pthread_mutex_lock(&server_pool.lock);
-			n = server_pool.started;
-			pthread_mutex_unlock(&server_pool.lock);
-			if (i >= n)
-				break;
-			pthread_join(server_pool.workers[i]->tid, NULL);
-		}
+		/* this thread only waits for a stop signal, and trims, then waits for the others */
+		while (!server_pool.stopping)
+			server_housekeep();
+		server_wait_all();
 	}
 	pthread_attr_destroy(&server_pool.attr);
-	n = server_pool.started;
-	server_pool.started = 0;
-	for (int i = 0; i < n; i++)
-		server_worker_free(server_pool.workers[i]);
+	sem_destroy(&server_wake);
 	free(server_pool.workers);
 	server_pool.workers = NULL;
+	/* transfers of threads still running (send.fcgi's delivery) finish first */
+	upstream_shutdown();
 	log_info("%s stopped", app->name);
 	return 0;
 }

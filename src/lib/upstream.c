@@ -19,13 +19,13 @@
 #include "log.h"
 #include "settings.h"
 #include "upstream.h"
+#include "upstream_loop.h"
 
 #define UPSTREAM_URL_MAX		4096	/* bytes: base URL + path + query */
 #define UPSTREAM_HEADER_MAX		1024	/* bytes per request header line we build */
 #define UPSTREAM_JSON_DEPTH		32	/* nesting levels; our upstreams send ~4 */
-#define UPSTREAM_RECV_BUFFER		4096	/* libcurl's receive buffer per handle (a thread's):
+#define UPSTREAM_RECV_BUFFER		4096	/* libcurl's receive buffer per pooled handle:
 						 * our upstreams answer in under 2 KiB */
-#define UPSTREAM_MAXCONNECTS		4	/* cached connections per thread: Dodo + Resend, with slack */
 #define UPSTREAM_MAX_RETRIES_LIMIT	10	/* a bigger UPSTREAM_MAX_RETRIES is clamped */
 #define UPSTREAM_DEFAULT_CONNECT_MS	10000	/* used when upstream_configure() was not called */
 #define UPSTREAM_DEFAULT_TIMEOUT_MS	30000	/* per attempt, idem */
@@ -41,14 +41,6 @@ static struct {
 	UPSTREAM_DEFAULT_CONNECT_MS, UPSTREAM_DEFAULT_TIMEOUT_MS, UPSTREAM_DEFAULT_RETRIES, NULL
 };
 
-/* One per thread: the easy handle keeps its connection cache across calls. */
-struct upstream_thread {
-	CURL		*easy;
-	unsigned int	 config;		/* upstream_config_gen its options were set for */
-	unsigned int	 seed;			/* for backoff jitter; not a secret */
-	char		 errbuf[CURL_ERROR_SIZE];
-};
-
 /* What one attempt produced. */
 struct upstream_attempt {
 	long		status;
@@ -61,57 +53,19 @@ struct upstream_attempt {
 /* This thread's request deadline, CLOCK_MONOTONIC ms; 0: none. */
 static __thread long long	upstream_deadline;
 
+/* This thread's backoff jitter state (0: not seeded yet); not a secret. */
+static __thread unsigned int	upstream_seed;
+
 /* Bumped by upstream_configure(): handles set their fixed options again. */
 static _Atomic unsigned int	upstream_config_gen = 1;
 
 static pthread_once_t	upstream_once = PTHREAD_ONCE_INIT;
-static pthread_key_t	upstream_key;
 static int		upstream_ready;
-
-static void
-upstream_thread_free(void *p)
-{
-	struct upstream_thread *t = p;
-
-	if (t == NULL)
-		return;
-	curl_easy_cleanup(t->easy);
-	free(t);
-}
 
 static void
 upstream_init_once(void)
 {
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		return;
-	if (pthread_key_create(&upstream_key, upstream_thread_free) != 0)
-		return;
-	upstream_ready = 1;
-}
-
-/* This thread's handle, created on first use; NULL if libcurl cannot start. */
-static struct upstream_thread *
-upstream_thread(void)
-{
-	struct upstream_thread	*t;
-
-	pthread_once(&upstream_once, upstream_init_once);
-	if (!upstream_ready)
-		return NULL;
-	if ((t = pthread_getspecific(upstream_key)) != NULL)
-		return t;
-	if ((t = calloc(1, sizeof *t)) == NULL)
-		return NULL;
-	if ((t->easy = curl_easy_init()) == NULL) {
-		free(t);
-		return NULL;
-	}
-	t->seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)t;
-	if (pthread_setspecific(upstream_key, t) != 0) {
-		upstream_thread_free(t);
-		return NULL;
-	}
-	return t;
+	upstream_ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
 }
 
 void
@@ -157,6 +111,12 @@ upstream_remaining_ms(void)
 		return LONG_MAX;
 	left = upstream_deadline - upstream_now_ms();
 	return left < LONG_MIN / 2 ? LONG_MIN / 2 : (long)left;
+}
+
+void
+upstream_shutdown(void)
+{
+	upstream_loop_stop();
 }
 
 void
@@ -298,7 +258,7 @@ upstream_parse_json(const char *text, size_t len)
 
 /* Official SDK schedule: min(0.5 s * 2^n, 8 s) times a jitter in (0.75, 1]. */
 static long
-upstream_backoff_ms(struct upstream_thread *t, int retries_done)
+upstream_backoff_ms(int retries_done)
 {
 	long	d = UPSTREAM_BACKOFF_BASE_MS;
 	double	jitter;
@@ -308,7 +268,9 @@ upstream_backoff_ms(struct upstream_thread *t, int retries_done)
 		d *= 2;
 	if (d > UPSTREAM_BACKOFF_MAX_MS)
 		d = UPSTREAM_BACKOFF_MAX_MS;
-	jitter = 1.0 - (rand_r(&t->seed) / ((double)RAND_MAX + 1.0)) * 0.25;
+	if (upstream_seed == 0)
+		upstream_seed = ((unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)&upstream_seed) | 1;
+	jitter = 1.0 - (rand_r(&upstream_seed) / ((double)RAND_MAX + 1.0)) * 0.25;
 	return (long)(d * jitter);
 }
 
@@ -332,9 +294,9 @@ upstream_sleep_ms(long ms)
  * would leave no time before the request's deadline for another attempt.
  */
 static int
-upstream_pause(struct upstream_thread *t, int attempts, long hint_ms)
+upstream_pause(int attempts, long hint_ms)
 {
-	long	delay = hint_ms > 0 ? hint_ms : upstream_backoff_ms(t, attempts - 1);
+	long	delay = hint_ms > 0 ? hint_ms : upstream_backoff_ms(attempts - 1);
 
 	if (delay > UPSTREAM_RETRY_AFTER_MAX_MS || delay >= upstream_remaining_ms())
 		return -1;
@@ -417,7 +379,7 @@ upstream_status_retryable(const struct upstream_attempt *a)
  * each call cost as much as parsing the reply.
  */
 static CURLcode
-upstream_fixed_options(struct upstream_thread *t)
+upstream_fixed_options(struct upstream_handle *t)
 {
 	CURL		*c = t->easy;
 	CURLcode	 rc = CURLE_OK;
@@ -436,7 +398,6 @@ upstream_fixed_options(struct upstream_thread *t)
 #endif
 	UPSTREAM_SETOPT(c, rc, CURLOPT_FOLLOWLOCATION, 0L);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_PATH_AS_IS, 1L);	/* url_path() already encoded ids */
-	UPSTREAM_SETOPT(c, rc, CURLOPT_MAXCONNECTS, (long)UPSTREAM_MAXCONNECTS);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_BUFFERSIZE, (long)UPSTREAM_RECV_BUFFER);
 	UPSTREAM_SETOPT(c, rc, CURLOPT_TCP_KEEPALIVE, 1L);
 	/* libcurl's defaults, set explicitly: never talk to an unverified peer */
@@ -458,7 +419,7 @@ upstream_fixed_options(struct upstream_thread *t)
  * request's deadline); the caller reads a->status on CURLE_OK.
  */
 static CURLcode
-upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
+upstream_perform(struct upstream_handle *t, const struct upstream_request *req,
     const char *url, struct curl_slist *headers, struct upstream_attempt *a, long budget_ms)
 {
 	CURL		*c = t->easy;
@@ -491,7 +452,7 @@ upstream_perform(struct upstream_thread *t, const struct upstream_request *req,
 		t->config = 0;		/* a half-set handle starts over next time */
 		return rc;
 	}
-	rc = curl_easy_perform(c);
+	rc = upstream_loop_perform(t);
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
 	return rc;
@@ -575,7 +536,7 @@ int
 upstream_call(const struct upstream_request *req, struct upstream_response *resp,
     struct mk_err *err)
 {
-	struct upstream_thread	*t;
+	struct upstream_handle	*t = NULL;
 	struct upstream_attempt	 a;
 	struct curl_slist	*headers = NULL;
 	char			 url[UPSTREAM_URL_MAX], target[256];
@@ -603,7 +564,8 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 		mk_fail(err, 502, "upstream request too large");
 		goto out;
 	}
-	if ((t = upstream_thread()) == NULL) {
+	pthread_once(&upstream_once, upstream_init_once);
+	if (!upstream_ready || (t = upstream_loop_take()) == NULL) {
 		log_error("upstream: cannot create a libcurl handle");
 		mk_fail(err, 502, "upstream unavailable");
 		goto out;
@@ -650,7 +612,7 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 				    t->errbuf[0] != '\0' ? t->errbuf : curl_easy_strerror(rc),
 				    resp->attempts);
 			if (retry_ok && !a.too_big && upstream_curl_retryable(rc) &&
-			    upstream_pause(t, resp->attempts, -1) == 0)
+			    upstream_pause(resp->attempts, -1) == 0)
 				continue;
 			if (a.too_big)
 				mk_fail(err, 502, "upstream response too large");
@@ -672,7 +634,7 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 			/* a 5xx may come after the server acted (it applied, then failed) */
 			if (a.status >= 500)
 				maybe_done = 1;
-			if (upstream_pause(t, resp->attempts, a.retry_after_ms) == 0)
+			if (upstream_pause(resp->attempts, a.retry_after_ms) == 0)
 				continue;
 			log_warn("upstream %s %s: a retry would wait past Retry-After's "
 			    "ceiling or the request's deadline, not retrying", req->method, target);
@@ -683,6 +645,9 @@ upstream_call(const struct upstream_request *req, struct upstream_response *resp
 		break;
 	}
 out:
+	/* no request of ours stays on it: the next call sets its own */
+	if (t != NULL)
+		upstream_loop_give(t);
 	if (headers != NULL)
 		upstream_headers_free(headers);
 	buf_free(&a.body);

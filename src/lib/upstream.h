@@ -39,8 +39,10 @@ struct upstream_response {
 void	upstream_configure(const struct settings *s);
 
 /*
- * Perform the request on this thread's reused libcurl handle (keep-alive
- * across requests), with connect and total timeouts from the settings.
+ * Perform the request, with connect and total timeouts from the settings,
+ * on a pooled libcurl handle run by the process's one transfer loop
+ * (upstream_loop.h): keep-alive connections are shared by all threads.
+ * The calling thread waits for the answer.
  * When retry_safe, 408/429/5xx and connection errors are retried up to
  * max_retries times with the official SDKs' backoff, honouring
  * x-should-retry, retry-after-ms and Retry-After.  (409 is never retried: on
@@ -64,6 +66,13 @@ int	upstream_call(const struct upstream_request *req, struct upstream_response *
  * as a timeout: 504, maybe_done if an attempt may have reached the server.
  */
 void	upstream_deadline_start(long ms);
+
+/*
+ * At exit, once no thread calls any more: stop the transfer loop, close
+ * its connections and free the pooled handles.  A later upstream_call
+ * still works (on the calling thread).
+ */
+void	upstream_shutdown(void);
 
 /* Release resp->json and reset resp.  Safe on a zeroed struct. */
 void	upstream_response_free(struct upstream_response *resp);

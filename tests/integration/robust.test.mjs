@@ -5,6 +5,7 @@
 // Apache, each against its own stack on loopback.
 import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -23,6 +24,10 @@ const SLOW_CLIENTS = 256;	// half trickle a /send body, half send half a request
 const DELAY_MS = 100;		// what they may add to a legitimate request
 const TEST_MS = 30_000;
 const START_MS = 120_000;
+const POOL_CLIENTS = 48;	// balances in flight at once in the pool test
+const POOL_STALL_MS = 1500;	// each one's upstream time
+const POOL_REST_THREADS = 6;	// at rest: 4 request threads, main, the upstream transfer loop
+const POOL_SHRINK_MS = 20_000;	// idle threads end after 5 s in accept (SERVER_IDLE_S), plus slack
 const UNKNOWN_OUTCOME = /retry with the same key to learn the outcome/;
 
 for (const server of SERVERS) {
@@ -80,6 +85,12 @@ function rawHttp(port, text, { timeoutMs = 10_000 } = {}) {
 async function programPids(stack, prog) {
 	const text = await readFile(path.join(stack.stateDir, 'run', `${prog}.pid`), 'utf8').catch(() => '');
 	return text.split(/\s+/).filter((w) => /^\d+$/.test(w)).map(Number);
+}
+
+// Threads of a process, from /proc.
+function threadsOf(pid) {
+	const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+	return Number(/^Threads:\s+(\d+)/m.exec(status)[1]);
 }
 
 const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };
@@ -229,6 +240,35 @@ for (const server of SERVERS) describe(server, () => {
 		} finally {
 			await clearSandboxFaults(stack);
 		}
+	});
+
+	it(`the request threads follow the load: ${POOL_CLIENTS} slow balances in flight, then back to a few`, async () => {
+		const [pid] = await programPids(stack, 'credits');
+		const before = threadsOf(pid);
+		// each balance read answers after POOL_STALL_MS: every request holds a thread that long
+		await sandboxFault(stack, { target: 'balance_read', mode: 'stall', count: POOL_CLIENTS,
+		    stall_ms: POOL_STALL_MS });
+		const t0 = Date.now();
+		const load = Promise.all(Array.from({ length: POOL_CLIENTS },
+		    () => request(stack, 'GET', '/credits/me', { key: key() })));
+		await sleep(POOL_STALL_MS / 2);
+		const busy = threadsOf(pid);
+		const answers = await load;
+		const took = Date.now() - t0;
+		await clearSandboxFaults(stack);
+		let after = threadsOf(pid), waited = 0;
+		for (; after > POOL_REST_THREADS && waited < POOL_SHRINK_MS; waited += 250) {
+			await sleep(250);
+			after = threadsOf(pid);
+		}
+		console.log(`# ${server}: credits.fcgi threads ${before} -> ${busy} with ${POOL_CLIENTS} in flight ` +
+		    `(all answered in ${took} ms) -> ${after} ${waited} ms after`);
+		for (const r of answers)
+			assert.equal(r.status, 200, r.text);
+		assert.ok(busy >= POOL_CLIENTS, `only ${busy} threads for ${POOL_CLIENTS} requests in flight`);
+		// in parallel, not in turn: one stall's time plus slack, not several
+		assert.ok(took < 2 * POOL_STALL_MS, `${POOL_CLIENTS} stalled balances took ${took} ms`);
+		assert.ok(after <= POOL_REST_THREADS, `${after} threads ${waited} ms after the load (${before} before)`);
 	});
 
 	it(`a hung program: the web server's 504 in JSON after BACKEND_TIMEOUT (${BACKEND_TIMEOUT_S} s)`, async () => {

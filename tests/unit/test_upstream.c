@@ -636,6 +636,36 @@ Test(upstream, keep_alive_reuses_connection)
 	cr_assert_eq(ts_count(&ts.connections), 1);
 }
 
+/* One GET of /shared from a thread of its own (the request threads' case). */
+static void *
+call_from_thread(void *arg)
+{
+	struct upstream_request		req = get_req("/shared");
+	struct upstream_response	resp;
+	struct mk_err			err;
+	int				*ok = arg;
+
+	*ok = upstream_call(&req, &resp, &err) == 0 && resp.status == 200;
+	upstream_response_free(&resp);
+	return NULL;
+}
+
+Test(upstream, keep_alive_shared_across_threads)
+{
+	pthread_t	tid;
+	int		ok[3] = { 0 };
+
+	/* one after another, each on a new thread: one connection serves all */
+	for (int i = 0; i < 3; i++) {
+		cr_assert_eq(pthread_create(&tid, NULL, call_from_thread, &ok[i]), 0);
+		pthread_join(tid, NULL);
+		cr_assert(ok[i], "call %d failed", i);
+	}
+	cr_assert_eq(ts_count(&ts.requests), 3);
+	cr_assert_eq(ts_count(&ts.connections), 1,
+	    "threads did not share the keep-alive connection");
+}
+
 /* ---------------------------------------------------------------- dodo */
 
 Test(upstream, dodo_ledger_outcomes)

@@ -1,0 +1,54 @@
+/* upstream_loop.h: one process-wide libcurl multi handle, driven by one thread, that every request thread hands its transfers to. */
+#ifndef MAILKIT_UPSTREAM_LOOP_H
+#define MAILKIT_UPSTREAM_LOOP_H
+
+#include <curl/curl.h>
+
+/*
+ * Why: curl_easy_perform() gives every easy handle a private multi handle,
+ * with its own socket hash, DNS cache and connection cache (~80 KiB), and
+ * its own connections.  With a thread per request in flight that was most
+ * of a busy program's memory.  Here all transfers of a process run on one
+ * multi handle: one connection cache shared by every thread (keep-alive
+ * connections go to whichever request needs one next), and easy handles
+ * that live in a small pool instead of one per thread.
+ *
+ * A request thread still blocks for its call's duration; only the
+ * transfer itself runs on the loop's thread.
+ */
+
+/* An easy handle with what upstream.c keeps beside it. */
+struct upstream_handle {
+	CURL			*easy;
+	unsigned int		 config;	/* upstream.c's option generation it was set for */
+	char			 errbuf[CURL_ERROR_SIZE];
+	struct upstream_handle	*next;		/* in the pool */
+};
+
+/*
+ * A handle from the pool, or a new one (config 0: no options set yet).
+ * NULL when libcurl cannot make one.  Thread-safe.
+ */
+struct upstream_handle	*upstream_loop_take(void);
+
+/*
+ * Back to the pool, options and all, for the next caller.  The pool keeps
+ * at most UPSTREAM_LOOP_SPARE handles; others are cleaned up.  Thread-safe.
+ */
+void	upstream_loop_give(struct upstream_handle *h);
+
+/*
+ * Run the transfer h->easy is set up for on the loop thread (started on
+ * first use) and wait for it: the result of curl_easy_perform() with the
+ * handle's own timeouts.  If the loop cannot run (no thread, stopped), the
+ * transfer runs on the calling thread instead.  Thread-safe.
+ */
+CURLcode	upstream_loop_perform(struct upstream_handle *h);
+
+/*
+ * Stop the loop thread once its transfers are done and free the pool and
+ * the connection cache.  Call once no thread performs any more (at exit).
+ */
+void	upstream_loop_stop(void);
+
+#endif
