@@ -271,6 +271,11 @@ function latencyRow(r, meta) {
 		requests: w.requests, rps: w.requests / seconds,
 		p50_ms: w.latency_us.p50 / 1000, p99_ms: w.latency_us.p99 / 1000,
 		cpu_us_per_req: w.requests > 0 ? (r.cpu_ticks / r.clk_tck) * 1e6 / w.requests : null,
+		// the whole machine during the run, and the sandbox's (the upstreams') share of it
+		machine_busy: r.machine_busy_ticks + r.machine_idle_ticks > 0 ?
+		    r.machine_busy_ticks / (r.machine_busy_ticks + r.machine_idle_ticks) : null,
+		sandbox_cpu_share: r.machine_busy_ticks + r.machine_idle_ticks > 0 && r.sandbox_cpu_ticks != null ?
+		    r.sandbox_cpu_ticks / (r.machine_busy_ticks + r.machine_idle_ticks) : null,
 		errors: sock + w.unexpected_status, first_unexpected: w.first_unexpected,
 		pss_kb: r.pss_kb, rss_kb: r.rss_kb, procs: r.procs ? r.procs.length : null,
 		upstream_ms: upstreamMs,
@@ -282,12 +287,16 @@ function latencyRow(r, meta) {
 	return row;
 }
 
+// A share as a whole percentage, "-" if unknown.
+const pct = (v) => (v == null ? '-' : (100 * v).toFixed(0));
+
 function latencyLine(r) {
 	const meta = { upstream_calls: { mailkit: { credits: 1, send: 2 }, express: { credits: 1, send: 3 } } };
 	const x = latencyRow(r, meta);
 	process.stdout.write(`bench.sh: ${x.latency_ms} ms  c${x.clients}  ${x.server.padEnd(8)} ${x.stack.padEnd(7)} ` +
 	    `${x.route.padEnd(7)} ${x.rps.toFixed(0).padStart(6)} req/s  p99 ${x.p99_ms.toFixed(1)} ms  ` +
-	    `${x.errors} errors  ${(x.cpu_us_per_req || 0).toFixed(0)} us CPU/req  PSS ${(x.pss_kb / 1024).toFixed(1)} MB\n`);
+	    `${x.errors} errors  ${(x.cpu_us_per_req || 0).toFixed(0)} us CPU/req  PSS ${(x.pss_kb / 1024).toFixed(1)} MB  ` +
+	    `machine ${pct(x.machine_busy)} busy (sandbox ${pct(x.sandbox_cpu_share)})\n`);
 }
 
 function latencyReport(runsFile, metaFile, outDir) {
@@ -314,19 +323,21 @@ function latencyReport(runsFile, metaFile, outDir) {
 	const result = { generated_at: new Date().toISOString(), ...meta, runs: rows, problems };
 	writeFileSync(join(outDir, 'bench.json'), JSON.stringify(result, null, 2) + '\n');
 	writeFileSync(join(outDir, 'bench.svg'), latencySvg(result));
-	const w = [7, 7, 9, 8, 7, 7, 8, 6, 8, 7, 6, 8, 7];
+	const w = [7, 7, 9, 8, 7, 7, 8, 6, 8, 7, 6, 8, 7, 6, 5];
 	const out = [`MailKit concurrency benchmark, ${result.generated_at} (${meta.cpus} CPUs, ${meta.duration} s per run, ` +
 	    `closed loop; limit = clients / upstream time of the route's calls)`, ''];
 	out.push(pad(['lat ms', 'clients', 'server', 'route', 'req/s', 'limit', '% limit', 'p99 ms', 'CPU us/r',
-		'errors', 'PSS MB', 'Express', 'met'], w));
+		'errors', 'PSS MB', 'Express', 'met', 'busy%', 'sbx%'], w));
 	for (const r of rows) {
 		const met = r.checks ? Object.values(r.checks).every((v) => v !== false) : null;
 		out.push(pad([r.latency_ms, r.clients, r.stack === 'express' ? 'express' : r.server, r.route,
 			f0(r.rps), f0(r.limit_rps), r.limit_share == null ? '-' : (100 * r.limit_share).toFixed(0),
 			f1(r.p99_ms), f0(r.cpu_us_per_req), r.errors, mb(r.pss_kb),
-			r.express_rps == null ? '' : f0(r.express_rps), r.checks ? yes(met) : ''], w));
+			r.express_rps == null ? '' : f0(r.express_rps), r.checks ? yes(met) : '',
+			pct(r.machine_busy), pct(r.sandbox_cpu_share)], w));
 	}
 	out.push('');
+	out.push('busy%: all CPUs in use during the run (wrk, web server, MailKit, sandbox); sbx%: the sandbox\'s share');
 	out.push(`targets (MailKit): >= ${100 * t.limit_share}% of the limit and >= Express's req/s, p99 <= upstream time + ` +
 	    `${t.p99_extra_ms} ms, no errors, whole stack PSS < ${mb(t.memory_kb)} MB (sampled mid-run)`);
 	for (const p of problems)

@@ -223,6 +223,11 @@ cpu_delta() {	# cpu_delta FILE_BEFORE FILE_AFTER
 	     END { for (p in b) if (!(p in seen)) d -= b[p]; print d + 0 }' "$1" "$2"
 }
 
+# The machine's "busy idle" jiffies, summed over all CPUs (/proc/stat).
+machine_cpu() {
+	awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat
+}
+
 # Wait (at most QUIET_MAX_S) until the sandbox stack is idle: after a run
 # it may still be busy for a while (SQLite checkpoints, webhook deliveries
 # of a sandbox that is not record-only), which would otherwise share the
@@ -579,23 +584,31 @@ express_stop() {
 # closed-loop run (after a short warm-up that lets the pools grow), the
 # target's CPU around it and its memory in the middle of it.
 measure_lat() {
-	local lat=$1 server=$2 stk=$3 route=$4 c=$5 st=$6 url=$7 w cpu mem name mem_pid
+	local lat=$1 server=$2 stk=$3 route=$4 c=$5 st=$6 url=$7 w cpu mem name mem_pid m0 m1 sbx busy idle
 	shift 7
 	name=lat$lat-$server-$stk-$route-c$c
 	connections=$c
 	quiesce
 	run_wrk "warm-$name" "$url" BENCH_DURATION=$WARMUP_S "$@" >/dev/null || exit 1
 	cpu_snapshot "$st" >"$out/cpu.before"
+	cpu_snapshot "$sbx_state" >"$out/sbx.before"
+	m0=$(machine_cpu)
 	( sleep $(( (duration + 1) / 2 )); mem_json "$st" >"$out/mem.mid" ) &
 	mem_pid=$!
 	w=$(run_wrk "$name" "$url" "$@") || exit 1
+	m1=$(machine_cpu)
 	wait "$mem_pid"
 	cpu_snapshot "$st" >"$out/cpu.after"
+	cpu_snapshot "$sbx_state" >"$out/sbx.after"
 	cpu=$(cpu_delta "$out/cpu.before" "$out/cpu.after")
+	sbx=$(cpu_delta "$out/sbx.before" "$out/sbx.after")
+	# what bounds a run that falls short: the share of all CPUs in use, and the sandbox's part
+	busy=$(( ${m1% *} - ${m0% *} ))
+	idle=$(( ${m1#* } - ${m0#* } ))
 	mem=$(cat "$out/mem.mid")
 	mem=${mem#\{}
-	printf '{"kind":"latency","latency_ms":%d,"clients":%d,"server":"%s","stack":"%s","route":"%s","clk_tck":%d,"cpu_ticks":%d,%s,"wrk":%s}\n' \
-	    "$lat" "$c" "$server" "$stk" "$route" "$clk_tck" "$cpu" "${mem%\}}" "$w" >>"$runs"
+	printf '{"kind":"latency","latency_ms":%d,"clients":%d,"server":"%s","stack":"%s","route":"%s","clk_tck":%d,"cpu_ticks":%d,"sandbox_cpu_ticks":%d,"machine_busy_ticks":%d,"machine_idle_ticks":%d,%s,"wrk":%s}\n' \
+	    "$lat" "$c" "$server" "$stk" "$route" "$clk_tck" "$cpu" "$sbx" "$busy" "$idle" "${mem%\}}" "$w" >>"$runs"
 	tail -n 1 "$runs" | node "$here/bench.mjs" line >&2
 }
 
