@@ -31,7 +31,7 @@
 #define SERVER_THREADS_START	4	/* started before the first request; more on demand */
 #define SERVER_IDLE_S		5	/* a thread this long in accept() may end (see server_retire) */
 #define SERVER_GROW_QUIET_MS	2000	/* no thread ends this soon after the pool grew */
-#define SERVER_TRIM_MS		1000	/* malloc_trim() this long after the last thread ended */
+#define SERVER_TRIM_MS		1000	/* malloc_trim() this long after the last request or thread ended */
 #define SERVER_STOP_POLL_MS	100	/* stopping: how often accept()ing threads are woken again */
 /*
  * Stacks of request threads unless the program asks otherwise: the deepest
@@ -665,7 +665,7 @@ static struct {
 	int			 live;		/* threads in the table */
 	_Atomic int		 idle;		/* threads on their way to, or in, accept */
 	_Atomic long long	 grown_at;	/* CLOCK_MONOTONIC ms of the last growth */
-	_Atomic long long	 retired_at;	/* of the last thread's end; 0: trimmed since */
+	_Atomic long long	 settled_at;	/* when a request or a thread last ended; 0: trimmed since */
 	int			 grow_failed;	/* logged once */
 	pthread_attr_t		 attr;
 	volatile sig_atomic_t	 stopping;
@@ -749,28 +749,32 @@ out:
 }
 
 /*
- * Should this thread, which is not counted idle right now, end?  Yes when
- * the threads already idle are spare enough without it: SERVER_THREADS_START
- * plus a quarter of those busy, and the pool has not had to grow for
- * SERVER_GROW_QUIET_MS (so a load that comes and goes keeps its threads).
- * Asked after each request and after SERVER_IDLE_S in accept.  On yes the
- * thread has left the table: it must end without touching the pool again.
+ * Should this thread end?  Yes when the other threads idle are spare
+ * enough without it: SERVER_THREADS_START plus a quarter of those busy,
+ * and the pool has not had to grow for SERVER_GROW_QUIET_MS (so a load
+ * that comes and goes keeps its threads).  Asked after each request and
+ * after SERVER_IDLE_S in accept; `counted`: the thread is counted idle
+ * now.  On yes the thread has left the table (and the idle count): it must
+ * end without touching the pool again.
  */
 static int
-server_retire(struct worker *w)
+server_retire(struct worker *w, int counted)
 {
-	int		 busy, spare, retire = 0;
+	int		 others, busy, spare, retire = 0;
 	long long	 now = server_now_ms();
 
-	if (server_pool.stopping)
-		return 0;	/* server_run's wait takes care of it */
+	if (server_pool.stopping || w->slot < 0)
+		return 0;	/* stopping: server_run's wait takes care of it */
 	pthread_mutex_lock(&server_pool.lock);
-	busy = server_pool.live - server_pool.idle - 1;
+	others = server_pool.idle - counted;
+	busy = server_pool.live - others - 1;
 	spare = SERVER_THREADS_START + (busy > 0 ? busy / 4 : 0);
-	if (w->slot >= 0 && server_pool.live > SERVER_THREADS_START &&
-	    server_pool.idle >= spare && now - server_pool.grown_at >= SERVER_GROW_QUIET_MS) {
+	if (server_pool.live > SERVER_THREADS_START && others >= spare &&
+	    now - server_pool.grown_at >= SERVER_GROW_QUIET_MS) {
 		server_pool.workers[w->slot] = NULL;
 		server_pool.live--;
+		if (counted)
+			server_pool.idle--;
 		retire = 1;
 	}
 	pthread_mutex_unlock(&server_pool.lock);
@@ -786,7 +790,7 @@ server_retired(struct worker *w)
 {
 	FCGX_Free(&w->fcgx, 1);
 	server_worker_free(w);
-	server_pool.retired_at = server_now_ms();
+	server_pool.settled_at = server_now_ms();
 }
 
 /* Leave the table at the end (stopping, or accept failed for good). */
@@ -836,7 +840,7 @@ server_worker(void *arg)
 			(void)server_grow();
 		if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
 			/* SERVER_IDLE_S without a request (the socket's receive timeout) */
-			if (server_retire(w)) {
+			if (server_retire(w, 0)) {
 				server_retired(w);
 				return NULL;
 			}
@@ -847,8 +851,16 @@ server_worker(void *arg)
 		upstream_deadline_start(server_request_timeout_ms);
 		server_handle(w);
 		upstream_deadline_start(0);
+		/*
+		 * Idle from here: the client has its answer once Finish returns and
+		 * may send its next request before this thread is back in accept;
+		 * that request waits in the backlog for it, it does not start a thread.
+		 */
+		server_pool.idle++;
+		w->fresh = 1;
 		FCGX_Finish_r(&w->fcgx);
-		if (server_retire(w)) {
+		server_pool.settled_at = server_now_ms();
+		if (server_retire(w, 1)) {
 			server_retired(w);
 			return NULL;
 		}
@@ -886,23 +898,25 @@ server_wake_acceptors(void)
 }
 
 /*
- * Between stop signals, once a second: when threads have ended and none
- * for SERVER_TRIM_MS, give the arenas' free pages back to the system
- * (free() keeps them; trimming walks every arena, so not per thread).
+ * Between stop signals, once a second: when requests or threads have
+ * ended, none is in flight and none ended for SERVER_TRIM_MS, give the
+ * arenas' free pages back to the system (free() keeps them for the next
+ * burst; trimming walks every arena, so not after each request).
  */
 static void
 server_housekeep(void)
 {
 	struct timespec	until;
-	long long	retired;
+	long long	settled;
 
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += 1;
 	if (sem_timedwait(&server_wake, &until) == 0 || server_pool.stopping)
 		return;
-	retired = server_pool.retired_at;
-	if (retired != 0 && server_now_ms() - retired >= SERVER_TRIM_MS) {
-		server_pool.retired_at = 0;
+	settled = server_pool.settled_at;
+	if (settled != 0 && server_now_ms() - settled >= SERVER_TRIM_MS &&
+	    server_pool.idle >= server_pool.live) {
+		server_pool.settled_at = 0;
 		malloc_trim(0);
 	}
 }
