@@ -1,9 +1,16 @@
-/* upstream_loop.c: one libcurl multi handle per process, on a thread of its own, running every thread's transfers. */
+/* upstream_loop.c: one libcurl multi handle per process, shared by every thread's transfers. */
+#define _GNU_SOURCE		/* PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP */
 #include "config.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
@@ -12,72 +19,157 @@
 
 #define UPSTREAM_LOOP_SPARE	64	/* idle handles the pool keeps (~10 KiB each); a burst's
 					 * extra handles are cleaned up as they come back */
-#define UPSTREAM_LOOP_POLL_MS	1000	/* longest sleep of the loop with nothing due; a new
-					 * transfer or a timer wakes it at once */
+#define UPSTREAM_LOOP_WAIT_MS	1000	/* longest poll() of a thread that does not keep the
+					 * multi's timers; it re-checks its transfer then */
+#define UPSTREAM_JOB_SOCKETS	2	/* sockets of one transfer at once (happy eyeballs) */
+#define UPSTREAM_LOOP_TIMER_RUNS 4	/* timeout runs in a row when each asks for the next now */
 
-/* One caller waiting for its transfer. */
+/*
+ * One thread's transfer in the shared multi handle.  Each thread polls the
+ * sockets of its own transfer, as curl_easy_perform() would, and drives
+ * the multi handle for them under the lock: no other thread sits between
+ * a request and its answer.  A thread that finishes someone else's
+ * transfer, or changes the sockets it waits on, writes that thread's
+ * eventfd.  The oldest transfer's thread also keeps the multi's timers.
+ */
 struct upstream_job {
 	struct upstream_handle	*h;
 	CURLcode		 result;
 	int			 done;
-	pthread_mutex_t		 lock;
-	pthread_cond_t		 cond;
-	struct upstream_job	*next;		/* in the loop's queue */
+	curl_socket_t		 socks[UPSTREAM_JOB_SOCKETS];
+	int			 what[UPSTREAM_JOB_SOCKETS];	/* CURL_POLL_IN/OUT/INOUT */
+	int			 nsocks;
+	int			 wake_fd;		/* this thread's eventfd */
+	struct upstream_job	*prev, *next;		/* transfers in the multi, oldest first */
 };
 
 static struct {
-	pthread_mutex_t		 lock;		/* guards everything below but `multi` */
-	CURLM			*multi;		/* the loop thread's only, once started */
-	pthread_t		 tid;
-	int			 started;	/* 1: the thread runs; -1: it could not start, or stopped */
-	int			 stopping;
-	struct upstream_job	*queue, **queue_tail;	/* handed over, not yet added */
+	pthread_mutex_t		 lock;		/* guards the multi handle, the timer, the jobs */
+	CURLM			*multi;
+	int			 state;		/* 0: not made yet; 1: ready; -1: none (failed or stopped) */
+	long long		 timer_due;	/* CLOCK_MONOTONIC ms the multi wants a timeout run; 0: none */
+	struct upstream_job	*head, *tail;
+	pthread_mutex_t		 pool_lock;	/* guards the pool */
 	struct upstream_handle	*pool;
 	int			 pool_len;
 } upstream_loop = {
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+	/* held for a socket's worth of work: spinning a little beats sleeping */
+	.lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP,
+#else
 	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.queue_tail = &upstream_loop.queue,
+#endif
+	.pool_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
-static void
-upstream_job_finish(struct upstream_job *job, CURLcode result)
+/* The job of the thread inside a curl call right now (callbacks run on it). */
+static __thread struct upstream_job	*upstream_self;
+
+/* This thread's eventfd, made on first use and kept for its life. */
+static pthread_once_t	upstream_wake_once = PTHREAD_ONCE_INIT;
+static pthread_key_t	upstream_wake_key;
+static __thread int	upstream_wake_fd = -1;
+
+static long long
+upstream_loop_now_ms(void)
 {
-	pthread_mutex_lock(&job->lock);
-	job->result = result;
-	job->done = 1;
-	pthread_cond_signal(&job->cond);
-	pthread_mutex_unlock(&job->lock);
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Add what was handed over since the last turn; 1 if the loop should end. */
+static void
+upstream_wake_close(void *p)
+{
+	close((int)(intptr_t)p - 1);
+}
+
+static void
+upstream_wake_key_make(void)
+{
+	(void)pthread_key_create(&upstream_wake_key, upstream_wake_close);
+}
+
 static int
-upstream_loop_admit(CURLM *multi, int *active)
+upstream_wake_fd_get(void)
 {
-	struct upstream_job	*job, *next;
-	int			 stop;
-
-	pthread_mutex_lock(&upstream_loop.lock);
-	job = upstream_loop.queue;
-	upstream_loop.queue = NULL;
-	upstream_loop.queue_tail = &upstream_loop.queue;
-	stop = upstream_loop.stopping;
-	pthread_mutex_unlock(&upstream_loop.lock);
-
-	for (; job != NULL; job = next) {
-		next = job->next;
-		if (curl_easy_setopt(job->h->easy, CURLOPT_PRIVATE, job) != CURLE_OK ||
-		    curl_multi_add_handle(multi, job->h->easy) != CURLM_OK) {
-			upstream_job_finish(job, CURLE_FAILED_INIT);
-			continue;
-		}
-		(*active)++;
-	}
-	return stop && *active == 0;
+	if (upstream_wake_fd >= 0)
+		return upstream_wake_fd;
+	if ((upstream_wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
+		return -1;
+	pthread_once(&upstream_wake_once, upstream_wake_key_make);
+	/* stored +1: a NULL value runs no destructor */
+	(void)pthread_setspecific(upstream_wake_key, (void *)(intptr_t)(upstream_wake_fd + 1));
+	return upstream_wake_fd;
 }
 
-/* Hand every finished transfer back to its caller. */
+/* Tell a waiting thread to look at its transfer again (not the caller's own). */
 static void
-upstream_loop_reap(CURLM *multi, int *active)
+upstream_job_notify(struct upstream_job *job)
+{
+	uint64_t	one = 1;
+
+	if (job == upstream_self)
+		return;
+	while (write(job->wake_fd, &one, sizeof one) == -1 && errno == EINTR)
+		;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: which sockets a transfer waits on, and for what. */
+static int
+upstream_loop_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+	struct upstream_job	*job = NULL;
+	int			 i;
+
+	(void)userp;
+	(void)socketp;
+	if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&job) != CURLE_OK || job == NULL)
+		return 0;
+	for (i = 0; i < job->nsocks && job->socks[i] != s; i++)
+		;
+	if (what == CURL_POLL_REMOVE) {
+		if (i < job->nsocks) {
+			job->nsocks--;
+			job->socks[i] = job->socks[job->nsocks];
+			job->what[i] = job->what[job->nsocks];
+		}
+	} else if (i < job->nsocks) {
+		job->what[i] = what;
+	} else if (job->nsocks < UPSTREAM_JOB_SOCKETS) {
+		job->socks[job->nsocks] = s;
+		job->what[job->nsocks] = what;
+		job->nsocks++;
+	}
+	upstream_job_notify(job);
+	return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when the multi wants CURL_SOCKET_TIMEOUT run. */
+static int
+upstream_loop_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+	long long	old = upstream_loop.timer_due;
+
+	(void)multi;
+	(void)userp;
+	upstream_loop.timer_due = timeout_ms < 0 ? 0 : upstream_loop_now_ms() + timeout_ms;
+	/*
+	 * Sooner than the timekeeper's poll() would end: wake it.  "Now" set
+	 * from inside a curl call is run by that caller right after it.
+	 */
+	if (timeout_ms == 0 && upstream_self != NULL)
+		return 0;
+	if (upstream_loop.timer_due != 0 && (old == 0 || upstream_loop.timer_due < old) &&
+	    upstream_loop.head != NULL)
+		upstream_job_notify(upstream_loop.head);
+	return 0;
+}
+
+/* Hand every finished transfer to its thread.  With the lock held. */
+static void
+upstream_loop_reap(void)
 {
 	CURLMsg			*msg;
 	struct upstream_job	*job;
@@ -85,7 +177,7 @@ upstream_loop_reap(CURLM *multi, int *active)
 	CURLcode		 result;
 	int			 left;
 
-	while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
+	while ((msg = curl_multi_info_read(upstream_loop.multi, &left)) != NULL) {
 		if (msg->msg != CURLMSG_DONE)
 			continue;
 		/* msg is gone once the handle is removed: read it first */
@@ -93,90 +185,169 @@ upstream_loop_reap(CURLM *multi, int *active)
 		result = msg->data.result;
 		job = NULL;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&job);
-		curl_multi_remove_handle(multi, easy);
-		(*active)--;
-		if (job != NULL)
-			upstream_job_finish(job, result);
+		curl_multi_remove_handle(upstream_loop.multi, easy);
+		if (job == NULL)
+			continue;
+		job->result = result;
+		job->done = 1;
+		upstream_job_notify(job);
 	}
 }
 
-static void *
-upstream_loop_run(void *arg)
+/* Run what is due: the sockets poll() found ready, and expired timers.  With the lock held. */
+static void
+upstream_loop_drive(const struct pollfd *pfd, int npfd)
 {
-	CURLM	*multi = arg;
-	int	 active = 0, running;
+	int	running, i, ev;
 
-	for (;;) {
-		if (upstream_loop_admit(multi, &active))
-			break;
-		if (curl_multi_perform(multi, &running) != CURLM_OK)
-			log_error("upstream loop: curl_multi_perform failed");
-		upstream_loop_reap(multi, &active);
-		/* returns early on socket activity, a due timer or a wakeup */
-		if (curl_multi_poll(multi, NULL, 0, UPSTREAM_LOOP_POLL_MS, NULL) != CURLM_OK)
-			log_error("upstream loop: curl_multi_poll failed");
+	for (i = 0; i < npfd; i++) {
+		if (pfd[i].revents == 0)
+			continue;
+		ev = 0;
+		if (pfd[i].revents & (POLLIN | POLLHUP))
+			ev |= CURL_CSELECT_IN;
+		if (pfd[i].revents & POLLOUT)
+			ev |= CURL_CSELECT_OUT;
+		if (pfd[i].revents & (POLLERR | POLLNVAL))
+			ev |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(upstream_loop.multi, pfd[i].fd, ev, &running);
 	}
-	return NULL;
+	/* a timeout run may ask for another at once */
+	for (i = 0; i < UPSTREAM_LOOP_TIMER_RUNS && upstream_loop.timer_due != 0 &&
+	    upstream_loop_now_ms() >= upstream_loop.timer_due; i++) {
+		upstream_loop.timer_due = 0;
+		curl_multi_socket_action(upstream_loop.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	upstream_loop_reap();
 }
 
-/* Start the thread if it is not running; 0 if it runs.  Called with the lock held. */
+/* Make the multi handle on first use; 0 if it is there.  With the lock held. */
 static int
-upstream_loop_start_locked(void)
+upstream_loop_ready(void)
 {
-	pthread_attr_t	attr;
-	int		rc;
+	CURLM	*m;
 
-	if (upstream_loop.started != 0)
-		return upstream_loop.started == 1 && !upstream_loop.stopping ? 0 : -1;
-	upstream_loop.started = -1;
-	if ((upstream_loop.multi = curl_multi_init()) == NULL) {
-		log_error("upstream loop: curl_multi_init failed: transfers run on their own threads");
+	if (upstream_loop.state != 0)
+		return upstream_loop.state == 1 ? 0 : -1;
+	upstream_loop.state = -1;
+	if ((m = curl_multi_init()) == NULL) {
+		log_error("upstream: curl_multi_init failed: each transfer runs on its own");
 		return -1;
 	}
-	pthread_attr_init(&attr);
-	/* libcurl's frames and a TLS handshake: far below this, touched pages only */
-	(void)pthread_attr_setstacksize(&attr, 512 * 1024);
-	rc = pthread_create(&upstream_loop.tid, &attr, upstream_loop_run, upstream_loop.multi);
-	pthread_attr_destroy(&attr);
-	if (rc != 0) {
-		log_error("upstream loop: cannot start its thread: transfers run on their own threads");
-		curl_multi_cleanup(upstream_loop.multi);
-		upstream_loop.multi = NULL;
+	if (curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, upstream_loop_socket_cb) != CURLM_OK ||
+	    curl_multi_setopt(m, CURLMOPT_TIMERFUNCTION, upstream_loop_timer_cb) != CURLM_OK) {
+		log_error("upstream: cannot set the multi handle's callbacks: each transfer runs on its own");
+		curl_multi_cleanup(m);
 		return -1;
 	}
-	upstream_loop.started = 1;
+	upstream_loop.multi = m;
+	upstream_loop.state = 1;
 	return 0;
+}
+
+static void
+upstream_job_link(struct upstream_job *job)
+{
+	job->prev = upstream_loop.tail;
+	job->next = NULL;
+	if (upstream_loop.tail != NULL)
+		upstream_loop.tail->next = job;
+	else
+		upstream_loop.head = job;
+	upstream_loop.tail = job;
+}
+
+static void
+upstream_job_unlink(struct upstream_job *job)
+{
+	int	was_head = upstream_loop.head == job;
+
+	if (job->prev != NULL)
+		job->prev->next = job->next;
+	else
+		upstream_loop.head = job->next;
+	if (job->next != NULL)
+		job->next->prev = job->prev;
+	else
+		upstream_loop.tail = job->prev;
+	/* the next oldest keeps the timers from now: wake it if one is due before it looks */
+	if (was_head && upstream_loop.head != NULL && upstream_loop.timer_due != 0 &&
+	    upstream_loop.timer_due - upstream_loop_now_ms() < UPSTREAM_LOOP_WAIT_MS)
+		upstream_job_notify(upstream_loop.head);
+}
+
+/* How long this job's thread may sleep in poll(): the timekeeper until the timer. */
+static int
+upstream_job_wait_ms(const struct upstream_job *job)
+{
+	long long	left;
+
+	if (job != upstream_loop.head || upstream_loop.timer_due == 0)
+		return UPSTREAM_LOOP_WAIT_MS;
+	left = upstream_loop.timer_due - upstream_loop_now_ms();
+	if (left <= 0)
+		return 0;
+	return left < UPSTREAM_LOOP_WAIT_MS ? (int)left : UPSTREAM_LOOP_WAIT_MS;
 }
 
 CURLcode
 upstream_loop_perform(struct upstream_handle *h)
 {
 	struct upstream_job	job;
-	CURLM			*multi;
+	struct pollfd		pfd[UPSTREAM_JOB_SOCKETS + 1];
+	int			npfd, running, timeout, i;
+	uint64_t		drained;
 
 	memset(&job, 0, sizeof job);
 	job.h = h;
+	if ((job.wake_fd = upstream_wake_fd_get()) == -1)
+		return curl_easy_perform(h->easy);
 	pthread_mutex_lock(&upstream_loop.lock);
-	if (upstream_loop_start_locked() == -1) {
+	if (upstream_loop_ready() == -1 ||
+	    curl_easy_setopt(h->easy, CURLOPT_PRIVATE, &job) != CURLE_OK) {
 		pthread_mutex_unlock(&upstream_loop.lock);
 		return curl_easy_perform(h->easy);
 	}
-	pthread_mutex_init(&job.lock, NULL);
-	pthread_cond_init(&job.cond, NULL);
-	*upstream_loop.queue_tail = &job;
-	upstream_loop.queue_tail = &job.next;
-	multi = upstream_loop.multi;
+	upstream_self = &job;
+	if (curl_multi_add_handle(upstream_loop.multi, h->easy) != CURLM_OK) {
+		upstream_self = NULL;
+		pthread_mutex_unlock(&upstream_loop.lock);
+		return CURLE_FAILED_INIT;
+	}
+	upstream_job_link(&job);
+	/* start it here: resolve, connect or take a cached connection, send */
+	upstream_loop.timer_due = 0;
+	curl_multi_socket_action(upstream_loop.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	upstream_loop_drive(NULL, 0);
+	while (!job.done) {
+		npfd = 0;
+		for (i = 0; i < job.nsocks; i++) {
+			pfd[npfd].fd = job.socks[i];
+			pfd[npfd].events = (job.what[i] & CURL_POLL_IN ? POLLIN : 0) |
+			    (job.what[i] & CURL_POLL_OUT ? POLLOUT : 0);
+			pfd[npfd].revents = 0;
+			npfd++;
+		}
+		pfd[npfd].fd = job.wake_fd;
+		pfd[npfd].events = POLLIN;
+		pfd[npfd].revents = 0;
+		timeout = upstream_job_wait_ms(&job);
+		upstream_self = NULL;
+		pthread_mutex_unlock(&upstream_loop.lock);
+
+		if (poll(pfd, (nfds_t)npfd + 1, timeout) > 0 && pfd[npfd].revents != 0)
+			(void)!read(job.wake_fd, &drained, sizeof drained);
+
+		pthread_mutex_lock(&upstream_loop.lock);
+		upstream_self = &job;
+		if (job.done)
+			break;
+		upstream_loop_drive(pfd, npfd);
+	}
+	upstream_job_unlink(&job);
+	upstream_self = NULL;
 	pthread_mutex_unlock(&upstream_loop.lock);
-
-	/* the one multi call made off the loop thread: documented as thread-safe */
-	curl_multi_wakeup(multi);
-
-	pthread_mutex_lock(&job.lock);
-	while (!job.done)
-		pthread_cond_wait(&job.cond, &job.lock);
-	pthread_mutex_unlock(&job.lock);
-	pthread_cond_destroy(&job.cond);
-	pthread_mutex_destroy(&job.lock);
+	/* a wake-up still pending for this transfer costs the next one a spurious turn, no more */
 	return job.result;
 }
 
@@ -185,12 +356,12 @@ upstream_loop_take(void)
 {
 	struct upstream_handle	*h;
 
-	pthread_mutex_lock(&upstream_loop.lock);
+	pthread_mutex_lock(&upstream_loop.pool_lock);
 	if ((h = upstream_loop.pool) != NULL) {
 		upstream_loop.pool = h->next;
 		upstream_loop.pool_len--;
 	}
-	pthread_mutex_unlock(&upstream_loop.lock);
+	pthread_mutex_unlock(&upstream_loop.pool_lock);
 	if (h != NULL) {
 		h->next = NULL;
 		return h;
@@ -216,14 +387,14 @@ upstream_loop_give(struct upstream_handle *h)
 {
 	if (h == NULL)
 		return;
-	pthread_mutex_lock(&upstream_loop.lock);
+	pthread_mutex_lock(&upstream_loop.pool_lock);
 	if (upstream_loop.pool_len < UPSTREAM_LOOP_SPARE) {
 		h->next = upstream_loop.pool;
 		upstream_loop.pool = h;
 		upstream_loop.pool_len++;
 		h = NULL;
 	}
-	pthread_mutex_unlock(&upstream_loop.lock);
+	pthread_mutex_unlock(&upstream_loop.pool_lock);
 	if (h != NULL)
 		upstream_handle_free(h);
 }
@@ -232,29 +403,26 @@ void
 upstream_loop_stop(void)
 {
 	struct upstream_handle	*h, *next;
-	int			 joined = 0;
+	CURLM			*multi = NULL;
 
 	pthread_mutex_lock(&upstream_loop.lock);
-	upstream_loop.stopping = 1;
-	if (upstream_loop.started == 1) {
-		pthread_mutex_unlock(&upstream_loop.lock);
-		curl_multi_wakeup(upstream_loop.multi);
-		pthread_join(upstream_loop.tid, NULL);
-		joined = 1;
-		pthread_mutex_lock(&upstream_loop.lock);
-		upstream_loop.started = -1;	/* from now on, callers perform on their own */
+	/* transfers still in it (a thread that outlived the loop's users) keep it */
+	if (upstream_loop.state == 1 && upstream_loop.head == NULL) {
+		multi = upstream_loop.multi;
+		upstream_loop.multi = NULL;
+		upstream_loop.state = -1;	/* from now on, callers perform on their own */
 	}
+	pthread_mutex_unlock(&upstream_loop.lock);
+	pthread_mutex_lock(&upstream_loop.pool_lock);
 	h = upstream_loop.pool;
 	upstream_loop.pool = NULL;
 	upstream_loop.pool_len = 0;
-	pthread_mutex_unlock(&upstream_loop.lock);
+	pthread_mutex_unlock(&upstream_loop.pool_lock);
 	for (; h != NULL; h = next) {
 		next = h->next;
 		upstream_handle_free(h);
 	}
 	/* after the handles: the multi holds the connections they used */
-	if (joined) {
-		curl_multi_cleanup(upstream_loop.multi);
-		upstream_loop.multi = NULL;
-	}
+	if (multi != NULL)
+		curl_multi_cleanup(multi);
 }

@@ -1,4 +1,4 @@
-/* upstream_loop.h: one process-wide libcurl multi handle, driven by one thread, that every request thread hands its transfers to. */
+/* upstream_loop.h: one process-wide libcurl multi handle that every thread's transfers run on. */
 #ifndef MAILKIT_UPSTREAM_LOOP_H
 #define MAILKIT_UPSTREAM_LOOP_H
 
@@ -13,8 +13,11 @@
  * connections go to whichever request needs one next), and easy handles
  * that live in a small pool instead of one per thread.
  *
- * A request thread still blocks for its call's duration; only the
- * transfer itself runs on the loop's thread.
+ * Each thread still drives its own transfer, as curl_easy_perform() does:
+ * it polls its transfer's sockets and runs the multi handle for them under
+ * one lock, so no hand-over to another thread sits between a request and
+ * its answer (a loop thread doing every transfer cost 30-50 us of CPU per
+ * call in context switches).
  */
 
 /* An easy handle with what upstream.c keeps beside it. */
@@ -38,16 +41,16 @@ struct upstream_handle	*upstream_loop_take(void);
 void	upstream_loop_give(struct upstream_handle *h);
 
 /*
- * Run the transfer h->easy is set up for on the loop thread (started on
- * first use) and wait for it: the result of curl_easy_perform() with the
- * handle's own timeouts.  If the loop cannot run (no thread, stopped), the
- * transfer runs on the calling thread instead.  Thread-safe.
+ * Run the transfer h->easy is set up for on the shared multi handle (made
+ * on first use) and return when it is done: the result curl_easy_perform()
+ * would give, with the handle's own timeouts.  If the multi handle cannot
+ * be used (no memory, stopped), curl_easy_perform() runs it.  Thread-safe.
  */
 CURLcode	upstream_loop_perform(struct upstream_handle *h);
 
 /*
- * Stop the loop thread once its transfers are done and free the pool and
- * the connection cache.  Call once no thread performs any more (at exit).
+ * Free the pool and the multi handle with its connection cache.  Call once
+ * no thread performs any more (at exit); a later call performs on its own.
  */
 void	upstream_loop_stop(void);
 
