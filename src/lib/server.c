@@ -369,11 +369,31 @@ static const struct {
 #undef H
 };
 
+/*
+ * Remove prefix (a path such as "/sandbox"; NULL or "" for none) from the
+ * front of path, on a segment boundary ("/" if nothing is left).  -1 when
+ * path does not start with it.
+ */
+static int
+request_strip(char *path, const char *prefix)
+{
+	size_t	 plen;
+
+	if (prefix == NULL || (plen = strlen(prefix)) == 0)
+		return 0;
+	if (strncmp(path, prefix, plen) != 0 || (path[plen] != '/' && path[plen] != '\0'))
+		return -1;
+	memmove(path, path + plen, strlen(path + plen) + 1);
+	if (path[0] == '\0')
+		strcpy(path, "/");
+	return 0;
+}
+
 int
 request_copy(struct request *req, char **envp, const char *mount, struct mk_err *err)
 {
 	const char	*uri, *q, *idem;
-	size_t		 pathlen, mlen;
+	size_t		 pathlen;
 
 	for (size_t i = 0; i < sizeof server_headers / sizeof server_headers[0]; i++)
 		if (server_param(envp, server_headers[i].param,
@@ -398,14 +418,11 @@ request_copy(struct request *req, char **envp, const char *mount, struct mk_err 
 	memcpy(req->path, uri, pathlen);
 	req->path[pathlen] = '\0';
 	strcpy(req->query, q ? q + 1 : "");	/* lengths checked above */
-	if (mount != NULL && (mlen = strlen(mount)) > 0) {
-		if (strncmp(req->path, mount, mlen) != 0 ||
-		    (req->path[mlen] != '/' && req->path[mlen] != '\0'))
-			return mk_fail(err, 404, "no such resource");
-		memmove(req->path, req->path + mlen, pathlen - mlen + 1);
-		if (req->path[0] == '\0')
-			strcpy(req->path, "/");
-	}
+	/* the web server's mount of MailKit (mod_fcgid's .htaccess sets it),
+	 * then the program's own */
+	if (request_strip(req->path, FCGX_GetParam("MAILKIT_PREFIX", envp)) == -1 ||
+	    request_strip(req->path, mount) == -1)
+		return mk_fail(err, 404, "no such resource");
 	return 0;
 }
 

@@ -2,6 +2,8 @@
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <limits.h>
+#include <pwd.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -20,6 +22,7 @@
 #define SYSCONFDIR "/etc"
 #endif
 #define SETTINGS_DEFAULT_FILE	SYSCONFDIR "/mailkit/mailkit.env"
+#define SETTINGS_FILE_NAME	"mailkit.env"	/* beside the program, or in the home directory */
 #define SETTINGS_FILE_MAX	(256 * 1024)	/* a dotenv file is a few hundred bytes */
 #define SETTINGS_VALUE_MAX	4096		/* longest accepted value */
 
@@ -553,19 +556,55 @@ out:
 	return rc;
 }
 
+/* 1 if path names a file this process can read. */
+static int
+settings_readable(const char *path)
+{
+	return access(path, R_OK) == 0;
+}
+
+/*
+ * The settings file when $MAILKIT_ENV_FILE is unset: mailkit.env beside the
+ * running program (shared hosting: the programs and their settings in one
+ * directory the web server will not serve), else ~/mailkit.env ($HOME, or
+ * the account's home directory: a web server passes no HOME to FastCGI
+ * programs), else SETTINGS_DEFAULT_FILE.  The first readable one is written
+ * into buf; returns buf, or NULL when there is none.
+ */
+static const char *
+settings_find_file(char *buf, size_t len)
+{
+	char		 exe[PATH_MAX];
+	const char	*home = getenv("HOME"), *slash;
+	struct passwd	*pw;
+	ssize_t		 n;
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) > 0) {
+		exe[n] = '\0';
+		if ((slash = strrchr(exe, '/')) != NULL &&
+		    (size_t)snprintf(buf, len, "%.*s/%s", (int)(slash - exe), exe,
+		    SETTINGS_FILE_NAME) < len && settings_readable(buf))
+			return buf;
+	}
+	if ((home == NULL || *home == '\0') && (pw = getpwuid(geteuid())) != NULL)
+		home = pw->pw_dir;
+	if (home != NULL && *home != '\0' &&
+	    (size_t)snprintf(buf, len, "%s/%s", home, SETTINGS_FILE_NAME) < len &&
+	    settings_readable(buf))
+		return buf;
+	if (settings_readable(SETTINGS_DEFAULT_FILE))
+		return SETTINGS_DEFAULT_FILE;
+	return NULL;
+}
+
 int
 settings_load(struct settings *s, unsigned need, char *err, size_t errlen)
 {
 	const char	*path = getenv("MAILKIT_ENV_FILE");
-	FILE		*f;
+	char		 found[PATH_MAX];
 
-	if (path == NULL || *path == '\0') {
-		path = NULL;
-		if ((f = fopen(SETTINGS_DEFAULT_FILE, "r")) != NULL) {
-			fclose(f);
-			path = SETTINGS_DEFAULT_FILE;
-		}
-	}
+	if (path == NULL || *path == '\0')
+		path = settings_find_file(found, sizeof found);
 	return settings_load_from(s, path, environ, need, err, errlen);
 }
 

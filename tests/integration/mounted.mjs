@@ -42,8 +42,6 @@ export function defineMountedRoutes(it, front, stack, { stopProgram } = {}) {
 		const sub = await postJson(front(), '/checkout/subscribe', { email, name: 'Mounted' });
 		assertJson(sub, 200, 'subscribe');
 		const back = await payCheckout(stack(), sub.json.checkout_url);
-		assert.equal(new URL(stack().settings.BASE_URL).pathname.replace(/\/$/, '') + '/',
-		    back.pathname, 'the checkout returns to BASE_URL');
 		const ret = await getJson(front(), `/checkout/return${back.search}`,
 		    { key: sub.json.claim_token });
 		assertJson(ret, 200, 'return');
