@@ -25,6 +25,7 @@
 #define SETTINGS_FILE_NAME	"mailkit.env"	/* beside the program, or in the home directory */
 #define SETTINGS_FILE_MAX	(256 * 1024)	/* a dotenv file is a few hundred bytes */
 #define SETTINGS_VALUE_MAX	4096		/* longest accepted value */
+#define SETTINGS_LIST_MAX	1024		/* the missing or malformed settings, named */
 
 extern char **environ;
 
@@ -489,13 +490,24 @@ settings_convert(struct settings *s, const struct setting_def *d, const char *v,
 	return 0;
 }
 
+/* Append item to the list in buf (sep between items); cut at the end if full. */
+static void
+settings_list(char *buf, size_t len, const char *sep, const char *item)
+{
+	size_t	used = strlen(buf);
+
+	snprintf(buf + used, len - used, "%s%s", used > 0 ? sep : "", item);
+}
+
 int
 settings_load_from(struct settings *s, const char *path, char *const *env, unsigned need,
     char *err, size_t errlen)
 {
 	struct staging		 file = { 0 }, envst = { 0 };
 	const struct mail_provider *mp;
-	int			 rc = -1;
+	char			 missing[SETTINGS_LIST_MAX] = "", bad[SETTINGS_LIST_MAX] = "";
+	char			 why[256];
+	int			 rc = -1, nmissing = 0;
 
 	memset(s, 0, sizeof *s);
 	if (path != NULL && settings_read_file(path, &file, err, errlen) == -1)
@@ -513,6 +525,7 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 			goto out;
 		}
 	}
+	/* every missing and malformed setting is named at once, not one per start */
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting_def	*d = &setting_defs[i];
 		const char			*v = envst.value[i];
@@ -523,17 +536,26 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 			v = d->def;
 		if (v == NULL) {
 			if (d->need & need) {
-				snprintf(err, errlen, "%s is not set (put it in the environment "
-				    "or the settings file)", d->name);
-				goto out;
+				settings_list(missing, sizeof missing, ", ", d->name);
+				nmissing++;
 			}
 			continue;
 		}
-		if (settings_convert(s, d, v, err, errlen) == -1)
-			goto out;
+		if (settings_convert(s, d, v, why, sizeof why) == -1)
+			settings_list(bad, sizeof bad, "; ", why);
 	}
 	if ((mp = mail_provider_find(s->mail_provider)) == NULL) {
-		snprintf(err, errlen, "MAIL_PROVIDER names no known provider");
+		if (s->mail_provider != NULL)
+			settings_list(bad, sizeof bad, "; ", "MAIL_PROVIDER names no known provider");
+	} else if ((need & SETTINGS_NEED_MAIL) && mp->check(s, why, sizeof why) == -1)
+		settings_list(bad, sizeof bad, "; ", why);
+	if (nmissing > 0 || bad[0] != '\0') {
+		if (nmissing > 0)
+			snprintf(err, errlen, "%s %s not set (put %s in the environment or the "
+			    "settings file)%s%s", missing, nmissing > 1 ? "are" : "is",
+			    nmissing > 1 ? "them" : "it", bad[0] != '\0' ? "; " : "", bad);
+		else
+			snprintf(err, errlen, "%s", bad);
 		goto out;
 	}
 	if (settings_check_security(s, err, errlen) == -1)
@@ -543,8 +565,6 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 		goto out;
 	}
 	s->env_file_mode = file.mode;
-	if ((need & SETTINGS_NEED_MAIL) && mp->check(s, err, errlen) == -1)
-		goto out;
 	rc = 0;
 out:
 	for (size_t i = 0; i < NSETTINGS; i++) {

@@ -112,6 +112,21 @@ Test(settings, defaults_and_required)
 	cr_expect_not_null(strstr(err, "DODO_WEBHOOK_KEY"), "%s", err);
 }
 
+Test(settings, every_missing_and_malformed_setting_in_one_message)
+{
+	struct settings	s;
+	char		err[1024];
+	char *const	env[] = { "PORT=eighty", "MAX_BODY_BYTES=-1", NULL };
+	const char	*named[] = { "DODO_PAYMENTS_API_KEY", "DODO_WEBHOOK_KEY",
+			    "CREDIT_ENTITLEMENT_ID", "PLAN_PRODUCT_ID", "TOPUP_PRODUCT_ID",
+			    "RESEND_API_KEY", "PORT", "MAX_BODY_BYTES" };
+
+	cr_assert_eq(settings_load_from(&s, NULL, env, NEED_ALL, err, sizeof err), -1);
+	for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+		cr_expect_not_null(strstr(err, named[i]), "%s not named: %s", named[i], err);
+	cr_expect_not_null(strstr(err, "are not set"), "%s", err);
+}
+
 Test(settings, file_then_environment_wins)
 {
 	char		 path[] = "/tmp/mailkit-test-env-XXXXXX";
