@@ -2,7 +2,8 @@
 // administrator already runs (conf/apache/mailkit.conf,
 // conf/lighttpd/50-mailkit.conf), installed into this machine's real
 // Apache and lighttpd the Debian way (a2enconf, lighty-enable-mod), with
-// MailKit mounted under /mailkit/, every route driven through them.
+// MailKit mounted under /mailkit/ and at the root, every route driven
+// through them.
 //
 // The system servers listen on a free loopback test port only (ports.conf
 // and lighttpd's port are rewritten for the test; never port 80), run only
@@ -22,9 +23,9 @@ import { BUILDDIR, SRCDIR, freePort, missingPrerequisite, skipFile, stackTest, s
     from './harness.mjs';
 import { defineMountedRoutes } from './mounted.mjs';
 
-const PREFIX = '/mailkit';
+// each server with MailKit under a path, then at the site's root (the default)
+const PREFIXES = ['/mailkit', ''];
 const START_MS = 120_000;
-const TEST_MS = 30_000;
 const SERVERS = {
 	apache: { etc: '/etc/apache2', pidFile: '/run/apache2/apache2.pid',
 	    snippet: 'conf/apache/mailkit.conf' },
@@ -78,28 +79,30 @@ async function until(what, cond, ms = 20_000) {
  * prefix, and the paths of this test's stack (its sockets, the source
  * tree's page and error documents).
  */
-function adapt(text, server, stack) {
+function adapt(text, server, stack, prefix) {
 	const www = path.join(SRCDIR, 'www');
 	const errors = path.join(SRCDIR, 'conf', 'errors');
 	const rundir = path.join(stack.stateDir, 'run');
 	if (server === 'apache') {
 		return text
-		    .replace(/^Define MAILKIT_PREFIX .*$/m, `Define MAILKIT_PREFIX "${PREFIX}"`)
+		    .replace(/^Define MAILKIT_PREFIX .*$/m, `Define MAILKIT_PREFIX "${prefix}/"`)
 		    .replace(/^Define MAILKIT_RUN_DIR .*$/m, `Define MAILKIT_RUN_DIR "${rundir}"`)
 		    .replace(/^Define MAILKIT_WWW .*$/m, `Define MAILKIT_WWW "${www}"`)
 		    .replace(/^Define MAILKIT_ERRORS .*$/m, `Define MAILKIT_ERRORS "${errors}"`);
 	}
 	return text
-	    .replace(/^var\.mailkit_prefix .*$/m, `var.mailkit_prefix = "${PREFIX}"`)
+	    .replace(/^var\.mailkit_prefix .*$/m, `var.mailkit_prefix = "${prefix}"`)
 	    .replace(/^var\.mailkit_rundir .*$/m, `var.mailkit_rundir = "${rundir}"`)
 	    .replace(/^var\.mailkit_www .*$/m, `var.mailkit_www = "${www}"`)
 	    .replace(/^var\.mailkit_errors .*$/m, `var.mailkit_errors = "${errors}/"`);
 }
 
-// Install, enable and start one system server on `port`; returns stop().
-async function startSystemServer(server, stack, port) {
+// Install, enable and start one system server on `port`; ctl.stop() stops
+// it, set as soon as there is something to stop.
+async function startSystemServer(ctl, server, stack, port, prefix) {
 	const s = SERVERS[server];
-	const snippet = adapt(await readFile(path.join(BUILDDIR, s.snippet), 'utf8'), server, stack);
+	const snippet = adapt(await readFile(path.join(BUILDDIR, s.snippet), 'utf8'), server, stack,
+	    prefix);
 	if (server === 'apache') {
 		await writeFile('/etc/apache2/conf-available/mailkit.conf', snippet);
 		let r = await run('a2enconf', ['-q', 'mailkit']);
@@ -108,15 +111,16 @@ async function startSystemServer(server, stack, port) {
 		    `# mailkit system-servers test: loopback only\nListen 127.0.0.1:${port}\n`);
 		r = await run('apache2ctl', ['configtest']);
 		assert.equal(r.code, 0, `apache2ctl configtest: ${r.stderr}`);
-		r = await run('apache2ctl', ['start']);
-		assert.equal(r.code, 0, `apache2ctl start: ${r.stdout}${r.stderr}`);
-		await until('apache2 on its port', () => listening(port));
-		return async () => {
+		ctl.stop = async () => {
 			const pid = runningPid(s.pidFile);
 			await run('apache2ctl', ['stop']);
 			if (pid)
 				await until('apache2 to stop', () => !alive(pid));
 		};
+		r = await run('apache2ctl', ['start']);
+		assert.equal(r.code, 0, `apache2ctl start: ${r.stdout}${r.stderr}`);
+		await until('apache2 on its port', () => listening(port));
+		return;
 	}
 	await writeFile('/etc/lighttpd/conf-available/50-mailkit.conf', snippet);
 	const r = await run('lighty-enable-mod', ['mailkit']);
@@ -132,14 +136,13 @@ async function startSystemServer(server, stack, port) {
 	assert.equal(t.code, 0, `lighttpd -tt: ${t.stdout}${t.stderr}`);
 	const child = spawn('lighttpd', ['-D', '-f', '/etc/lighttpd/lighttpd.conf'],
 	    { stdio: ['ignore', 'inherit', 'inherit'] });
-	await until('lighttpd on its port', () => listening(port));
-	return async () => {
-		if (child.exitCode === null && child.signalCode === null) {
-			const gone = new Promise((res) => child.once('exit', res));
+	const gone = new Promise((res) => child.once('exit', res));
+	ctl.stop = async () => {
+		if (child.exitCode === null && child.signalCode === null)
 			child.kill('SIGTERM');
-			await gone;
-		}
+		await gone;
 	};
+	await until('lighttpd on its port', () => listening(port));
 }
 
 const missing = missingPrerequisite('apache') || missingPrerequisite('lighttpd');
@@ -156,38 +159,62 @@ for (const [name, s] of Object.entries(SERVERS)) {
 		skipFile(`${s.snippet} not built (run make)`);
 }
 
-for (const server of Object.keys(SERVERS)) {
-	const etc = SERVERS[server].etc;
-	let stack, backup, stop, base;
-	const front = () => ({ baseUrl: base });
+// The same files, byte for byte, with the same modes and links.
+async function assertSameTree(a, b) {
+	const r = await run('diff', ['-r', '--no-dereference', a, b]);
+	assert.equal(r.code, 0, `differs after the test:\n${r.stdout}${r.stderr}`);
+}
 
-	before(async () => {
-		// the sockets are group www-data for Apache's sake; both servers run as it
-		stack = await startStack({ server: 'apache' });
+let stack;
+const cleanups = [];	// what a group left to undo, newest last
+
+before(async () => {
+	// the sockets are group www-data for Apache's sake; both servers run as it
+	stack = await startStack({ server: 'apache' });
+}, { timeout: START_MS });
+
+after(async () => {
+	try {
+		while (cleanups.length > 0)
+			await cleanups.pop()();
+	} finally {
+		if (stack)
+			await stack.stop();
+	}
+}, { timeout: START_MS });
+
+// Top-level tests, in order (automake's TAP driver reports each): install
+// and start, every route, then stop and restore, which also runs from
+// after() if a test never got there.
+for (const server of Object.keys(SERVERS)) for (const prefix of PREFIXES) {
+	const etc = SERVERS[server].etc;
+	let backup, base;
+	const front = () => ({ baseUrl: base });
+	const it = stackTest(`system ${server} under ${prefix}/`, () => stack, START_MS);
+
+	it('installed with the Debian tools and started on a loopback test port', async () => {
 		backup = await mkdtemp(path.join(os.tmpdir(), `mailkit-etc-${server}-`));
 		await cp(etc, path.join(backup, 'etc'), { recursive: true, verbatimSymlinks: true });
-		const port = await freePort();
-		base = `http://127.0.0.1:${port}${PREFIX}`;
-		stop = await startSystemServer(server, stack, port);
-	}, { timeout: START_MS });
-
-	after(async () => {
-		try {
-			if (stop)
-				await stop();
-		} finally {
-			if (backup) {
+		const ctl = { stop: null };
+		const restore = async () => {
+			try {
+				if (ctl.stop)
+					await ctl.stop();
+			} finally {
 				await rm(etc, { recursive: true, force: true });
 				await cp(path.join(backup, 'etc'), etc, { recursive: true,
 				    verbatimSymlinks: true });
-				await rm(backup, { recursive: true, force: true });
 			}
-			if (stack)
-				await stack.stop();
-		}
-	}, { timeout: START_MS });
+		};
+		cleanups.push(restore);
+		const port = await freePort();
+		base = `http://127.0.0.1:${port}${prefix}`;
+		await startSystemServer(ctl, server, stack, port, prefix);
+		const enabled = server === 'apache' ? '/etc/apache2/conf-enabled/mailkit.conf'
+		    : '/etc/lighttpd/conf-enabled/50-mailkit.conf';
+		assert.ok(existsSync(enabled), enabled);
+	});
 
-	const it = stackTest(`system ${server} under ${PREFIX}/`, () => stack, TEST_MS);
 	defineMountedRoutes(it, front, () => stack, {
 		stopProgram: async (prog) => {
 			const sock = path.join(stack.stateDir, 'run', `${prog}.sock`);
@@ -195,9 +222,13 @@ for (const server of Object.keys(SERVERS)) {
 			return () => rename(`${sock}.away`, sock);
 		},
 	});
-	it('the system configuration is the installed snippet, enabled', async () => {
-		const enabled = server === 'apache' ? '/etc/apache2/conf-enabled/mailkit.conf'
-		    : '/etc/lighttpd/conf-enabled/50-mailkit.conf';
-		assert.ok(existsSync(enabled), enabled);
+
+	it(`stopped, and ${etc} restored as it was`, async () => {
+		const restore = cleanups.pop();
+		assert.ok(restore, 'installed');
+		await restore();
+		assert.equal(runningPid(SERVERS[server].pidFile), 0, `the system ${server} is stopped`);
+		await assertSameTree(path.join(backup, 'etc'), etc);
+		await rm(backup, { recursive: true, force: true });
 	});
 }
