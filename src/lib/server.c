@@ -1,6 +1,7 @@
 /* server.c: the FastCGI accept loop, request copying, routing and the one response writer. */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -24,6 +25,7 @@
 #include "url.h"
 
 #define SERVER_LISTEN_BACKLOG	128	/* for $MAILKIT_SOCKET; spawn-fcgi sets its own */
+#define SERVER_SYSTEMD_FD	3	/* SD_LISTEN_FDS_START: systemd's first passed socket */
 #define SERVER_READ_CHUNK	(4 * 1024)	/* bytes per FCGX_GetStr; on the stack of
 						 * every request thread, so small */
 #define SERVER_THREADS_MAX	1024	/* a thread per request in flight, at most */
@@ -48,8 +50,8 @@
 
 static int		server_listen_fd;
 /*
- * Under mailkit-supervise the listening socket is shared with a supervisor
- * that outlives this process and starts the next one on it: shutdown(2) on
+ * Under mailkit-supervise (or systemd) the listening socket is shared with a
+ * supervisor that outlives this process and starts the next one on it: shutdown(2) on
  * it would refuse every connection after us, so a SIGTERM only wakes our
  * own threads (server_on_signal).  The supervisor shuts the socket down
  * itself when the whole stack stops.
@@ -375,11 +377,31 @@ static const struct {
 #undef H
 };
 
+/*
+ * Remove prefix (a path such as "/sandbox"; NULL or "" for none) from the
+ * front of path, on a segment boundary ("/" if nothing is left).  -1 when
+ * path does not start with it.
+ */
+static int
+request_strip(char *path, const char *prefix)
+{
+	size_t	 plen;
+
+	if (prefix == NULL || (plen = strlen(prefix)) == 0)
+		return 0;
+	if (strncmp(path, prefix, plen) != 0 || (path[plen] != '/' && path[plen] != '\0'))
+		return -1;
+	memmove(path, path + plen, strlen(path + plen) + 1);
+	if (path[0] == '\0')
+		strcpy(path, "/");
+	return 0;
+}
+
 int
 request_copy(struct request *req, char **envp, const char *mount, struct mk_err *err)
 {
 	const char	*uri, *q, *idem;
-	size_t		 pathlen, mlen;
+	size_t		 pathlen;
 
 	for (size_t i = 0; i < sizeof server_headers / sizeof server_headers[0]; i++)
 		if (server_param(envp, server_headers[i].param,
@@ -404,14 +426,11 @@ request_copy(struct request *req, char **envp, const char *mount, struct mk_err 
 	memcpy(req->path, uri, pathlen);
 	req->path[pathlen] = '\0';
 	strcpy(req->query, q ? q + 1 : "");	/* lengths checked above */
-	if (mount != NULL && (mlen = strlen(mount)) > 0) {
-		if (strncmp(req->path, mount, mlen) != 0 ||
-		    (req->path[mlen] != '/' && req->path[mlen] != '\0'))
-			return mk_fail(err, 404, "no such resource");
-		memmove(req->path, req->path + mlen, pathlen - mlen + 1);
-		if (req->path[0] == '\0')
-			strcpy(req->path, "/");
-	}
+	/* the web server's mount of MailKit (mod_fcgid's .htaccess sets it),
+	 * then the program's own */
+	if (request_strip(req->path, FCGX_GetParam("MAILKIT_PREFIX", envp)) == -1 ||
+	    request_strip(req->path, mount) == -1)
+		return mk_fail(err, 404, "no such resource");
 	return 0;
 }
 
@@ -945,12 +964,69 @@ server_wait_all(void)
 	pthread_mutex_unlock(&server_pool.lock);
 }
 
+/*
+ * The listening socket, from the first of: systemd's socket activation
+ * (LISTEN_PID is this process and LISTEN_FDS is 1: the socket is fd 3; the
+ * variables are then removed so no child takes it for its own),
+ * $MAILKIT_SOCKET (a unix socket path, created here), or fd 0 (spawn-fcgi,
+ * mod_fcgid, a web server that starts the program).  Returns the descriptor,
+ * or -1 (logged) when there is none.  Sets *shared when the socket outlives
+ * this process (systemd holds it and starts the next one on it), as a
+ * supervisor's does.
+ */
+static int
+server_listen_socket(const char *name, int *shared)
+{
+	const char	*pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	const char	*sock = getenv("MAILKIT_SOCKET");
+	char		*end;
+	long		 n;
+	int		 fd;
+
+	if (pid != NULL && fds != NULL) {
+		errno = 0;
+		n = strtol(pid, &end, 10);
+		if (errno == 0 && end != pid && *end == '\0' && n == (long)getpid()) {
+			int one = strcmp(fds, "1") == 0;
+
+			unsetenv("LISTEN_PID");
+			unsetenv("LISTEN_FDS");
+			unsetenv("LISTEN_FDNAMES");
+			if (!one) {
+				log_error("%s takes one socket from systemd, not LISTEN_FDS "
+				    "sockets (one ListenStream= per .socket unit)", name);
+				return -1;
+			}
+			if (fcntl(SERVER_SYSTEMD_FD, F_SETFD, FD_CLOEXEC) == -1) {
+				log_error("no socket on fd %d from systemd: %s",
+				    SERVER_SYSTEMD_FD, strerror(errno));
+				return -1;
+			}
+			*shared = 1;
+			return SERVER_SYSTEMD_FD;
+		}
+	}
+	if (sock != NULL && *sock != '\0') {
+		unlink(sock);
+		if ((fd = FCGX_OpenSocket(sock, SERVER_LISTEN_BACKLOG)) < 0) {
+			log_error("cannot listen on %s", sock);
+			return -1;
+		}
+		return fd;
+	}
+	if (FCGX_IsCGI()) {
+		log_error("%s is a FastCGI program: start it with spawn-fcgi, systemd or "
+		    "from the web server (or set MAILKIT_SOCKET)", name);
+		return -1;
+	}
+	return 0;
+}
+
 int
 server_run(const struct app *app)
 {
 	struct sigaction	 sa;
 	struct timeval		 idle = { .tv_sec = SERVER_IDLE_S };
-	const char		*sock = getenv("MAILKIT_SOCKET");
 	int			 max = app->threads, start;
 
 	if (getenv("MAILKIT_CHECK_ONLY") != NULL)
@@ -964,19 +1040,9 @@ server_run(const struct app *app)
 		log_error("FCGX_Init failed");
 		return 1;
 	}
-	server_listen_fd = 0;
 	server_supervised = getenv("MAILKIT_SUPERVISED") != NULL;
-	if (sock != NULL && *sock != '\0') {
-		unlink(sock);
-		if ((server_listen_fd = FCGX_OpenSocket(sock, SERVER_LISTEN_BACKLOG)) < 0) {
-			log_error("cannot listen on %s", sock);
-			return 1;
-		}
-	} else if (FCGX_IsCGI()) {
-		log_error("%s is a FastCGI program: start it with spawn-fcgi or from the "
-		    "web server (or set MAILKIT_SOCKET)", app->name);
+	if ((server_listen_fd = server_listen_socket(app->name, &server_supervised)) == -1)
 		return 1;
-	}
 	/* accept() gives up after SERVER_IDLE_S, so that idle threads can retire */
 	if (setsockopt(server_listen_fd, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle) == -1)
 		log_warn("cannot set the socket's receive timeout: idle threads stay: %s",

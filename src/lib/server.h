@@ -102,8 +102,9 @@ int	server_main(struct app *app, struct settings *s, unsigned need);
 
 /*
  * Copy the FastCGI parameters envp (as FCGX_GetParam reads them) into req,
- * which the caller zeroed: the header fields, the path with `mount` (may be
- * NULL) stripped, and the query.  Nothing in req points into envp.  Returns
+ * which the caller zeroed: the header fields, the path with the web
+ * server's mount (the parameter MAILKIT_PREFIX, when set) and then `mount`
+ * (may be NULL) stripped, and the query.  Nothing in req points into envp.  Returns
  * 0, or -1 with err set (400 a header too long for its field or a blank or
  * space-padded Idempotency-Key, 414 a URI too long, 404 outside the mount).
  * Exposed for tests and the fuzzer.

@@ -2,6 +2,8 @@
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <limits.h>
+#include <pwd.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -20,8 +22,10 @@
 #define SYSCONFDIR "/etc"
 #endif
 #define SETTINGS_DEFAULT_FILE	SYSCONFDIR "/mailkit/mailkit.env"
+#define SETTINGS_FILE_NAME	"mailkit.env"	/* beside the program, or in the home directory */
 #define SETTINGS_FILE_MAX	(256 * 1024)	/* a dotenv file is a few hundred bytes */
 #define SETTINGS_VALUE_MAX	4096		/* longest accepted value */
+#define SETTINGS_LIST_MAX	1024		/* the missing or malformed settings, named */
 
 extern char **environ;
 
@@ -486,13 +490,24 @@ settings_convert(struct settings *s, const struct setting_def *d, const char *v,
 	return 0;
 }
 
+/* Append item to the list in buf (sep between items); cut at the end if full. */
+static void
+settings_list(char *buf, size_t len, const char *sep, const char *item)
+{
+	size_t	used = strlen(buf);
+
+	snprintf(buf + used, len - used, "%s%s", used > 0 ? sep : "", item);
+}
+
 int
 settings_load_from(struct settings *s, const char *path, char *const *env, unsigned need,
     char *err, size_t errlen)
 {
 	struct staging		 file = { 0 }, envst = { 0 };
 	const struct mail_provider *mp;
-	int			 rc = -1;
+	char			 missing[SETTINGS_LIST_MAX] = "", bad[SETTINGS_LIST_MAX] = "";
+	char			 why[256];
+	int			 rc = -1, nmissing = 0;
 
 	memset(s, 0, sizeof *s);
 	if (path != NULL && settings_read_file(path, &file, err, errlen) == -1)
@@ -510,6 +525,7 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 			goto out;
 		}
 	}
+	/* every missing and malformed setting is named at once, not one per start */
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting_def	*d = &setting_defs[i];
 		const char			*v = envst.value[i];
@@ -520,17 +536,26 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 			v = d->def;
 		if (v == NULL) {
 			if (d->need & need) {
-				snprintf(err, errlen, "%s is not set (put it in the environment "
-				    "or the settings file)", d->name);
-				goto out;
+				settings_list(missing, sizeof missing, ", ", d->name);
+				nmissing++;
 			}
 			continue;
 		}
-		if (settings_convert(s, d, v, err, errlen) == -1)
-			goto out;
+		if (settings_convert(s, d, v, why, sizeof why) == -1)
+			settings_list(bad, sizeof bad, "; ", why);
 	}
 	if ((mp = mail_provider_find(s->mail_provider)) == NULL) {
-		snprintf(err, errlen, "MAIL_PROVIDER names no known provider");
+		if (s->mail_provider != NULL)
+			settings_list(bad, sizeof bad, "; ", "MAIL_PROVIDER names no known provider");
+	} else if ((need & SETTINGS_NEED_MAIL) && mp->check(s, why, sizeof why) == -1)
+		settings_list(bad, sizeof bad, "; ", why);
+	if (nmissing > 0 || bad[0] != '\0') {
+		if (nmissing > 0)
+			snprintf(err, errlen, "%s %s not set (put %s in the environment or the "
+			    "settings file)%s%s", missing, nmissing > 1 ? "are" : "is",
+			    nmissing > 1 ? "them" : "it", bad[0] != '\0' ? "; " : "", bad);
+		else
+			snprintf(err, errlen, "%s", bad);
 		goto out;
 	}
 	if (settings_check_security(s, err, errlen) == -1)
@@ -540,8 +565,6 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 		goto out;
 	}
 	s->env_file_mode = file.mode;
-	if ((need & SETTINGS_NEED_MAIL) && mp->check(s, err, errlen) == -1)
-		goto out;
 	rc = 0;
 out:
 	for (size_t i = 0; i < NSETTINGS; i++) {
@@ -553,19 +576,55 @@ out:
 	return rc;
 }
 
+/* 1 if path names a file this process can read. */
+static int
+settings_readable(const char *path)
+{
+	return access(path, R_OK) == 0;
+}
+
+/*
+ * The settings file when $MAILKIT_ENV_FILE is unset: mailkit.env beside the
+ * running program (shared hosting: the programs and their settings in one
+ * directory the web server will not serve), else ~/mailkit.env ($HOME, or
+ * the account's home directory: a web server passes no HOME to FastCGI
+ * programs), else SETTINGS_DEFAULT_FILE.  The first readable one is written
+ * into buf; returns buf, or NULL when there is none.
+ */
+static const char *
+settings_find_file(char *buf, size_t len)
+{
+	char		 exe[PATH_MAX];
+	const char	*home = getenv("HOME"), *slash;
+	struct passwd	*pw;
+	ssize_t		 n;
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) > 0) {
+		exe[n] = '\0';
+		if ((slash = strrchr(exe, '/')) != NULL &&
+		    (size_t)snprintf(buf, len, "%.*s/%s", (int)(slash - exe), exe,
+		    SETTINGS_FILE_NAME) < len && settings_readable(buf))
+			return buf;
+	}
+	if ((home == NULL || *home == '\0') && (pw = getpwuid(geteuid())) != NULL)
+		home = pw->pw_dir;
+	if (home != NULL && *home != '\0' &&
+	    (size_t)snprintf(buf, len, "%s/%s", home, SETTINGS_FILE_NAME) < len &&
+	    settings_readable(buf))
+		return buf;
+	if (settings_readable(SETTINGS_DEFAULT_FILE))
+		return SETTINGS_DEFAULT_FILE;
+	return NULL;
+}
+
 int
 settings_load(struct settings *s, unsigned need, char *err, size_t errlen)
 {
 	const char	*path = getenv("MAILKIT_ENV_FILE");
-	FILE		*f;
+	char		 found[PATH_MAX];
 
-	if (path == NULL || *path == '\0') {
-		path = NULL;
-		if ((f = fopen(SETTINGS_DEFAULT_FILE, "r")) != NULL) {
-			fclose(f);
-			path = SETTINGS_DEFAULT_FILE;
-		}
-	}
+	if (path == NULL || *path == '\0')
+		path = settings_find_file(found, sizeof found);
 	return settings_load_from(s, path, environ, need, err, errlen);
 }
 

@@ -9,7 +9,9 @@
  * so a user can drop in the tutorial's .env unchanged.  Sources, lowest
  * precedence first: compiled-in defaults, the dotenv file, the environment.
  * The dotenv file is $MAILKIT_ENV_FILE if set (it must then exist), else
- * SETTINGS_DEFAULT_FILE if it exists.
+ * the first readable of: mailkit.env beside the running program,
+ * ~/mailkit.env ($HOME, else the account's home directory), and
+ * SYSCONFDIR/mailkit/mailkit.env; with none, the environment alone.
  */
 struct settings {
 	/* Dodo Payments */

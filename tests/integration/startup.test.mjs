@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
@@ -239,5 +239,39 @@ test('send.fcgi: html or text over 512 KiB → 400, header injection → 400, no
 	} finally {
 		child.kill('SIGTERM');
 		await new Promise((r) => child.once('exit', r));
+	}
+});
+
+test('each program names every missing and malformed setting in one message', async () => {
+	const r = await check('send', { DODO_PAYMENTS_API_KEY: undefined,
+	    CREDIT_ENTITLEMENT_ID: undefined, RESEND_API_KEY: undefined, MAX_BODY_BYTES: 'big' });
+	assert.notEqual(r.code, 0);
+	for (const name of ['DODO_PAYMENTS_API_KEY', 'CREDIT_ENTITLEMENT_ID', 'RESEND_API_KEY',
+	    'MAX_BODY_BYTES'])
+		assert.match(r.stderr, new RegExp(name), r.stderr);
+	assert.equal(r.stderr.trim().split('\n').length, 1, `one message: ${r.stderr}`);
+});
+
+test('an installed mailkit-stack without keys runs no sandbox by itself: it names every missing setting', async () => {
+	// a copy outside the build tree is the installed script
+	const inst = await mkdtemp(path.join(os.tmpdir(), 'mailkit-installed-'));
+	try {
+		await writeFile(path.join(inst, 'mailkit-stack'),
+		    await readFile(path.join(BUILDDIR, 'mailkit-stack')), { mode: 0o755 });
+		const env = { PATH: process.env.PATH };
+		const stack = (args, extra = {}) => run(path.join(inst, 'mailkit-stack'),
+		    ['start', '--env-file', envFile, '--state', path.join(inst, 'state'), ...args],
+		    { ...env, ...extra });
+		const r = await stack([], { RESEND_API_KEY: 're_set' });
+		assert.equal(r.code, 1, r.stdout + r.stderr);
+		assert.match(r.stderr, /DODO_PAYMENTS_API_KEY, DODO_WEBHOOK_KEY, CREDIT_ENTITLEMENT_ID, PLAN_PRODUCT_ID, TOPUP_PRODUCT_ID not set/);
+		assert.match(r.stderr, /--sandbox/);
+		assert.doesNotMatch(r.stderr, /RESEND_API_KEY/, 'a set one is not named');
+		// asked for, the sandbox gets past the settings (and stops only for
+		// want of installed programs here)
+		const s = await stack(['--sandbox']);
+		assert.doesNotMatch(s.stderr, /not set/, s.stderr);
+	} finally {
+		await rm(inst, { recursive: true, force: true });
 	}
 });

@@ -149,6 +149,28 @@ Test(server, request_copy_refuses_blank_idempotency_keys)
 	cr_expect_str_eq(req.path, "/send");
 }
 
+Test(server, request_copy_strips_the_web_servers_prefix_then_the_mount)
+{
+	static struct request	req;
+	struct mk_err		err;
+	char			uri[] = "REQUEST_URI=/mailkit/sandbox/outbox?x=1",
+				pre[] = "MAILKIT_PREFIX=/mailkit", root[] = "REQUEST_URI=/mailkit",
+				out[] = "REQUEST_URI=/mailkitx/sandbox/outbox";
+	char			*envp[] = { uri, pre, NULL }, *envr[] = { root, pre, NULL },
+				*envo[] = { out, pre, NULL };
+
+	memset(&req, 0, sizeof req);
+	cr_assert_eq(request_copy(&req, envp, "/sandbox", &err), 0, "%s", err.msg);
+	cr_expect_str_eq(req.path, "/outbox");
+	cr_expect_str_eq(req.query, "x=1");
+	memset(&req, 0, sizeof req);
+	cr_assert_eq(request_copy(&req, envr, NULL, &err), 0, "%s", err.msg);
+	cr_expect_str_eq(req.path, "/");
+	memset(&req, 0, sizeof req);
+	cr_expect_eq(request_copy(&req, envo, NULL, &err), -1, "outside the prefix");
+	cr_expect_eq(err.status, 404);
+}
+
 static void
 resp_init(struct response *r)
 {

@@ -112,6 +112,21 @@ Test(settings, defaults_and_required)
 	cr_expect_not_null(strstr(err, "DODO_WEBHOOK_KEY"), "%s", err);
 }
 
+Test(settings, every_missing_and_malformed_setting_in_one_message)
+{
+	struct settings	s;
+	char		err[1024];
+	char *const	env[] = { "PORT=eighty", "MAX_BODY_BYTES=-1", NULL };
+	const char	*named[] = { "DODO_PAYMENTS_API_KEY", "DODO_WEBHOOK_KEY",
+			    "CREDIT_ENTITLEMENT_ID", "PLAN_PRODUCT_ID", "TOPUP_PRODUCT_ID",
+			    "RESEND_API_KEY", "PORT", "MAX_BODY_BYTES" };
+
+	cr_assert_eq(settings_load_from(&s, NULL, env, NEED_ALL, err, sizeof err), -1);
+	for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+		cr_expect_not_null(strstr(err, named[i]), "%s not named: %s", named[i], err);
+	cr_expect_not_null(strstr(err, "are not set"), "%s", err);
+}
+
 Test(settings, file_then_environment_wins)
 {
 	char		 path[] = "/tmp/mailkit-test-env-XXXXXX";
@@ -302,4 +317,46 @@ Test(settings, file_mode_is_recorded)
 	cr_expect_null(s.env_file);
 	settings_free(&s);
 	unlink(path);
+}
+
+/* Write `text` to path; the test fails if it cannot. */
+static void
+write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f, "cannot write %s", path);
+	fputs(text, f);
+	fclose(f);
+}
+
+Test(settings, file_found_beside_the_program_then_in_home)
+{
+	char	home[] = "/tmp/mailkit-home-XXXXXX", path[512], exe[512], beside[600], err[512];
+	struct settings s;
+	ssize_t	n;
+
+	cr_assert_not_null(mkdtemp(home));
+	snprintf(path, sizeof path, "%s/mailkit.env", home);
+	write_text(path, "BASE_URL=https://home.example\n");
+	setenv("HOME", home, 1);
+	unsetenv("MAILKIT_ENV_FILE");
+	unsetenv("BASE_URL");
+	cr_assert_eq(settings_load(&s, 0, err, sizeof err), 0, "%s", err);
+	cr_expect_str_eq(s.base_url, "https://home.example", "~/mailkit.env without MAILKIT_ENV_FILE");
+	cr_expect_str_eq(s.env_file, path);
+	settings_free(&s);
+
+	n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	cr_assert_gt(n, 0);
+	exe[n] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(beside, sizeof beside, "%s/mailkit.env", exe);
+	write_text(beside, "BASE_URL=https://beside.example\n");
+	cr_assert_eq(settings_load(&s, 0, err, sizeof err), 0, "%s", err);
+	cr_expect_str_eq(s.base_url, "https://beside.example", "beside the program comes first");
+	settings_free(&s);
+	unlink(beside);
+	unlink(path);
+	rmdir(home);
 }
