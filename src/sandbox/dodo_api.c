@@ -41,7 +41,7 @@ dodo_api_authorized(const struct request *req, struct response *resp)
 }
 
 /* Authorized and no injected fault answered: 1 to go on. */
-static int
+int
 dodo_api_enter(const struct request *req, struct response *resp, const char *target)
 {
 	if (!dodo_api_authorized(req, resp))
@@ -50,7 +50,7 @@ dodo_api_enter(const struct request *req, struct response *resp, const char *tar
 }
 
 /* The database or a 500 in Dodo's shape. */
-static sqlite3 *
+sqlite3 *
 dodo_api_db(struct response *resp)
 {
 	sqlite3	*db = state_db();
@@ -60,7 +60,7 @@ dodo_api_db(struct response *resp)
 	return db;
 }
 
-static void
+void
 dodo_api_time(json_object *o, const char *key, sqlite3_stmt *st, int col)
 {
 	char	t[SANDBOX_TIME_MAX];
@@ -73,8 +73,6 @@ dodo_api_time(json_object *o, const char *key, sqlite3_stmt *st, int col)
 	json_object_object_add(o, key, json_object_new_string(t));
 }
 
-/* One row of a Dodo list route as JSON; NULL leaves the row out. */
-typedef json_object *dodo_api_row_fn(sqlite3 *db, sqlite3_stmt *st);
 
 /* Customer from "SELECT id, email, name, created_at". */
 static json_object *
@@ -237,7 +235,7 @@ out:
  * values with bounded keys and values.  *out is the JSON text (static
  * storage inside v) or NULL when absent.  0, or -1 with a message in why.
  */
-static int
+int
 dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen)
 {
 	json_object	*v;
@@ -280,7 +278,7 @@ dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen)
 }
 
 /* Optional string member: 0 with *out NULL when absent/null, -1 when not a string. */
-static int
+int
 dodo_api_opt_string(json_object *root, const char *name, size_t max, const char **out)
 {
 	json_object	*v;
@@ -343,7 +341,7 @@ dodo_api_page(const char *query, int *size, int *number)
  * bind the page from the query to ?limit and ?limit+1 (LIMIT, OFFSET) and
  * answer {"items": [row(db, st), ...]}.  Gives st back (state_done).
  */
-static void
+void
 dodo_api_list(sqlite3 *db, const struct request *req, struct response *resp,
     sqlite3_stmt *st, int limit, dodo_api_row_fn *row)
 {
