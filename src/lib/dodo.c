@@ -629,3 +629,50 @@ out:
 	upstream_response_free(&resp);
 	return result;
 }
+
+int
+dodo_plan_active(const struct settings *s, const char *email, const char *product_id,
+    int *active, struct mk_err *err)
+{
+	json_object	*page = NULL, *customers, *subs, *items;
+	struct buf	 b;
+	size_t		 n;
+	int		 result = -1;
+
+	*active = 0;
+	buf_init(&b, DODO_PATH_MAX);
+	if (buf_puts(&b, "/customers?page_size=") == -1 ||
+	    buf_printf(&b, "%d&email=", DODO_PLAN_CUSTOMERS_MAX) == -1 ||
+	    url_encode_component(&b, email) == -1) {
+		mk_fail(err, 400, "email too long");
+		goto out;
+	}
+	if ((page = dodo_get_checked(s, b.data, "list customers", "items", err)) == NULL)
+		goto out;
+	json_object_object_get_ex(page, "items", &customers);
+	n = json_object_array_length(customers);
+	for (size_t i = 0; i < n && !*active; i++) {
+		const char *cus = dodo_json_str(json_object_array_get_idx(customers, i),
+		    "customer_id");
+
+		if (cus == NULL)
+			continue;
+		buf_reset(&b);
+		if (buf_puts(&b, "/subscriptions?status=active&page_size=1&customer_id=") == -1 ||
+		    url_encode_component(&b, cus) == -1 || buf_puts(&b, "&product_id=") == -1 ||
+		    url_encode_component(&b, product_id) == -1) {
+			mk_fail(err, 502, "payments service sent an unusable customer id");
+			goto out;
+		}
+		if ((subs = dodo_get_checked(s, b.data, "list subscriptions", "items", err)) == NULL)
+			goto out;
+		json_object_object_get_ex(subs, "items", &items);
+		*active = json_object_array_length(items) > 0;
+		json_object_put(subs);
+	}
+	result = 0;
+out:
+	json_object_put(page);
+	buf_free(&b);
+	return result;
+}

@@ -104,6 +104,16 @@ struct json_object *dodo_list_ledger(const struct settings *s, const char *custo
 	    int page_size, int page_number, struct mk_err *err);
 
 /*
+ * Whether a buyer email already has an active subscription to product_id:
+ * GET /customers?email= (at most DODO_PLAN_CUSTOMERS_MAX customers of that
+ * email), then GET /subscriptions?customer_id=&product_id=&status=active
+ * for each.  0 with *active 1 or 0, or -1 with err (502/504).
+ */
+#define DODO_PLAN_CUSTOMERS_MAX	10
+int	dodo_plan_active(const struct settings *s, const char *email, const char *product_id,
+	    int *active, struct mk_err *err);
+
+/*
  * The catalog, for `mailkit-admin setup`.  Each returns Dodo's parsed
  * answer (the caller puts it) or NULL with err.
  *

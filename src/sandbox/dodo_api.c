@@ -653,6 +653,34 @@ dodo_api_subscription_get(const struct request *req, struct response *resp)
 	dodo_api_get_one(req, resp, "checkout", dodo_api_subscription_json, "Subscription");
 }
 
+/* A list row: the Subscription of "SELECT id ...". */
+static json_object *
+dodo_api_subscription_row(sqlite3 *db, sqlite3_stmt *st)
+{
+	return dodo_api_subscription_json(db, state_text(st, 0));
+}
+
+/* GET /dodo/subscriptions[?customer_id=&product_id=&status=&page_size=&page_number=]: newest first. */
+void
+dodo_api_subscription_list(const struct request *req, struct response *resp)
+{
+	sqlite3		*db;
+	sqlite3_stmt	*st;
+	char		 cus[DODO_API_QUERY_MAX], pdt[DODO_API_QUERY_MAX], status[32];
+	int		 has_cus, has_pdt, has_status;
+
+	if (!dodo_api_enter(req, resp, "checkout") || (db = dodo_api_db(resp)) == NULL)
+		return;
+	has_cus = url_query_get(req->query, "customer_id", cus, sizeof(cus)) == 0;
+	has_pdt = url_query_get(req->query, "product_id", pdt, sizeof(pdt)) == 0;
+	has_status = url_query_get(req->query, "status", status, sizeof(status)) == 0;
+	st = state_query(db, "SELECT id FROM subscriptions WHERE (?1 IS NULL OR customer_id = ?1)"
+	    " AND (?2 IS NULL OR product_id = ?2) AND (?3 IS NULL OR status = ?3)"
+	    " ORDER BY created_at DESC, rowid DESC LIMIT ?4 OFFSET ?5", 3,
+	    has_cus ? cus : NULL, has_pdt ? pdt : NULL, has_status ? status : NULL);
+	dodo_api_list(db, req, resp, st, 4, dodo_api_subscription_row);
+}
+
 /* GET /dodo/payments/{id} */
 void
 dodo_api_payment_get(const struct request *req, struct response *resp)

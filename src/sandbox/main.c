@@ -48,6 +48,7 @@ static const struct route routes[] = {
 	{ "GET", "/dodo/customers", dodo_api_customer_list },
 	{ "GET", "/dodo/customers/{}", dodo_api_customer_get },
 	{ "GET", "/dodo/customers/{}/credit-entitlements", dodo_api_customer_entitlements },
+	{ "GET", "/dodo/subscriptions", dodo_api_subscription_list },
 	{ "GET", "/dodo/subscriptions/{}", dodo_api_subscription_get },
 	{ "GET", "/dodo/payments/{}", dodo_api_payment_get },
 	{ "POST", "/dodo/credit-entitlements", catalog_entitlement_create },

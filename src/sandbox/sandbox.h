@@ -292,6 +292,7 @@ void	 dodo_api_customer_get(const struct request *, struct response *);
 void	 dodo_api_customer_list(const struct request *, struct response *);
 void	 dodo_api_customer_entitlements(const struct request *, struct response *);
 void	 dodo_api_subscription_get(const struct request *, struct response *);
+void	 dodo_api_subscription_list(const struct request *, struct response *);
 void	 dodo_api_payment_get(const struct request *, struct response *);
 void	 dodo_api_balance_get(const struct request *, struct response *);
 void	 dodo_api_ledger_post(const struct request *, struct response *);

@@ -20,7 +20,7 @@ const why = missingPrerequisite('lighttpd');
 if (why)
 	skipFile(why);
 
-const NO_CREDIT = 'No email credits remaining. Buy a top-up pack or upgrade your plan.';
+const NO_CREDIT = 'No email credits remaining. Buy a top-up pack to keep sending.';
 // Short timeouts keep the fault matrix quick: one retry, 1.5 s per attempt.
 // The billing invariants are about money, not about who may call: these
 // stacks run the tutorial's auth mode (the body's customer_id is trusted),
