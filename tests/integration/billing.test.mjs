@@ -11,7 +11,8 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 
 import {
-	BUILDDIR, clearSandboxFaults, dodoLedgerEntry, getJson, missingPrerequisite, postJson, request,
+	BUILDDIR, clearSandboxFaults, dodoLedgerEntry, getJson, mailedText, missingPrerequisite,
+	postJson, request,
 	restartStack, sandboxEmails, sandboxFault, skipFile, startStack, subscribeCustomer,
 	webhookHeaders,
 } from './harness.mjs';
@@ -386,6 +387,12 @@ describe('webhooks handled once', () => {
 		assert.deepEqual([first.status, first.json], [200, { received: true }]);
 		assert.deepEqual([again.status, again.json], [200, { received: true }]);
 		assert.equal(await notices(stack, c), 1);
+		// in the page's words, offering what exists (a top-up, no "upgrade")
+		const notice = await mailedText(stack, c.email, 'running low');
+		assert.match(notice, /you have <strong>999 emails<\/strong> left/);
+		assert.match(notice, /you have 999 emails left/);
+		assert.match(notice, /Buy a top-up pack \(5,000 more emails\)/);
+		assert.doesNotMatch(notice, /upgrade|Email Credits/i);
 		// acknowledged without being handled again: no second customer lookup or send
 		const log = await readFile(path.join(stack.stateDir, 'log', 'mailkit.log'), 'utf8');
 		assert.match(log, new RegExp(`credit\\.balance_low ${id}: already handled`));
