@@ -1,5 +1,6 @@
 /* admin.c: mailkit-admin — operator commands: reconcile the send journal with Dodo's ledger, manage API keys. */
 #define _GNU_SOURCE	/* strptime, timegm */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "billing.h"
 #include "mailkit.h"
+#include "setup.h"
 #include "store.h"
 
 #define RECONCILE_MIN_AGE_SEC	60	/* leave fresher rows to the client's own retry */
@@ -426,6 +428,130 @@ cmd_keys(int argc, char **argv)
 	return 0;
 }
 
+/* A whole number option value: 0, or -1 (said on stderr) when it is not one. */
+static int
+admin_number(const char *name, const char *text, long *out)
+{
+	char	*end;
+
+	errno = 0;
+	*out = strtol(text, &end, 10);
+	if (errno != 0 || end == text || *end != '\0') {
+		fprintf(stderr, "mailkit-admin: --%s needs a whole number, not %s\n", name, text);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+setup_say(const char *what, const struct setup_object *o)
+{
+	fprintf(stderr, "%-22s %s %s\n", what, o->created ? "created" : "found  ", o->id);
+	if (o->note[0] != '\0')
+		fprintf(stderr, "  warning: %s\n", o->note);
+}
+
+/*
+ * setup [flags] [--write [FILE]]: create or find the catalog (setup.h) and
+ * print its settings lines, or write them into the env file.
+ */
+static int
+cmd_setup(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "unit", required_argument, NULL, 'u' },
+		{ "precision", required_argument, NULL, 'p' },
+		{ "expiry-days", required_argument, NULL, 'e' },
+		{ "currency", required_argument, NULL, 'c' },
+		{ "plan-price", required_argument, NULL, 'P' },
+		{ "plan-credits", required_argument, NULL, 'C' },
+		{ "topup-price", required_argument, NULL, 'T' },
+		{ "topup-credits", required_argument, NULL, 'K' },
+		{ "low-balance-percent", required_argument, NULL, 'l' },
+		{ "write", optional_argument, NULL, 'w' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct setup_plan	 plan;
+	struct setup_result	 r;
+	struct mk_err		 err;
+	const char		*write_to = NULL;
+	char			 lines[1024];
+	int			 write = 0, ch, idx = 0, rc = 1;
+	long			*num;
+
+	if (setup_plan_defaults(&plan, &settings, &err) == -1) {
+		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+		return 2;
+	}
+	while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+		num = NULL;
+		switch (ch) {
+		case 'n': plan.entitlement_name = optarg; break;
+		case 'u': plan.unit = optarg; break;
+		case 'c': plan.currency = optarg; break;
+		case 'p': num = &plan.precision; break;
+		case 'e': num = &plan.expiry_days; break;
+		case 'P': num = &plan.plan_price; break;
+		case 'C': num = &plan.plan_credits; break;
+		case 'T': num = &plan.topup_price; break;
+		case 'K': num = &plan.topup_credits; break;
+		case 'l': num = &plan.low_balance_percent; break;
+		case 'w': write = 1; write_to = optarg; break;
+		default: return 2;
+		}
+		if (num != NULL && admin_number(opts[idx].name, optarg, num) == -1)
+			return 2;
+	}
+	/* --write FILE as well as --write=FILE */
+	if (write && write_to == NULL && optind < argc)
+		write_to = argv[optind++];
+	if (optind < argc) {
+		fprintf(stderr, "mailkit-admin: unexpected argument %s\n", argv[optind]);
+		return 2;
+	}
+	if (write && write_to == NULL && (write_to = settings.env_file) == NULL) {
+		fprintf(stderr, "mailkit-admin: no env file was read: say where, --write FILE\n");
+		return 2;
+	}
+	if (setup_plan_check(&plan, &err) == -1) {
+		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+		return 2;
+	}
+	if (strncmp(plan.webhook_url, "https://", 8) != 0)
+		fprintf(stderr, "mailkit-admin: warning: Dodo delivers webhooks to public https "
+		    "URLs only; %s will not get them (set BASE_URL)\n", plan.webhook_url);
+	if (setup_run(&settings, &plan, &r, &err) == -1) {
+		fprintf(stderr, "mailkit-admin: setup against %s failed: %s%s\n",
+		    settings.dodo_base_url, err.msg, err.status == 502 ? " (see the log line "
+		    "above)" : "");
+		goto out;
+	}
+	setup_say("credit entitlement", &r.entitlement);
+	setup_say("plan product", &r.plan);
+	setup_say("top-up product", &r.topup);
+	setup_say("webhook endpoint", &r.webhook);
+	if (setup_format(&r, lines, sizeof lines) == -1) {
+		fprintf(stderr, "mailkit-admin: the settings lines are too long\n");
+		goto out;
+	}
+	if (write) {
+		if (setup_write_env(write_to, &r, &err) == -1) {
+			fprintf(stderr, "mailkit-admin: %s\n", err.msg);
+			goto out;
+		}
+		fprintf(stderr, "wrote CREDIT_ENTITLEMENT_ID, PLAN_PRODUCT_ID, TOPUP_PRODUCT_ID "
+		    "and DODO_WEBHOOK_KEY into %s (mode 0600); restart MailKit to use them\n",
+		    write_to);
+	} else
+		fputs(lines, stdout);
+	rc = 0;
+out:
+	OPENSSL_cleanse(lines, sizeof lines);
+	OPENSSL_cleanse(r.webhook_secret, sizeof r.webhook_secret);
+	return rc;
+}
+
 static void
 usage(void)
 {
@@ -434,6 +560,9 @@ usage(void)
 	    "       mailkit-admin keys issue|rotate CUSTOMER_ID [--mail]\n"
 	    "       mailkit-admin keys revoke CUSTOMER_ID\n"
 	    "       mailkit-admin keys list [CUSTOMER_ID]\n"
+	    "       mailkit-admin setup [--write [FILE]] [--name N] [--unit U] [--precision P]\n"
+	    "           [--expiry-days D] [--currency C] [--plan-price CENTS] [--plan-credits N]\n"
+	    "           [--topup-price CENTS] [--topup-credits N] [--low-balance-percent P]\n"
 	    "\n"
 	    "  reconcile   drive every due send on (same idempotency keys), then compare\n"
 	    "              MailKit's send journal with Dodo's credit ledger per send,\n"
@@ -444,6 +573,13 @@ usage(void)
 	    "              the active key and issue a new one; revoke: revoke every key\n"
 	    "              of the customer (requests with it get 401); list: the keys\n"
 	    "              (a prefix only) with their state.\n"
+	    "  setup       with only DODO_PAYMENTS_API_KEY and BASE_URL set: find or create\n"
+	    "              the \"Email Credits\" entitlement (unit email, precision 0,\n"
+	    "              30-day expiry), the $19/month plan and the $9 top-up (5,000\n"
+	    "              credits each, low-balance alert at 20%%) and the webhook endpoint\n"
+	    "              BASE_URL/webhooks/dodo; print the settings lines, or with\n"
+	    "              --write put them into the env file (default: the one read).\n"
+	    "              Running it again creates nothing new.\n"
 	    "\n"
 	    "Settings come from MAILKIT_ENV_FILE / the environment, as for the programs.\n");
 }
@@ -452,16 +588,20 @@ int
 main(int argc, char **argv)
 {
 	char	err[512];
+	int	is_setup;
 
 	log_init("mailkit-admin", NULL);
 	if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
 		usage();
 		return argc < 2 ? 2 : 0;
 	}
-	if (settings_load(&settings, SETTINGS_NEED_DODO | SETTINGS_NEED_CREDITS |
-	    SETTINGS_NEED_MAIL, err, sizeof err) == -1)
+	/* setup makes what the other commands need: it needs only the key */
+	is_setup = strcmp(argv[1], "setup") == 0;
+	if (settings_load(&settings, is_setup ? SETTINGS_NEED_DODO : SETTINGS_NEED_DODO |
+	    SETTINGS_NEED_CREDITS | SETTINGS_NEED_MAIL, err, sizeof err) == -1)
 		fatal("bad settings: %s", err);
-	if (settings.log_file != NULL && *settings.log_file != '\0')
+	/* setup is run by hand: its log lines belong on the terminal */
+	if (!is_setup && settings.log_file != NULL && *settings.log_file != '\0')
 		log_init("mailkit-admin", settings.log_file);
 	settings_log_warnings(&settings);
 	upstream_configure(&settings);
@@ -470,6 +610,8 @@ main(int argc, char **argv)
 		return cmd_reconcile(argc - 1, argv + 1);
 	if (strcmp(argv[1], "keys") == 0)
 		return cmd_keys(argc - 1, argv + 1);
+	if (is_setup)
+		return cmd_setup(argc - 1, argv + 1);
 	usage();
 	return 2;
 }

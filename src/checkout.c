@@ -120,6 +120,7 @@ checkout_subscribe(const struct request *req, struct response *resp)
 	struct mk_err		 err;
 	json_object		*root;
 	long long		 pending;
+	int			 active;
 
 	if (checkout_rate(req, "subscribe", resp) == -1)
 		return;
@@ -141,6 +142,17 @@ checkout_subscribe(const struct request *req, struct response *resp)
 			response_header(resp, "Retry-After", CHECKOUT_CLAIMS_RETRY_S);
 			goto out;
 		}
+	}
+	/* one plan per buyer: a second would charge $19 a month twice */
+	if (dodo_plan_active(&settings, v[0].str, settings.plan_product_id, &active, &err) == -1) {
+		response_fail(resp, &err);
+		goto out;
+	}
+	if (active) {
+		response_error(resp, 409, "this email already has an active MailKit plan: sign in "
+		    "with its API key (emailed when you subscribed) and buy a top-up pack for more "
+		    "emails");
+		goto out;
 	}
 	checkout_start(resp, settings.plan_product_id, NULL, v[0].str, v[1].str,
 	    "subscribed=1");

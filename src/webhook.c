@@ -110,8 +110,7 @@ wh_other_entitlement(json_object *data)
 
 /* The notice, every interpolated value HTML-escaped.  0 / -1. */
 static int
-wh_notice_html(struct buf *b, const char *name, const char *available, const char *unit,
-    const char *percent)
+wh_notice_html(struct buf *b, const char *name, const char *available, const char *percent)
 {
 	int rc = 0;
 
@@ -123,8 +122,7 @@ wh_notice_html(struct buf *b, const char *name, const char *available, const cha
 	}
 	rc |= buf_puts(b, ",</p><p>Your MailKit balance is running low: you have <strong>");
 	rc |= buf_html(b, available);
-	rc |= buf_puts(b, " ");
-	rc |= buf_html(b, *unit != '\0' ? unit : "email credits");
+	rc |= buf_puts(b, strcmp(available, "1") == 0 ? " email" : " emails");
 	rc |= buf_puts(b, "</strong> left");
 	if (*percent != '\0') {
 		rc |= buf_puts(b, ", under ");
@@ -132,7 +130,7 @@ wh_notice_html(struct buf *b, const char *name, const char *available, const cha
 		rc |= buf_puts(b, "% of your plan");
 	}
 	rc |= buf_puts(b, ".</p><p>When they run out, sending stops until you top up. "
-	    "Buy a top-up pack or upgrade your plan at <a href=\"");
+	    "Buy a top-up pack (5,000 more emails) at <a href=\"");
 	rc |= buf_html(b, settings.base_url);
 	rc |= buf_puts(b, "\">");
 	rc |= buf_html(b, settings.base_url);
@@ -142,18 +140,17 @@ wh_notice_html(struct buf *b, const char *name, const char *available, const cha
 
 /* The same notice as plain text (no escaping: it is not markup).  0 / -1. */
 static int
-wh_notice_text(struct buf *b, const char *name, const char *available, const char *unit,
-    const char *percent)
+wh_notice_text(struct buf *b, const char *name, const char *available, const char *percent)
 {
 	int rc = 0;
 
 	rc |= buf_printf(b, "Hello%s%s,\n\nYour MailKit balance is running low: you have "
 	    "%s %s left", *name != '\0' ? " " : "", name, available,
-	    *unit != '\0' ? unit : "email credits");
+	    strcmp(available, "1") == 0 ? "email" : "emails");
 	if (*percent != '\0')
 		rc |= buf_printf(b, ", under %s%% of your plan", percent);
 	rc |= buf_printf(b, ".\n\nWhen they run out, sending stops until you top up. "
-	    "Buy a top-up pack or upgrade your plan at %s\n\n-- MailKit\n", settings.base_url);
+	    "Buy a top-up pack (5,000 more emails) at %s\n\n-- MailKit\n", settings.base_url);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -228,8 +225,9 @@ wh_balance_low(const struct wh_event *ev)
 		    "no notice sent", customer);
 		goto out;
 	}
-	if (wh_notice_html(&html, cus.name, available, unit, percent) == -1 ||
-	    wh_notice_text(&text, cus.name, available, unit, percent) == -1) {
+	/* in the page's words ("emails"), not the entitlement's name */
+	if (wh_notice_html(&html, cus.name, available, percent) == -1 ||
+	    wh_notice_text(&text, cus.name, available, percent) == -1) {
 		log_error("[low-balance] %s: notice does not fit %d bytes", customer,
 		    WH_NOTICE_MAX);
 		goto out;

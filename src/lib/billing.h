@@ -11,7 +11,7 @@ struct settings;
 struct store_send;
 
 #define BILLING_NO_CREDIT_MSG \
-	"No email credits remaining. Buy a top-up pack or upgrade your plan."
+	"No email credits remaining. Buy a top-up pack to keep sending."
 #define BILLING_NOT_CHARGED_MSG \
 	"the payments service did not confirm the charge: nothing was charged and " \
 	"nothing will be sent; retry with the same Idempotency-Key"

@@ -5,6 +5,7 @@
 #include <json-c/json.h>
 
 #include "apikey.h"
+#include "buf.h"
 #include "err.h"
 #include "log.h"
 #include "settings.h"
@@ -19,17 +20,18 @@
 
 #define DODO_JSON_FLAGS	(JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
-/* Perform one call against Dodo with our key. */
+/* Perform one call against Dodo with our key (idempotency_key: a header, or NULL). */
 static int
-dodo_call(const struct settings *s, const char *method, const char *path, const char *body,
-    int retry_safe, struct upstream_response *resp, struct mk_err *err)
+dodo_call_keyed(const struct settings *s, const char *method, const char *path,
+    const char *body, const char *idempotency_key, int retry_safe,
+    struct upstream_response *resp, struct mk_err *err)
 {
 	struct upstream_request req = {
 		.method = method,
 		.base_url = s->dodo_base_url,
 		.path = path,
 		.bearer = s->dodo_api_key,
-		.idempotency_key = NULL,	/* Dodo has none; ledger keys go in the body */
+		.idempotency_key = idempotency_key,
 		.body = body,
 		.retry_safe = retry_safe,
 	};
@@ -51,6 +53,14 @@ dodo_call(const struct settings *s, const char *method, const char *path, const 
 		return -1;
 	}
 	return 0;
+}
+
+static int
+dodo_call(const struct settings *s, const char *method, const char *path, const char *body,
+    int retry_safe, struct upstream_response *resp, struct mk_err *err)
+{
+	/* no header: ledger entries carry their idempotency key in the body */
+	return dodo_call_keyed(s, method, path, body, NULL, retry_safe, resp, err);
 }
 
 /* The string member `key` of obj, or NULL if absent, null or not a scalar. */
@@ -517,5 +527,152 @@ dodo_list_ledger(const struct settings *s, const char *customer_id, int page_siz
 	resp.json = NULL;	/* ownership passes to the caller */
 out:
 	upstream_response_free(&resp);
+	return result;
+}
+
+/*
+ * GET path and hand over the parsed answer when it is an object holding
+ * an array `member` (NULL: any object).  what names the call in logs.
+ */
+static json_object *
+dodo_get_checked(const struct settings *s, const char *path, const char *what,
+    const char *member, struct mk_err *err)
+{
+	struct upstream_response	 resp = { .json = NULL };
+	json_object			*v, *result = NULL;
+
+	if (dodo_get(s, path, what, "not found", &resp, err) == -1)
+		goto out;
+	if (resp.json == NULL || !json_object_is_type(resp.json, json_type_object) ||
+	    (member != NULL && (!json_object_object_get_ex(resp.json, member, &v) ||
+	    !json_object_is_type(v, json_type_array)))) {
+		dodo_unexpected(what, err);
+		goto out;
+	}
+	result = resp.json;
+	resp.json = NULL;	/* ownership passes to the caller */
+out:
+	upstream_response_free(&resp);
+	return result;
+}
+
+struct json_object *
+dodo_list_catalog(const struct settings *s, const char *what, int page_number,
+    struct mk_err *err)
+{
+	char	path[DODO_PATH_MAX];
+	int	len;
+
+	len = snprintf(path, sizeof path, "/%s?page_size=%d&page_number=%d", what,
+	    DODO_LEDGER_PAGE_MAX, page_number < 0 ? 0 : page_number);
+	if (len < 0 || (size_t)len >= sizeof path) {
+		mk_fail(err, 500, "internal error");
+		return NULL;
+	}
+	return dodo_get_checked(s, path, what, "items", err);
+}
+
+struct json_object *
+dodo_list_webhooks(const struct settings *s, const char *iterator, struct mk_err *err)
+{
+	struct buf	 b;
+	json_object	*result = NULL;
+
+	buf_init(&b, DODO_PATH_MAX);
+	if (buf_puts(&b, "/webhooks?limit=100") == -1 ||
+	    (iterator != NULL && iterator[0] != '\0' &&
+	    (buf_puts(&b, "&iterator=") == -1 || url_encode_component(&b, iterator) == -1))) {
+		mk_fail(err, 502, "payments service sent an unusable page iterator");
+		goto out;
+	}
+	result = dodo_get_checked(s, b.data, "list webhooks", "data", err);
+out:
+	buf_free(&b);
+	return result;
+}
+
+struct json_object *
+dodo_get_object(const struct settings *s, const char *path, struct mk_err *err)
+{
+	return dodo_get_checked(s, path, path, NULL, err);
+}
+
+struct json_object *
+dodo_create(const struct settings *s, const char *path, struct json_object *body,
+    const char *idempotency_key, struct mk_err *err)
+{
+	struct upstream_response	 resp = { .json = NULL };
+	json_object			*result = NULL;
+	const char			*text;
+
+	if (idempotency_key == NULL || idempotency_key[0] == '\0') {
+		mk_fail(err, 500, "internal error");
+		goto out;
+	}
+	if ((text = json_object_to_json_string_ext(body, DODO_JSON_FLAGS)) == NULL) {
+		mk_fail(err, 500, "out of memory");
+		goto out;
+	}
+	if (dodo_call_keyed(s, "POST", path, text, idempotency_key, 0, &resp, err) == -1)
+		goto out;
+	if (!dodo_success(&resp)) {
+		dodo_fail_status(path, &resp, NULL, err);
+		goto out;
+	}
+	if (resp.json == NULL || !json_object_is_type(resp.json, json_type_object)) {
+		dodo_unexpected(path, err);
+		goto out;
+	}
+	result = resp.json;
+	resp.json = NULL;	/* ownership passes to the caller */
+out:
+	upstream_response_free(&resp);
+	return result;
+}
+
+int
+dodo_plan_active(const struct settings *s, const char *email, const char *product_id,
+    int *active, struct mk_err *err)
+{
+	json_object	*page = NULL, *customers, *subs, *items;
+	struct buf	 b;
+	size_t		 n;
+	int		 result = -1;
+
+	*active = 0;
+	buf_init(&b, DODO_PATH_MAX);
+	if (buf_puts(&b, "/customers?page_size=") == -1 ||
+	    buf_printf(&b, "%d&email=", DODO_PLAN_CUSTOMERS_MAX) == -1 ||
+	    url_encode_component(&b, email) == -1) {
+		mk_fail(err, 400, "email too long");
+		goto out;
+	}
+	if ((page = dodo_get_checked(s, b.data, "list customers", "items", err)) == NULL)
+		goto out;
+	json_object_object_get_ex(page, "items", &customers);
+	n = json_object_array_length(customers);
+	for (size_t i = 0; i < n && !*active; i++) {
+		const char *cus = dodo_json_str(json_object_array_get_idx(customers, i),
+		    "customer_id");
+
+		if (cus == NULL)
+			continue;
+		buf_reset(&b);
+		if (buf_puts(&b, "/subscriptions?status=active&page_size=1&customer_id=") == -1 ||
+		    url_encode_component(&b, cus) == -1 || buf_puts(&b, "&product_id=") == -1 ||
+		    url_encode_component(&b, product_id) == -1) {
+			mk_fail(err, 502, "payments service sent an unusable customer id");
+			goto out;
+		}
+		if ((subs = dodo_get_checked(s, b.data, "list subscriptions", "items", err)) == NULL)
+			goto out;
+		json_object_object_get_ex(subs, "items", &items);
+		*active = json_object_array_length(items) > 0;
+		json_object_put(subs);
+	}
+	result = 0;
+out:
+	json_object_put(page);
+	buf_free(&b);
 	return result;
 }

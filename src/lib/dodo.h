@@ -103,4 +103,41 @@ struct json_object;
 struct json_object *dodo_list_ledger(const struct settings *s, const char *customer_id,
 	    int page_size, int page_number, struct mk_err *err);
 
+/*
+ * Whether a buyer email already has an active subscription to product_id:
+ * GET /customers?email= (at most DODO_PLAN_CUSTOMERS_MAX customers of that
+ * email), then GET /subscriptions?customer_id=&product_id=&status=active
+ * for each.  0 with *active 1 or 0, or -1 with err (502/504).
+ */
+#define DODO_PLAN_CUSTOMERS_MAX	10
+int	dodo_plan_active(const struct settings *s, const char *email, const char *product_id,
+	    int *active, struct mk_err *err);
+
+/*
+ * The catalog, for `mailkit-admin setup`.  Each returns Dodo's parsed
+ * answer (the caller puts it) or NULL with err.
+ *
+ * dodo_list_catalog: GET /credit-entitlements or /products (what names
+ * one of them) ?page_size=100&page_number=P, checked to be {"items": [...]};
+ * an empty page ends the list.  dodo_list_webhooks: GET /webhooks?limit=100
+ * [&iterator=...], checked to be {"data": [...]}; "iterator" (absent, null
+ * or "" on the last page) gives the next page.  dodo_get_object: GET of one
+ * object by a path built with url_path() (/products/{id},
+ * /webhooks/{id}/secret).
+ *
+ * dodo_create: POST path (/credit-entitlements, /products, /webhooks) with
+ * the JSON body and an Idempotency-Key header (required: Dodo, or the
+ * sandbox, answers a repeat with the object the first call made), not
+ * retried (a create is safe to repeat only by its key, which Dodo does not
+ * promise for every route); the answer must be a JSON object.
+ */
+struct json_object *dodo_list_catalog(const struct settings *s, const char *what,
+	    int page_number, struct mk_err *err);
+struct json_object *dodo_list_webhooks(const struct settings *s, const char *iterator,
+	    struct mk_err *err);
+struct json_object *dodo_get_object(const struct settings *s, const char *path,
+	    struct mk_err *err);
+struct json_object *dodo_create(const struct settings *s, const char *path,
+	    struct json_object *body, const char *idempotency_key, struct mk_err *err);
+
 #endif

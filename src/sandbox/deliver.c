@@ -45,6 +45,7 @@ struct deliver_item {
 	char	*body;
 	int	 attempts;
 	int64_t	 next_attempt_at;
+	char	 endpoint_id[SANDBOX_ID_MAX];	/* "" for SANDBOX_WEBHOOK_URL */
 };
 
 /* SANDBOX_WEBHOOK_URL empty: deliveries are recorded, never sent. */
@@ -54,37 +55,79 @@ deliver_record_only(void)
 	return sandbox.webhook_url == NULL || sandbox.webhook_url[0] == '\0';
 }
 
-int
-deliver_enqueue(sqlite3 *db, const char *type, json_object *data)
+/* What deliver_enqueue_endpoint() needs: the event, and what it found. */
+struct deliver_fanout {
+	sqlite3		*db;
+	const char	*type, *body;
+	int64_t		 now;
+	int		 same_url;	/* an endpoint at SANDBOX_WEBHOOK_URL was served */
+	int		 failed;
+};
+
+/* Insert one delivery row (endpoint_id NULL: to SANDBOX_WEBHOOK_URL).  0 / -1. */
+static int
+deliver_insert(sqlite3 *db, const char *type, const char *body, const char *status,
+    const char *endpoint_id, int64_t now)
 {
-	json_object	*env = json_object_new_object();
 	sqlite3_stmt	*st;
-	char		 id[SANDBOX_ID_MAX], t[SANDBOX_TIME_MAX];
-	const char	*body;
-	int64_t		 now = state_now_ms();
+	char		 id[SANDBOX_ID_MAX];
 	int		 rc = -1;
 
-	state_iso(now, t, sizeof(t));
-	json_object_object_add(env, "business_id", json_object_new_string(SANDBOX_BUSINESS_ID));
-	json_object_object_add(env, "type", json_object_new_string(type));
-	json_object_object_add(env, "timestamp", json_object_new_string(t));
-	json_object_object_add(env, "data", data);
-	body = json_object_to_json_string_ext(env,
-	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	state_id("msg_", id, sizeof(id));
-	/* record-only: a status the delivery thread never picks up */
 	st = state_query(db, "INSERT INTO deliveries (id, type, body, status, attempts,"
-	    " next_attempt_at, created_at, updated_at)"
-	    " VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, ?5)", 4, id, type, body,
-	    deliver_record_only() ? "recorded" : "pending");
+	    " next_attempt_at, created_at, updated_at, endpoint_id)"
+	    " VALUES (?1, ?2, ?3, ?4, 0, ?6, ?6, ?6, ?5)", 5, id, type, body, status, endpoint_id);
 	if (st == NULL)
-		goto out;
-	sqlite3_bind_int64(st, 5, now);
+		return -1;
+	sqlite3_bind_int64(st, 6, now);
 	if (sqlite3_step(st) == SQLITE_DONE)
 		rc = 0;
 	else
 		log_error("sandbox webhook enqueue: %s", sqlite3_errmsg(db));
 	state_done(st);
+	return rc;
+}
+
+/* catalog_endpoints() callback: one delivery to a registered endpoint. */
+static int
+deliver_enqueue_endpoint(const struct catalog_endpoint *e, void *arg)
+{
+	struct deliver_fanout	*f = arg;
+
+	if (deliver_insert(f->db, f->type, f->body, "pending", e->id, f->now) == -1) {
+		f->failed = 1;
+		return 1;
+	}
+	if (!deliver_record_only() && strcmp(e->url, sandbox.webhook_url) == 0)
+		f->same_url = 1;
+	return 0;
+}
+
+int
+deliver_enqueue(sqlite3 *db, const char *type, json_object *data)
+{
+	struct deliver_fanout	 f = { .db = db, .type = type };
+	json_object		*env = json_object_new_object();
+	char			 t[SANDBOX_TIME_MAX];
+	int			 rc = -1;
+
+	f.now = state_now_ms();
+	state_iso(f.now, t, sizeof(t));
+	json_object_object_add(env, "business_id", json_object_new_string(SANDBOX_BUSINESS_ID));
+	json_object_object_add(env, "type", json_object_new_string(type));
+	json_object_object_add(env, "timestamp", json_object_new_string(t));
+	json_object_object_add(env, "data", data);
+	f.body = json_object_to_json_string_ext(env,
+	    JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	/* every endpoint made through the API that wants this type, signed with its secret */
+	if (catalog_endpoints(db, type, deliver_enqueue_endpoint, &f) == -1 || f.failed)
+		goto out;
+	/* and SANDBOX_WEBHOOK_URL, unless an endpoint there got it already;
+	 * record-only: a status the delivery thread never picks up */
+	if (!f.same_url && deliver_insert(db, type, f.body, deliver_record_only() ?
+	    "recorded" : "pending", NULL, f.now) == -1)
+		goto out;
+	rc = 0;
 out:
 	json_object_put(env);
 	return rc;
@@ -93,8 +136,7 @@ out:
 void
 deliver_wake(void)
 {
-	if (deliver_record_only())
-		return;
+	/* even record-only: endpoints made through the API get theirs */
 	pthread_mutex_lock(&deliver_lock);
 	deliver_pending_wake = 1;
 	pthread_cond_signal(&deliver_cond);
@@ -128,17 +170,27 @@ deliver_attempt(CURL *curl, sqlite3 *db, const struct deliver_item *it, char *ts
 	long			 status = -1;
 	CURLcode		 cc;
 
+	struct catalog_endpoint	 to;
+
 	why[0] = ts[0] = sig[0] = '\0';
 	if (fault_webhook_should_fail(db)) {
 		snprintf(why, whylen, "fault injected: answered as a 500 from MailKit");
 		return 500;
 	}
-	if (deliver_record_only()) {	/* queued by a run that had a URL */
+	if (it->endpoint_id[0] != '\0') {
+		if (catalog_endpoint_get(db, it->endpoint_id, &to) == -1) {
+			snprintf(why, whylen, "endpoint %s is gone", it->endpoint_id);
+			return -1;
+		}
+	} else if (deliver_record_only()) {	/* queued by a run that had a URL */
 		snprintf(why, whylen, "SANDBOX_WEBHOOK_URL is not set");
 		return -1;
+	} else {
+		snprintf(to.url, sizeof(to.url), "%s", sandbox.webhook_url);
+		to.key = sandbox.webhook_key;
 	}
 	snprintf(ts, tslen, "%lld", (long long)(state_now_ms() / 1000));
-	if (whsig_sign(&sandbox.webhook_key, it->id, ts, it->body, strlen(it->body), sig,
+	if (whsig_sign(&to.key, it->id, ts, it->body, strlen(it->body), sig,
 	    siglen) == -1) {
 		snprintf(why, whylen, "signing failed");
 		return -1;
@@ -154,7 +206,7 @@ deliver_attempt(CURL *curl, sqlite3 *db, const struct deliver_item *it, char *ts
 
 	curl_easy_reset(curl);
 	errbuf[0] = '\0';
-	curl_easy_setopt(curl, CURLOPT_URL, sandbox.webhook_url);
+	curl_easy_setopt(curl, CURLOPT_URL, to.url);
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, it->body);
@@ -258,7 +310,8 @@ deliver_pass(CURL *curl, sqlite3 *db)
 	size_t			 n = 0, i;
 	long			 status;
 
-	st = state_prepare(db, "SELECT id, body, attempts, next_attempt_at FROM deliveries"
+	st = state_prepare(db, "SELECT id, body, attempts, next_attempt_at, endpoint_id"
+	    " FROM deliveries"
 	    " WHERE status = 'pending' AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2");
 	if (st == NULL)
 		return 0;
@@ -270,6 +323,8 @@ deliver_pass(CURL *curl, sqlite3 *db)
 			break;
 		items[n].attempts = sqlite3_column_int(st, 2);
 		items[n].next_attempt_at = sqlite3_column_int64(st, 3);
+		snprintf(items[n].endpoint_id, sizeof(items[n].endpoint_id), "%s",
+		    state_text(st, 4));
 		n++;
 	}
 	state_done(st);

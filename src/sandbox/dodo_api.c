@@ -41,7 +41,7 @@ dodo_api_authorized(const struct request *req, struct response *resp)
 }
 
 /* Authorized and no injected fault answered: 1 to go on. */
-static int
+int
 dodo_api_enter(const struct request *req, struct response *resp, const char *target)
 {
 	if (!dodo_api_authorized(req, resp))
@@ -50,7 +50,7 @@ dodo_api_enter(const struct request *req, struct response *resp, const char *tar
 }
 
 /* The database or a 500 in Dodo's shape. */
-static sqlite3 *
+sqlite3 *
 dodo_api_db(struct response *resp)
 {
 	sqlite3	*db = state_db();
@@ -60,7 +60,7 @@ dodo_api_db(struct response *resp)
 	return db;
 }
 
-static void
+void
 dodo_api_time(json_object *o, const char *key, sqlite3_stmt *st, int col)
 {
 	char	t[SANDBOX_TIME_MAX];
@@ -73,8 +73,6 @@ dodo_api_time(json_object *o, const char *key, sqlite3_stmt *st, int col)
 	json_object_object_add(o, key, json_object_new_string(t));
 }
 
-/* One row of a Dodo list route as JSON; NULL leaves the row out. */
-typedef json_object *dodo_api_row_fn(sqlite3 *db, sqlite3_stmt *st);
 
 /* Customer from "SELECT id, email, name, created_at". */
 static json_object *
@@ -237,7 +235,7 @@ out:
  * values with bounded keys and values.  *out is the JSON text (static
  * storage inside v) or NULL when absent.  0, or -1 with a message in why.
  */
-static int
+int
 dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen)
 {
 	json_object	*v;
@@ -280,7 +278,7 @@ dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen)
 }
 
 /* Optional string member: 0 with *out NULL when absent/null, -1 when not a string. */
-static int
+int
 dodo_api_opt_string(json_object *root, const char *name, size_t max, const char **out)
 {
 	json_object	*v;
@@ -343,7 +341,7 @@ dodo_api_page(const char *query, int *size, int *number)
  * bind the page from the query to ?limit and ?limit+1 (LIMIT, OFFSET) and
  * answer {"items": [row(db, st), ...]}.  Gives st back (state_done).
  */
-static void
+void
 dodo_api_list(sqlite3 *db, const struct request *req, struct response *resp,
     sqlite3_stmt *st, int limit, dodo_api_row_fn *row)
 {
@@ -653,6 +651,34 @@ void
 dodo_api_subscription_get(const struct request *req, struct response *resp)
 {
 	dodo_api_get_one(req, resp, "checkout", dodo_api_subscription_json, "Subscription");
+}
+
+/* A list row: the Subscription of "SELECT id ...". */
+static json_object *
+dodo_api_subscription_row(sqlite3 *db, sqlite3_stmt *st)
+{
+	return dodo_api_subscription_json(db, state_text(st, 0));
+}
+
+/* GET /dodo/subscriptions[?customer_id=&product_id=&status=&page_size=&page_number=]: newest first. */
+void
+dodo_api_subscription_list(const struct request *req, struct response *resp)
+{
+	sqlite3		*db;
+	sqlite3_stmt	*st;
+	char		 cus[DODO_API_QUERY_MAX], pdt[DODO_API_QUERY_MAX], status[32];
+	int		 has_cus, has_pdt, has_status;
+
+	if (!dodo_api_enter(req, resp, "checkout") || (db = dodo_api_db(resp)) == NULL)
+		return;
+	has_cus = url_query_get(req->query, "customer_id", cus, sizeof(cus)) == 0;
+	has_pdt = url_query_get(req->query, "product_id", pdt, sizeof(pdt)) == 0;
+	has_status = url_query_get(req->query, "status", status, sizeof(status)) == 0;
+	st = state_query(db, "SELECT id FROM subscriptions WHERE (?1 IS NULL OR customer_id = ?1)"
+	    " AND (?2 IS NULL OR product_id = ?2) AND (?3 IS NULL OR status = ?3)"
+	    " ORDER BY created_at DESC, rowid DESC LIMIT ?4 OFFSET ?5", 3,
+	    has_cus ? cus : NULL, has_pdt ? pdt : NULL, has_status ? status : NULL);
+	dodo_api_list(db, req, resp, st, 4, dodo_api_subscription_row);
 }
 
 /* GET /dodo/payments/{id} */

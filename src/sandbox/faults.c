@@ -23,7 +23,7 @@
 
 static const char *const fault_targets[] = {
 	"checkout", "customer", "balance_read", "ledger_debit", "ledger_credit",
-	"email_send", "webhook",
+	"email_send", "webhook", "catalog",
 };
 static const char *const fault_modes[] = {
 	"500", "429", "422", "stall", "drop", "late", "accept500",
@@ -589,6 +589,8 @@ admin_webhook_row(sqlite3_stmt *st)
 	json_object_object_add(o, "body", json_object_new_string(state_text(st, 6)));
 	json_object_object_add(o, "webhook_timestamp", state_json_text(st, 10));
 	json_object_object_add(o, "webhook_signature", state_json_text(st, 11));
+	/* null: to SANDBOX_WEBHOOK_URL; else the endpoint made through the API */
+	json_object_object_add(o, "endpoint_id", state_json_text(st, 12));
 	state_iso(sqlite3_column_int64(st, 7), t, sizeof(t));
 	json_object_object_add(o, "created_at", json_object_new_string(t));
 	state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
@@ -608,8 +610,8 @@ admin_webhooks(const struct request *req, struct response *resp)
 	static const char *const keys[] = { "type" };
 
 	admin_list(req, resp, "SELECT id, type, status, attempts, last_status, last_error,"
-	    " body, created_at, updated_at, next_attempt_at, last_timestamp, last_signature"
-	    " FROM deliveries WHERE ?1 IS NULL OR type = ?1 ORDER BY seq DESC LIMIT ?2",
+	    " body, created_at, updated_at, next_attempt_at, last_timestamp, last_signature,"
+	    " endpoint_id FROM deliveries WHERE ?1 IS NULL OR type = ?1 ORDER BY seq DESC LIMIT ?2",
 	    keys, 1, admin_webhook_row, -1);
 }
 

@@ -17,16 +17,23 @@
 #define PAGES_FORM_VALUE_MAX	32	/* entry_type / amount form fields */
 #define PAGES_SUBSCRIPTION_MS	(30LL * 24 * 3600 * 1000)	/* the plan bills monthly */
 
+/*
+ * Fits a 375 px phone: wide tables scroll inside their own box (the page
+ * itself never scrolls sideways), long ids and addresses wrap.
+ */
 static const char pages_style[] =
+	"*{box-sizing:border-box}"
 	"body{font:15px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}"
-	"header{background:#1d2330;color:#fff;padding:10px 24px;display:flex;gap:20px;"
-	"align-items:center}header a{color:#cfd6e4;text-decoration:none}"
-	"header b{margin-right:auto}main{max-width:1100px;margin:24px auto;padding:0 24px}"
-	"table{border-collapse:collapse;width:100%;background:#fff;margin:8px 0 24px}"
+	"header{background:#1d2330;color:#fff;padding:10px 16px;display:flex;flex-wrap:wrap;"
+	"gap:8px 20px;align-items:center}header a{color:#cfd6e4;text-decoration:none}"
+	"header b{margin-right:auto}main{max-width:1100px;margin:16px auto;padding:0 12px}"
+	"table{border-collapse:collapse;width:100%;background:#fff;margin:8px 0 24px;"
+	"display:block;overflow-x:auto;max-width:100%}"
+	"p,td,code{overflow-wrap:anywhere}pre{white-space:pre-wrap;overflow-wrap:anywhere}"
 	"th,td{border-bottom:1px solid #e3e6eb;padding:6px 8px;text-align:left;"
 	"vertical-align:top}th{background:#eef0f4;font-weight:600}"
-	".card{background:#fff;border:1px solid #e3e6eb;border-radius:8px;padding:24px;"
-	"max-width:460px;margin:32px auto}.price{font-size:28px;font-weight:700}"
+	".card{background:#fff;border:1px solid #e3e6eb;border-radius:8px;padding:20px;"
+	"max-width:460px;margin:24px auto}.price{font-size:28px;font-weight:700}"
 	"label{display:block;margin:10px 0 2px;color:#555}input,select{font:inherit;"
 	"padding:6px;border:1px solid #c8cdd6;border-radius:4px}.card input{width:100%;"
 	"box-sizing:border-box}button{font:inherit;padding:8px 16px;border:0;"
@@ -42,7 +49,9 @@ static void
 pages_begin(struct buf *b, const char *title)
 {
 	buf_puts(b, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-	    "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>");
+	    "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+	    /* no icon: a browser would ask for /favicon.ico and log a 404 */
+	    "<link rel=\"icon\" href=\"data:,\"><title>");
 	buf_html(b, title);
 	buf_puts(b, "</title><style>");
 	buf_puts(b, pages_style);

@@ -255,6 +255,29 @@ int64_t	 late_applied(void);
 
 /* ------------------------------------------------------------ dodo_api.c */
 
+/* Shared by the Dodo routes of dodo_api.c and catalog.c: */
+/* authorized (SANDBOX_LATENCY_MS slept) and no injected fault for target
+ * answered: 1 to go on, else resp is filled. */
+int	 dodo_api_enter(const struct request *req, struct response *resp, const char *target);
+/* This thread's database, or NULL with a 500 in Dodo's shape. */
+sqlite3	*dodo_api_db(struct response *resp);
+/* Member key of o: the ISO time of column col of st, or null. */
+void	 dodo_api_time(json_object *o, const char *key, sqlite3_stmt *st, int col);
+/* The "metadata" member of root checked as Dodo does (<= 50 pairs, short
+ * keys and values, scalar values): *out its JSON text (owned by root) or
+ * NULL when absent.  0, or -1 with the reason in why. */
+int	 dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen);
+/* Optional string member of at most max bytes: 0 (*out NULL when absent
+ * or null), -1 when it is not such a string. */
+int	 dodo_api_opt_string(json_object *root, const char *name, size_t max, const char **out);
+/* One row of a Dodo list route as JSON; NULL leaves the row out. */
+typedef json_object *dodo_api_row_fn(sqlite3 *db, sqlite3_stmt *st);
+/* Finish a page-number list route: bind page_size / page_number from the
+ * query to parameters limit and limit + 1 of st (LIMIT, OFFSET), answer
+ * {"items": [row(db, st), ...]} (st NULL: a 500), give st back. */
+void	 dodo_api_list(sqlite3 *db, const struct request *req, struct response *resp,
+	    sqlite3_stmt *st, int limit, dodo_api_row_fn *row);
+
 /* {"code": code, "message": ...} with status, as Dodo's errors. */
 void	 dodo_api_error(struct response *resp, int status, const char *code,
 	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -269,11 +292,52 @@ void	 dodo_api_customer_get(const struct request *, struct response *);
 void	 dodo_api_customer_list(const struct request *, struct response *);
 void	 dodo_api_customer_entitlements(const struct request *, struct response *);
 void	 dodo_api_subscription_get(const struct request *, struct response *);
+void	 dodo_api_subscription_list(const struct request *, struct response *);
 void	 dodo_api_payment_get(const struct request *, struct response *);
 void	 dodo_api_balance_get(const struct request *, struct response *);
 void	 dodo_api_ledger_post(const struct request *, struct response *);
 void	 dodo_api_ledger_list(const struct request *, struct response *);
 void	 dodo_api_grants_list(const struct request *, struct response *);
+
+/* ------------------------------------------------------------ catalog.c */
+
+/*
+ * The catalog an operator makes through the API (mailkit-admin setup):
+ * credit entitlements, products with credits attached, webhook endpoints
+ * with their signing secrets.  Recorded and answered as Dodo does; a
+ * create with an Idempotency-Key seen before answers the first object.
+ * Balances stay those of the configured CREDIT_ENTITLEMENT_ID, and a
+ * product bought is priced and credited as the configured plan or top-up
+ * (README.md).
+ */
+void	 catalog_entitlement_create(const struct request *, struct response *);
+void	 catalog_entitlement_list(const struct request *, struct response *);
+void	 catalog_entitlement_get(const struct request *, struct response *);
+void	 catalog_product_create(const struct request *, struct response *);
+void	 catalog_product_list(const struct request *, struct response *);
+void	 catalog_product_get(const struct request *, struct response *);
+void	 catalog_webhook_create(const struct request *, struct response *);
+void	 catalog_webhook_list(const struct request *, struct response *);
+void	 catalog_webhook_get(const struct request *, struct response *);
+void	 catalog_webhook_secret(const struct request *, struct response *);
+/* A product made through the API: 1 a subscription, 2 one-time, 0 none. */
+int	 catalog_product_kind(sqlite3 *db, const char *product_id);
+
+/* One registered endpoint a webhook of a type goes to. */
+struct catalog_endpoint {
+	char		 id[SANDBOX_ID_MAX];
+	char		 url[SANDBOX_URL_MAX];
+	struct whsig_key key;
+};
+/*
+ * Call cb for each enabled endpoint whose filter_types holds type (or is
+ * empty: every type), in creation order, until cb returns non-zero.
+ * 0, or -1 on a database error (logged).
+ */
+int	 catalog_endpoints(sqlite3 *db, const char *type,
+	    int (*cb)(const struct catalog_endpoint *, void *), void *arg);
+/* The endpoint of that id (enabled or not): 0, or -1 when unknown. */
+int	 catalog_endpoint_get(sqlite3 *db, const char *id, struct catalog_endpoint *out);
 
 /* ------------------------------------------------------------ resend_api.c */
 

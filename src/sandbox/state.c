@@ -90,6 +90,14 @@ static const struct db_migration state_migrations[] = {
 	{ "CREATE INDEX idempotency_created ON idempotency (created_at);" },
 	/* mode "late": when the effect lands, after the request arrived */
 	{ "ALTER TABLE faults ADD COLUMN late_ms INTEGER;" },
+	/* what the API makes (catalog.c): entitlements, products, webhook
+	 * endpoints; a delivery to an endpoint names it */
+	{ "CREATE TABLE catalog ("
+	  "  seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, id TEXT NOT NULL UNIQUE,"
+	  "  json TEXT NOT NULL, secret TEXT, idempotency_key TEXT, created_at INTEGER NOT NULL);"
+	  "CREATE UNIQUE INDEX catalog_idempotency ON catalog (kind, idempotency_key)"
+	  "  WHERE idempotency_key IS NOT NULL;"
+	  "ALTER TABLE deliveries ADD COLUMN endpoint_id TEXT;" },
 };
 
 /*
@@ -393,7 +401,7 @@ state_reset(sqlite3 *db)
 	    " DELETE FROM payments; DELETE FROM subscriptions; DELETE FROM balances;"
 	    " DELETE FROM grants; DELETE FROM ledger; DELETE FROM emails;"
 	    " DELETE FROM idempotency; DELETE FROM deliveries; DELETE FROM faults;"
-	    " DELETE FROM calls;";
+	    " DELETE FROM calls; DELETE FROM catalog;";
 
 	if (db == NULL || db_begin(db) == -1)
 		return -1;
@@ -414,7 +422,7 @@ state_product_kind(const char *product_id)
 		return 1;
 	if (strcmp(product_id, sandbox.topup_product_id) == 0)
 		return 2;
-	return 0;
+	return catalog_product_kind(state_db(), product_id);
 }
 
 /* ------------------------------------------------------------ API replies */

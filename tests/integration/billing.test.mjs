@@ -11,7 +11,8 @@ import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 
 import {
-	BUILDDIR, clearSandboxFaults, dodoLedgerEntry, getJson, missingPrerequisite, postJson, request,
+	BUILDDIR, clearSandboxFaults, dodoLedgerEntry, getJson, mailedText, missingPrerequisite,
+	postJson, request,
 	restartStack, sandboxEmails, sandboxFault, skipFile, startStack, subscribeCustomer,
 	webhookHeaders,
 } from './harness.mjs';
@@ -20,7 +21,7 @@ const why = missingPrerequisite('lighttpd');
 if (why)
 	skipFile(why);
 
-const NO_CREDIT = 'No email credits remaining. Buy a top-up pack or upgrade your plan.';
+const NO_CREDIT = 'No email credits remaining. Buy a top-up pack to keep sending.';
 // Short timeouts keep the fault matrix quick: one retry, 1.5 s per attempt.
 // The billing invariants are about money, not about who may call: these
 // stacks run the tutorial's auth mode (the body's customer_id is trusted),
@@ -386,6 +387,12 @@ describe('webhooks handled once', () => {
 		assert.deepEqual([first.status, first.json], [200, { received: true }]);
 		assert.deepEqual([again.status, again.json], [200, { received: true }]);
 		assert.equal(await notices(stack, c), 1);
+		// in the page's words, offering what exists (a top-up, no "upgrade")
+		const notice = await mailedText(stack, c.email, 'running low');
+		assert.match(notice, /you have <strong>999 emails<\/strong> left/);
+		assert.match(notice, /you have 999 emails left/);
+		assert.match(notice, /Buy a top-up pack \(5,000 more emails\)/);
+		assert.doesNotMatch(notice, /upgrade|Email Credits/i);
 		// acknowledged without being handled again: no second customer lookup or send
 		const log = await readFile(path.join(stack.stateDir, 'log', 'mailkit.log'), 'utf8');
 		assert.match(log, new RegExp(`credit\\.balance_low ${id}: already handled`));

@@ -39,7 +39,7 @@ const FLOW_TIMEOUT_MS = 240000; // the whole flow for one server
 const NARROW_WIDTH = 375;       // phone width the page must fit without side-scrolling
 const LOW_BALANCE_TEXT = /low balance/i;
 const NO_CREDITS =
-  'No email credits remaining. Buy a top-up pack or upgrade your plan.';
+  'No email credits remaining. Buy a top-up pack to keep sending.';
 
 /* ---------------------------------------------------------------- prerequisites */
 function findPlaywright() {
@@ -176,7 +176,17 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
   const origin = new URL(baseUrl).origin;
   const jsErrors = [];
   const foreign = [];
+  // Console errors, as a person with the developer tools open sees them
+  // (Chromium logs every failed load there: a 404 favicon, a 405 probe).
+  const consoleErrors = [];
   page.on('pageerror', (e) => jsErrors.push(e.message));
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`${page.url()}: ${m.text()}`); });
+  // Load url and assert that loading it logged no console error.
+  async function loadClean(url) {
+    consoleErrors.length = 0;
+    await page.goto(url, { waitUntil: 'networkidle' });
+    assert.deepEqual(consoleErrors, [], `no console errors loading ${url}`);
+  }
   context.on('request', (r) => {
     const u = new URL(r.url());
     if (!['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname) && u.protocol !== 'data:')
@@ -206,7 +216,7 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
 
   try {
     await step('page', async () => {
-      await page.goto(`${origin}/`);
+      await loadClean(`${origin}/`);
       await expectText(page, 'h1', /^MailKit$/);
       await expectText(page, '#sandboxBadge', /Offline sandbox/);
       await expectText(page, '#sandbox', /outbox[\s\S]*dashboard/i);
@@ -214,6 +224,21 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       const resolved = (sel) => page.$eval(sel, (a) => a.href);
       assert.equal(await resolved('#sandboxOutboxLink'), `${origin}/sandbox/outbox`);
       assert.equal(await resolved('#sandboxDashboardLink'), `${origin}/sandbox/`);
+    });
+
+    await step('send-before-subscribing', async () => {
+      // the error appears next to Send, and focus stays there (not on a field far above)
+      await page.setViewportSize({ width: 1000, height: 500 });
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+      await expectText(page, '#sendOut', /Subscribe first/);
+      assert.equal(await page.evaluate(() => document.activeElement && document.activeElement.id),
+        'sendOut', 'focus on the error');
+      const box = await page.evaluate(() => {
+        const r = document.getElementById('sendOut').getBoundingClientRect();
+        return { top: r.top, bottom: r.bottom, h: window.innerHeight };
+      });
+      assert.ok(box.top >= 0 && box.bottom <= box.h, `the error is on screen: ${JSON.stringify(box)}`);
+      await page.setViewportSize({ width: 1000, height: 900 });
     });
 
     await step('subscribe-checkout', async () => {
@@ -255,6 +280,22 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       await expectHidden(page, '#lowBalance');
     });
 
+    await step('no-second-plan', async () => {
+      // subscribed: the subscribe form is gone from the page ...
+      await expectHidden(page, '#subscribe');
+      await expectText(page, '#subscribedNote', /You are subscribed/);
+      // ... and the server refuses a second plan for the same buyer
+      const r = await page.evaluate(async (addr) => {
+        const res = await fetch('/checkout/subscribe', { method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ email: addr, name: 'Again' }) });
+        return { status: res.status, type: res.headers.get('content-type'), body: await res.json() };
+      }, email);
+      assert.equal(r.status, 409, JSON.stringify(r));
+      assert.match(r.type, /^application\/json/);
+      assert.match(r.body.error, /already has an active MailKit plan/);
+    });
+
     await step('narrow-375px', async () => {
       await page.setViewportSize({ width: NARROW_WIDTH, height: 800 });
       await expectText(page, '#balanceText', balanceRe(5000));
@@ -275,10 +316,24 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       await expectText(page, '#balEmpty', /Subscribe/);
       assert.equal(await page.evaluate(() => localStorage.getItem('mailkit.api_key')), null);
       assert.equal(await page.inputValue('#apiKey'), '');
-      // a key MailKit never issued is refused, and says so
+      assert.ok(await page.locator('#subscribe').isVisible(), 'signed out: subscribe offered again');
+      // the tutorial's customer-id route on a server that needs keys: it
+      // says what is needed and where to get it, not a raw protocol error
+      await page.locator('#tutorialMode summary').click();
+      await page.fill('#customerId', cus);
+      await page.getByRole('button', { name: 'Use this account' }).click();
+      await expectText(page, '#notice', /needs your API key, not a customer ID[\s\S]*emailed to you/);
+      assert.doesNotMatch(await page.locator('body').innerText(), /Authorization: Bearer/);
+      await expectText(page, '#accountWho', /^No account yet/);
+      // a key MailKit never issued is refused, says so, and is forgotten:
+      // never "Signed in"
       await page.fill('#apiKey', 'mk_' + 'A'.repeat(43));
       await page.getByRole('button', { name: 'Use this key' }).click();
+      await expectText(page, '#notice', /API key was not accepted[\s\S]*invalid or revoked API key[\s\S]*forgotten/);
       await expectText(page, '#balError', /invalid or revoked API key/);
+      await expectText(page, '#accountWho', /^No account yet/);
+      assert.doesNotMatch(await page.locator('#accountWho').innerText(), /Signed in/);
+      assert.equal(await page.evaluate(() => localStorage.getItem('mailkit.api_key')), null);
       // the real one (as pasted from the email) brings the account back
       await page.fill('#apiKey', apiKey);
       await page.getByRole('button', { name: 'Use this key' }).click();
@@ -329,6 +384,16 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
       await expectText(page, '#history', /Balance adjustment[\s\S]*\u22124,000 emails/);
     });
 
+    await step('sandbox-pages-on-a-phone', async () => {
+      await page.setViewportSize({ width: NARROW_WIDTH, height: 800 });
+      for (const p of ['/sandbox/', '/sandbox/outbox']) {
+        await loadClean(new URL(p, origin).href);
+        const width = await page.evaluate(() => document.documentElement.scrollWidth);
+        assert.ok(width <= NARROW_WIDTH, `${p} fits ${NARROW_WIDTH}px (scrollWidth ${width})`);
+      }
+      await page.setViewportSize({ width: 1000, height: 900 });
+    });
+
     await step('key-email-in-outbox', async () => {
       await page.goto(new URL('/sandbox/outbox', origin).href);
       await eventually(`the API key email to ${email} in /sandbox/outbox`, async () =>
@@ -358,7 +423,7 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
     });
 
     await step('topup-checkout', async () => {
-      await page.goto(`${origin}/`);
+      await loadClean(`${origin}/`);
       await expectText(page, '#balanceText', balanceRe(998));
       await Promise.all([
         page.waitForURL(/\/sandbox\/checkout\//),

@@ -11,7 +11,7 @@ import {
 	stackTest, startStack, subscribeWithKey, waitForBalance, webhookHeaders,
 } from './harness.mjs';
 
-const NO_CREDITS = 'No email credits remaining. Buy a top-up pack or upgrade your plan.';
+const NO_CREDITS = 'No email credits remaining. Buy a top-up pack to keep sending.';
 const MAX_BODY = 4096;		// MAX_BODY_BYTES for this stack: 413 above it
 // Under valgrind (MAILKIT_TEST_VALGRIND=1, tests/hardening.sh) every program,
 // the sandbox included, runs many times slower: longer upstream timeouts.
@@ -131,6 +131,13 @@ export function defineRouteTests(server) {
 			assert.ok(!JSON.stringify(mail).includes(key), 'the outbox shows no whole key');
 			assert.ok((await mailedText(stack, email, 'API key')).includes(key),
 			    'the email carries the key');
+			// a second plan for the same buyer is refused before any checkout
+			const twice = await postJson(stack, '/checkout/subscribe',
+			    { email: email.toUpperCase(), name: 'Flow Test' });
+			assert.equal(twice.status, 409, twice.text);
+			assert.match(twice.headers.get('content-type'), /^application\/json/);
+			assert.match(twice.json.error, /already has an active MailKit plan/);
+			assert.equal(twice.json.checkout_url, undefined);
 		});
 
 		it('without a claim the key arrives by email only, and works', async () => {

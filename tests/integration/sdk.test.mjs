@@ -35,7 +35,7 @@ try {
 // ------------------------------------------------------------- webhook receiver
 
 const received = [];	// { headers, body } exactly as delivered
-let hookServer;
+let hookServer, hookUrl;
 
 function portFree(port) {
 	return new Promise((resolve) => {
@@ -56,7 +56,8 @@ async function startReceiver() {
 			const chunks = [];
 			req.on('data', (c) => chunks.push(c));
 			req.on('end', () => {
-				received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+				received.push({ url: req.url, headers: req.headers,
+				    body: Buffer.concat(chunks).toString('utf8') });
 				res.writeHead(200, { 'Content-Type': 'application/json' });
 				res.end('{"received":true}');
 			});
@@ -101,6 +102,7 @@ const email = `sdk-${Date.now()}@example.org`;
 before(async () => {
 	const r = await startReceiver();
 	hookServer = r.server;
+	hookUrl = r.url;
 	stack = await startStack({ env: { SANDBOX_WEBHOOK_URL: r.url } });
 	dodo = new DodoPayments({ bearerToken: stack.settings.DODO_PAYMENTS_API_KEY,
 	    baseURL: stack.settings.DODO_PAYMENTS_BASE_URL, maxRetries: 0, timeout: 30_000 });
@@ -435,4 +437,94 @@ test('sandbox: SANDBOX_LATENCY_MS delays API calls, concurrently', async (t) => 
 	} finally {
 		await slow.stop();
 	}
+});
+
+// ------------------------------------------------------------- the catalog (mailkit-admin setup)
+
+test('dodopayments: credit entitlements, products with credits, webhook endpoints and secrets', async () => {
+	assert.ok(customerId, 'needs the checkout test');
+	const ent = await dodo.creditEntitlements.create({ name: 'SDK Credits', unit: 'email',
+	    precision: 0, overage_enabled: false, rollover_enabled: false, expires_after_days: 30 });
+	assert.match(ent.id, /^cde_/);
+	assert.deepEqual([ent.name, ent.unit, ent.precision, ent.expires_after_days,
+	    ent.overage_enabled], ['SDK Credits', 'email', 0, 30, false]);
+	const ents = [];
+	for await (const e of dodo.creditEntitlements.list())
+		ents.push(e.id);
+	assert.ok(ents.includes(ent.id));
+	assert.equal((await dodo.creditEntitlements.retrieve(ent.id)).name, 'SDK Credits');
+
+	const body = {
+		name: 'SDK Plan', tax_category: 'saas', metadata: { mailkit_setup: 'sdk' },
+		price: { type: 'recurring_price', currency: 'USD', price: 1900, discount: 0,
+		    purchasing_power_parity: false, payment_frequency_count: 1,
+		    payment_frequency_interval: 'Month', subscription_period_count: 10,
+		    subscription_period_interval: 'Year' },
+		credit_entitlements: [{ credit_entitlement_id: ent.id, credits_amount: '5000',
+		    low_balance_threshold_percent: 20, expires_after_days: 30 }],
+	};
+	const product = await dodo.products.create(body);
+	assert.match(product.product_id, /^pdt_/);
+	assert.equal(product.is_recurring, true);
+	const [att] = product.credit_entitlements;
+	assert.deepEqual([att.credit_entitlement_id, att.credit_entitlement_name, att.credits_amount,
+	    att.low_balance_threshold_percent], [ent.id, 'SDK Credits', '5000', 20]);
+	assert.deepEqual((await dodo.products.retrieve(product.product_id)).credit_entitlements,
+	    product.credit_entitlements);
+	const listed = [];
+	for await (const p of dodo.products.list())
+		listed.push(p);
+	const row = listed.find((p) => p.product_id === product.product_id);
+	assert.deepEqual([row?.metadata.mailkit_setup, row?.price, row?.is_recurring], ['sdk', 1900, true]);
+
+	// a create repeated with its Idempotency-Key answers the first object
+	const auth = { Authorization: `Bearer ${stack.settings.DODO_PAYMENTS_API_KEY}`,
+	    'Idempotency-Key': `sdk-${Date.now()}` };
+	const once = await request(stack, 'POST', '/sandbox/dodo/products', { json: body, headers: auth });
+	const twice = await request(stack, 'POST', '/sandbox/dodo/products', { json: body, headers: auth });
+	assert.equal(once.status, 200);
+	assert.equal(twice.json.product_id, once.json.product_id);
+
+	await assert.rejects(dodo.products.create({ ...body, credit_entitlements: [{
+	    credit_entitlement_id: 'cde_nope', credits_amount: '1' }] }),
+	    (e) => e instanceof DodoPayments.NotFoundError);
+	await assert.rejects(dodo.products.create({ name: 'x', tax_category: 'saas' }),
+	    (e) => e instanceof DodoPayments.UnprocessableEntityError);
+
+	// an endpoint made through the API gets its types, signed with its own secret
+	const url = `${hookUrl}?endpoint=sdk`;
+	const hook = await dodo.webhooks.create({ url, filter_types: ['credit.added'],
+	    description: 'sdk test', metadata: { who: 'sdk' } });
+	assert.match(hook.id, /^whk_/);
+	assert.deepEqual([hook.url, hook.filter_types, hook.metadata.who], [url, ['credit.added'], 'sdk']);
+	assert.equal((await dodo.webhooks.retrieve(hook.id)).url, url);
+	const hooks = [];
+	for await (const w of dodo.webhooks.list())
+		hooks.push(w.id);
+	assert.ok(hooks.includes(hook.id));
+	const { secret } = await dodo.webhooks.retrieveSecret(hook.id);
+	assert.match(secret, /^whsec_/);
+	assert.notEqual(secret, stack.settings.DODO_WEBHOOK_KEY);
+
+	for (const entry_type of ['credit', 'debit'])
+		await dodo.creditEntitlements.balances.createLedgerEntry(customerId, {
+			credit_entitlement_id: cent(), entry_type, amount: '3',
+			idempotency_key: `sdk-endpoint-${entry_type}-${Date.now()}`,
+		});
+	const deadline = Date.now() + WAIT_MS;
+	let mine = [];
+	while (Date.now() < deadline) {
+		mine = received.filter((d) => d.url === '/webhooks/dodo?endpoint=sdk');
+		if (mine.length >= 1 && received.some((d) => d.url === '/webhooks/dodo' &&
+		    JSON.parse(d.body).type === 'credit.deducted' &&
+		    JSON.parse(d.body).data.amount === '3'))
+			break;
+		await sleep(POLL_MS);
+	}
+	assert.equal(mine.length, 1, 'only the filtered type: credit.added, not credit.deducted');
+	const event = new Webhook(secret).verify(mine[0].body, mine[0].headers);
+	assert.equal(event.type, 'credit.added');
+	assert.equal(event.data.amount, '3');
+	assert.throws(() => new Webhook(stack.settings.DODO_WEBHOOK_KEY).verify(mine[0].body,
+	    mine[0].headers), 'not signed with the stack\'s key');
 });

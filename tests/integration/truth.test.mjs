@@ -26,7 +26,7 @@ const why = missingPrerequisite('lighttpd') || missingPrerequisite('apache');
 if (why)
 	skipFile(why);
 
-const NO_CREDIT = 'No email credits remaining. Buy a top-up pack or upgrade your plan.';
+const NO_CREDIT = 'No email credits remaining. Buy a top-up pack to keep sending.';
 // One retry, 1.5 s per attempt; a 5xx send is voided 2 s after its answer.
 const ENV = { UPSTREAM_TIMEOUT_MS: 1500, UPSTREAM_CONNECT_TIMEOUT_MS: 1000,
     UPSTREAM_MAX_RETRIES: 1, SEND_VOID_GRACE_SEC: 2 };
