@@ -3,7 +3,7 @@
 // Node 20 built-ins only.
 import { execFile, spawn } from 'node:child_process';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { accessSync, constants as fsc, existsSync } from 'node:fs';
+import { accessSync, constants as fsc, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -101,14 +101,57 @@ function portFree(port) {
 	});
 }
 
-// A port in our range that nothing listens on right now (random start so
-// parallel test files rarely collide; startStack retries if one does).
+// Ports this process took, and where test processes say so to each other:
+// a stack that restarts leaves its port free for a moment, and another test
+// file (make -j2) must not take it meanwhile.  A claim is a file named after
+// the port holding the claimer's pid; a dead claimer's claim is taken over.
+const PORT_CLAIMS = path.join(os.tmpdir(), 'mailkit-test-ports');
+const claimedPorts = new Set();
+
+function claimPort(port) {
+	const file = path.join(PORT_CLAIMS, String(port));
+	mkdirSync(PORT_CLAIMS, { recursive: true, mode: 0o700 });
+	for (let tries = 0; tries < 2; tries++) {
+		try {
+			writeFileSync(file, String(process.pid), { flag: 'wx' });
+			claimedPorts.add(port);
+			return true;
+		} catch (e) {
+			if (e.code !== 'EEXIST')
+				throw e;
+		}
+		const owner = Number(readFileSync(file, 'utf8'));
+		try {
+			if (owner > 0) {
+				process.kill(owner, 0);
+				return false;		// alive: its port
+			}
+		} catch { /* gone: take it over */ }
+		rmSync(file, { force: true });
+	}
+	return false;
+}
+
+// Give a claimed port back (its stack has stopped for good).
+export function releasePort(port) {
+	if (claimedPorts.delete(port))
+		rmSync(path.join(PORT_CLAIMS, String(port)), { force: true });
+}
+
+process.on('exit', () => {
+	for (const port of claimedPorts)
+		rmSync(path.join(PORT_CLAIMS, String(port)), { force: true });
+});
+
+// A port in our range that nothing listens on right now and no other test
+// process holds (random start so parallel test files rarely meet); it stays
+// this process's until releasePort() or its exit.
 export async function freePort() {
 	const span = PORT_LAST - PORT_FIRST + 1;
 	const start = Math.floor(Math.random() * span);
 	for (let i = 0; i < span; i++) {
 		const port = PORT_FIRST + (start + i) % span;
-		if (await portFree(port))
+		if (!claimedPorts.has(port) && await portFree(port) && claimPort(port))
 			return port;
 	}
 	throw new Error(`no free port in ${PORT_FIRST}-${PORT_LAST}`);
@@ -158,6 +201,7 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 		const r = await run(stackBin, ['start', ...common, '--env-file', envFile],
 		    { cwd: stateDir, env: childEnv });
 		if (r.code !== 0) {
+			releasePort(port);
 			lastFailure = `mailkit-stack start (${server}, port ${port}) failed ` +
 			    `with ${r.code}:\n${r.stdout}${r.stderr}`;
 			await run(stackBin, ['stop', '--state', stateDir], { cwd: stateDir, env: childEnv });
@@ -216,6 +260,7 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 				const alive = pids.filter(isAlive);
 				if (alive.length > 0)
 					throw new Error(`still running after mailkit-stack stop: ${alive.join(' ')}`);
+				releasePort(port);
 				const reports = await checkerReports(stateDir);
 				if (reports) {
 					throw new Error('memory checker reports (state kept in ' +
