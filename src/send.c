@@ -13,7 +13,7 @@ static struct settings			 settings;
 static const struct mail_provider	*provider;
 
 /* POST /send {[customer_id,] to, subject, html[, text]} -> 200 {id, status "sent", provider_id}
- * or 202 {id, status "queued"}; the customer from auth.h */
+ * or 202 {id, status "queued" or "unconfirmed"}; the customer from auth.h */
 static void
 send_email(const struct request *req, struct response *resp)
 {
@@ -73,11 +73,14 @@ send_email(const struct request *req, struct response *resp)
 	out = json_object_new_object();
 	json_object_object_add(out, "id", json_object_new_string(result.id));
 	json_object_object_add(out, "status", json_object_new_string(result.queued ? "queued" :
-	    "sent"));
-	if (!result.queued)
+	    result.unconfirmed ? "unconfirmed" : "sent"));
+	if (result.unconfirmed)
+		json_object_object_add(out, "message",
+		    json_object_new_string(BILLING_UNCONFIRMED_MSG));
+	else if (!result.queued)
 		json_object_object_add(out, "provider_id",
 		    json_object_new_string(result.provider_id));
-	response_json(resp, result.queued ? 202 : 200, out);
+	response_json(resp, result.queued || result.unconfirmed ? 202 : 200, out);
 out:
 	json_object_put(root);
 }

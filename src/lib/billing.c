@@ -345,6 +345,23 @@ billing_step_fence(const struct settings *s, struct store_send *row,
 }
 
 /*
+ * A send to a provider without idempotency whose outcome is unknown: the
+ * message may well have been delivered, and another attempt could deliver
+ * a second copy.  It is final: not retried, its credit stays taken, and the
+ * answer says "unconfirmed" (README "Mail providers").
+ */
+static void
+billing_unconfirmed(const struct settings *s, struct store_send *row, enum billing_mode mode,
+    struct billing_result *out)
+{
+	if (row->state != SEND_UNCONFIRMED) {
+		billing_set_reply(row, SEND_UNCONFIRMED, 202, BILLING_UNCONFIRMED_MSG);
+		billing_record(s, row, mode);
+	}
+	out->unconfirmed = 1;
+}
+
+/*
  * Drive an owned row from its state on.  The message is `request` when the
  * row was inserted from it, else the row's stored copy.  Returns 0 with out
  * filled (sent, or queued in the background), or -1 with err holding the
@@ -400,6 +417,21 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			row->state = SEND_SENDING;
 			break;
 		case SEND_SENDING:
+			/*
+			 * A provider without idempotency (SMTP): an attempt whose outcome
+			 * is unknown is never repeated.  The row says so before the call,
+			 * so a worker that dies in the middle leaves that mark behind.
+			 */
+			if (!mp->idempotent) {
+				if (row->unsure_at != 0) {
+					billing_unconfirmed(s, row, mode, out);
+					rc = 0;
+					goto out;
+				}
+				row->unsure_at = time(NULL);
+				if (store_send_save(s, row, err) == -1)
+					goto out;
+			}
 			if (mp->send(s, &msg, &sent, err) == 0) {
 				billing_set_reply(row, SEND_SENT, 200, sent.id);
 				snprintf(row->email_id, sizeof row->email_id, "%s", sent.id);
@@ -408,6 +440,15 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				rc = 0;
 				goto out;
 			}
+			if (!mp->idempotent && err->maybe_done) {
+				log_error("send %.12s…: %s; not retried (no idempotency), the "
+				    "credit stays taken", row->key, err->msg);
+				billing_unconfirmed(s, row, mode, out);
+				rc = 0;
+				goto out;
+			}
+			if (!mp->idempotent)
+				row->unsure_at = 0;	/* definitely not sent: safe to repeat */
 			if (err->maybe_done)
 				row->unsure_at = time(NULL);
 			/*
@@ -467,6 +508,10 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			snprintf(out->provider_id, sizeof out->provider_id, "%s", row->email_id);
 			rc = 0;
 			goto out;
+		case SEND_UNCONFIRMED:
+			billing_unconfirmed(s, row, mode, out);
+			rc = 0;
+			goto out;
 		case SEND_REFUNDED:
 		case SEND_REJECTED:
 		case SEND_VOIDED:
@@ -487,6 +532,10 @@ billing_replay(const struct store_send *row, struct billing_result *out, struct 
 	billing_email_id(row->key, out->id);
 	if (row->state == SEND_SENT) {
 		snprintf(out->provider_id, sizeof out->provider_id, "%s", row->email_id);
+		return 0;
+	}
+	if (row->state == SEND_UNCONFIRMED) {
+		out->unconfirmed = 1;
 		return 0;
 	}
 	return mk_fail(err, row->status, "%s", row->reply);
@@ -599,6 +648,8 @@ billing_email_json(const struct store_send *row)
 	billing_email_id(row->key, id);
 	if (row->state == SEND_SENT)
 		status = "sent";
+	else if (row->state == SEND_UNCONFIRMED)
+		status = "unconfirmed";
 	else if (row->state <= SEND_SENDING)
 		status = "queued";
 	else
@@ -617,7 +668,8 @@ billing_email_json(const struct store_send *row)
 	json_object_put(msg);
 	json_object_object_add(o, "provider_id", row->email_id[0] != '\0' ?
 	    json_object_new_string(row->email_id) : NULL);
-	json_object_object_add(o, "error", strcmp(status, "failed") == 0 ?
+	json_object_object_add(o, "error", strcmp(status, "sent") != 0 &&
+	    strcmp(status, "queued") != 0 ?
 	    json_object_new_string(row->reply) : NULL);
 	ledger = json_object_new_array();
 	if (row->debited)

@@ -15,6 +15,9 @@ struct store_send;
 #define BILLING_NOT_CHARGED_MSG \
 	"the payments service did not confirm the charge: nothing was charged and " \
 	"nothing will be sent; retry with the same Idempotency-Key"
+#define BILLING_UNCONFIRMED_MSG \
+	"the mail server's answer to the message was lost: it may have been delivered; " \
+	"it is not sent again (that could deliver a second copy) and its credit stays taken"
 #define BILLING_KEY_MAX		96	/* derived keys: "mk-send-<64 hex>-refund" */
 #define BILLING_ID_MAX		37	/* an email id: 36 characters, UUID-shaped, + NUL */
 #define BILLING_WAIT_MAX_MS	30000	/* a duplicate waits this long for the first */
@@ -39,6 +42,10 @@ struct store_send;
  *                              key), or, if the provider refuses it for
  *                              good, marks it failed and gives the credit
  *                              back; one credit held;
+ *   202 {id, status "unconfirmed"}  (a provider without idempotency, SMTP)
+ *                              the relay's answer to the whole message was
+ *                              lost: it may have been delivered; final,
+ *                              never sent again, one credit taken;
  *   4xx                        final: not sent now, never sent later, no
  *                              credit, ever (a debit that lands late is
  *                              refunded automatically);
@@ -52,6 +59,7 @@ struct billing_result {
 	char	id[BILLING_ID_MAX];		/* MailKit's id of the email (billing_email_id) */
 	char	provider_id[MAIL_ID_MAX];	/* the provider's id; "" while queued */
 	int	queued;				/* 1: accepted for background delivery (202) */
+	int	unconfirmed;			/* 1: outcome unknown, never retried (202) */
 };
 
 /*
@@ -74,7 +82,7 @@ struct billing_result {
  * different request is refused (409).  Without it, every call is a new
  * request.
  *
- * Returns 0 with out filled (out->queued: 202), or -1 with err: 402
+ * Returns 0 with out filled (out->queued or out->unconfirmed: 202), or -1 with err: 402
  * BILLING_NO_CREDIT_MSG, 404 unknown customer, 400 refused by the provider
  * as invalid, 409 key reuse, 502/504 upstream failures that charged nothing,
  * 503 state store unavailable.
@@ -137,7 +145,7 @@ int	billing_key_base(const char *customer_id, const char *client_key, char *out,
 
 /*
  * A journal row as the API shows an email, close to Resend's GET
- * /emails/{id}: {object, id, status ("queued", "sent" or "failed"),
+ * /emails/{id}: {object, id, status ("queued", "sent", "unconfirmed" or "failed"),
  * created_at, updated_at, to, subject, provider_id, error, ledger: [{type
  * "debit" or "refund", amount, entry_id, idempotency_key}]}.  Caller puts it.
  */

@@ -3,9 +3,10 @@
 
 #include "mail.h"
 
-/* New providers (smtp, postmark, sendgrid, ...) are added here and nowhere else. */
+/* New providers (postmark, sendgrid, ...) are added here and nowhere else. */
 static const struct mail_provider *const mail_providers[] = {
 	&mail_resend,
+	&mail_smtp,
 };
 
 const struct mail_provider *

@@ -1,4 +1,4 @@
-/* mail.h: the mail provider interface; each provider is one module (Resend first). */
+/* mail.h: the mail provider interface; each provider is one module (mail_<name>.c). */
 #ifndef MAILKIT_MAIL_H
 #define MAILKIT_MAIL_H
 
@@ -33,11 +33,14 @@ struct mail_result {
  * recipients or content, 503 for "not now" such as a rate limit, which a
  * later call may get past, 502 otherwise); maybe_done = 1 means the outcome
  * is unknown (timeout, 5xx after retries, or a refusal that came after a
- * retried attempt whose outcome was unknown) and a later call with the same
- * idempotency key resolves it.
+ * retried attempt whose outcome was unknown) and, for an idempotent
+ * provider, a later call with the same idempotency key resolves it.  A
+ * provider that is not idempotent (SMTP) may deliver a second copy when
+ * called again after maybe_done = 1: callers must not retry it then.
  */
 struct mail_provider {
 	const char	*name;
+	int		 idempotent;	/* 1: the same idempotency key never sends twice */
 	/* Check the settings this provider needs; 0 / -1 with a message naming the key. */
 	int		(*check)(const struct settings *s, char *errbuf, size_t errlen);
 	int		(*send)(const struct settings *s, const struct mail_message *msg,
@@ -48,5 +51,6 @@ struct mail_provider {
 const struct mail_provider	*mail_provider_find(const char *name);
 
 extern const struct mail_provider mail_resend;
+extern const struct mail_provider mail_smtp;
 
 #endif

@@ -168,6 +168,7 @@ out:
 
 const struct mail_provider mail_resend = {
 	.name = "resend",
+	.idempotent = 1,	/* Idempotency-Key: 24 hours */
 	.check = resend_check,
 	.send = resend_send,
 };
