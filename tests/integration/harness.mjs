@@ -483,6 +483,23 @@ export async function mailedText(stack, to, subject) {
 	return r.stdout;
 }
 
+/*
+ * Poll GET /emails/{id} as customer ({key}) until its status is `want`
+ * (bounded); resolves to the email, or fails the test with the last answer.
+ */
+export async function emailStatus(stack, customer, id, want, timeoutMs = 20_000) {
+	const until = Date.now() + timeoutMs;
+	let r;
+	for (;;) {
+		r = await getJson(stack, `/emails/${id}`, { key: customer.key });
+		if (r.status === 200 && r.json.status === want)
+			return r.json;
+		if (Date.now() > until)
+			throw new Error(`email ${id} not ${want} within ${timeoutMs} ms: ${r.status} ${r.text}`);
+		await new Promise((resolve) => setTimeout(resolve, 200));
+	}
+}
+
 export async function sandboxStats(stack) {
 	const r = await getJson(stack, '/sandbox/admin/stats');
 	if (r.status !== 200)

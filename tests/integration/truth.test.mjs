@@ -17,7 +17,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-	admin, dodoLedger, dodoLedgerEntry, getJson, holdDatabaseLock, lastApiKey,
+	admin, dodoLedger, dodoLedgerEntry, emailStatus, getJson, holdDatabaseLock, lastApiKey,
 	missingPrerequisite, postJson, request, restartStack, sandboxEmails, sandboxFault, skipFile,
 	startStack, subscribeCustomer,
 } from './harness.mjs';
@@ -104,19 +104,6 @@ function send(stack, c, key, { tag = key.slice(0, 8), html = '<p>hi</p>',
     timeout = 60_000 } = {}) {
 	return postJson(stack, '/send', { to: 'delivered@resend.dev', subject: `truth ${tag}`, html },
 	    { key: c.key, headers: { 'Idempotency-Key': key }, timeout });
-}
-
-async function emailStatus(stack, c, id, want, timeoutMs = 20_000) {
-	const until = Date.now() + timeoutMs;
-	let r;
-	for (;;) {
-		r = await getJson(stack, `/emails/${id}`, { key: c.key });
-		if (r.status === 200 && r.json.status === want)
-			return r.json;
-		if (Date.now() > until)
-			assert.fail(`email ${id} not ${want} within ${timeoutMs} ms: ${r.status} ${r.text}`);
-		await sleep(250);
-	}
 }
 
 for (const server of ['lighttpd', 'apache']) {
