@@ -100,6 +100,8 @@ billing_message_json(const struct mail_message *msg)
 		json_object_array_add(to, json_object_new_string(msg->to[i]));
 	json_object_object_add(o, "from", json_object_new_string(msg->from));
 	json_object_object_add(o, "to", to);
+	/* absent when empty: a message without them hashes as older versions did */
+	mail_json_extras(o, msg);
 	json_object_object_add(o, "subject", json_object_new_string(msg->subject));
 	if (msg->html != NULL)
 		json_object_object_add(o, "html", json_object_new_string(msg->html));
@@ -108,23 +110,57 @@ billing_message_json(const struct mail_message *msg)
 	return o;
 }
 
+/* Read a list member back (strings point into o); the number of items, or -1. */
+static long
+billing_list_parse(json_object *o, const char *name, const char **list)
+{
+	json_object	*a;
+	size_t		 n;
+
+	if (!json_object_object_get_ex(o, name, &a))
+		return 0;
+	if (!json_object_is_type(a, json_type_array) ||
+	    (n = json_object_array_length(a)) > MAIL_MAX_RECIPIENTS)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		list[i] = json_object_get_string(json_object_array_get_idx(a, i));
+	return (long)n;
+}
+
 /* Rebuild msg from the journal's JSON; strings point into the returned object. */
 static json_object *
 billing_message_parse(const char *text, struct mail_message *msg)
 {
-	json_object	*o = json_tokener_parse(text), *v, *to;
-	size_t		 n;
+	json_object	*o = json_tokener_parse(text), *v;
+	long		 nto, ncc, nbcc, nreply;
+	size_t		 ntags = 0;
 
 	memset(msg, 0, sizeof *msg);
-	if (o == NULL || !json_object_object_get_ex(o, "to", &to) ||
-	    !json_object_is_type(to, json_type_array) ||
-	    (n = json_object_array_length(to)) == 0 || n > MAIL_MAX_RECIPIENTS) {
+	if (o != NULL && json_object_object_get_ex(o, "tags", &v) &&
+	    json_object_is_type(v, json_type_array) &&
+	    (ntags = json_object_array_length(v)) <= MAIL_MAX_TAGS) {
+		for (size_t i = 0; i < ntags; i++) {
+			json_object *t = json_object_array_get_idx(v, i), *part;
+
+			if (json_object_object_get_ex(t, "name", &part))
+				msg->tags[i].name = json_object_get_string(part);
+			if (json_object_object_get_ex(t, "value", &part))
+				msg->tags[i].value = json_object_get_string(part);
+		}
+		msg->ntags = ntags;
+	}
+	if (o == NULL || (nto = billing_list_parse(o, "to", msg->to)) <= 0 ||
+	    (ncc = billing_list_parse(o, "cc", msg->cc)) < 0 ||
+	    (nbcc = billing_list_parse(o, "bcc", msg->bcc)) < 0 ||
+	    (nreply = billing_list_parse(o, "reply_to", msg->reply_to)) < 0 ||
+	    nto + ncc + nbcc > MAIL_MAX_RECIPIENTS || ntags > MAIL_MAX_TAGS) {
 		json_object_put(o);
 		return NULL;
 	}
-	for (size_t i = 0; i < n; i++)
-		msg->to[i] = json_object_get_string(json_object_array_get_idx(to, i));
-	msg->nto = n;
+	msg->nto = (size_t)nto;
+	msg->ncc = (size_t)ncc;
+	msg->nbcc = (size_t)nbcc;
+	msg->nreply_to = (size_t)nreply;
 	if (json_object_object_get_ex(o, "from", &v))
 		msg->from = json_object_get_string(v);
 	if (json_object_object_get_ex(o, "subject", &v))
@@ -663,6 +699,14 @@ billing_email_json(const struct store_send *row)
 	msg = row->message != NULL ? json_tokener_parse(row->message) : NULL;
 	json_object_object_add(o, "to", msg != NULL && json_object_object_get_ex(msg, "to", &v) ?
 	    json_object_get(v) : json_object_new_array());
+	/* cc, bcc, reply_to and tags as sent; empty when the request had none */
+	for (size_t i = 0; i < 4; i++) {
+		static const char *const echoed[] = { "cc", "bcc", "reply_to", "tags" };
+
+		json_object_object_add(o, echoed[i], msg != NULL &&
+		    json_object_object_get_ex(msg, echoed[i], &v) ? json_object_get(v) :
+		    json_object_new_array());
+	}
 	json_object_object_add(o, "subject", msg != NULL &&
 	    json_object_object_get_ex(msg, "subject", &v) ? json_object_get(v) : NULL);
 	json_object_put(msg);

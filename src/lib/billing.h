@@ -146,7 +146,8 @@ int	billing_key_base(const char *customer_id, const char *client_key, char *out,
 /*
  * A journal row as the API shows an email, close to Resend's GET
  * /emails/{id}: {object, id, status ("queued", "sent", "unconfirmed" or "failed"),
- * created_at, updated_at, to, subject, provider_id, error, ledger: [{type
+ * created_at, updated_at, to, cc, bcc, reply_to, tags, subject, provider_id,
+ * error, ledger: [{type
  * "debit" or "refund", amount, entry_id, idempotency_key}]}.  Caller puts it.
  */
 struct json_object	*billing_email_json(const struct store_send *row);

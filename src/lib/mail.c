@@ -1,6 +1,8 @@
 /* mail.c: the table of mail providers; each provider is its own module (mail_<name>.c). */
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "mail.h"
 
 /* New providers (postmark, sendgrid, ...) are added here and nowhere else. */
@@ -20,4 +22,44 @@ mail_provider_find(const char *name)
 		if (strcmp(mail_providers[i]->name, name) == 0)
 			return mail_providers[i];
 	return NULL;
+}
+
+size_t
+mail_recipients(const struct mail_message *msg)
+{
+	return msg->nto + msg->ncc + msg->nbcc;
+}
+
+static void
+mail_json_list(json_object *o, const char *name, const char *const *list, size_t n)
+{
+	json_object	*a;
+
+	if (n == 0)
+		return;
+	a = json_object_new_array();
+	for (size_t i = 0; i < n; i++)
+		json_object_array_add(a, json_object_new_string(list[i]));
+	json_object_object_add(o, name, a);
+}
+
+void
+mail_json_extras(json_object *o, const struct mail_message *msg)
+{
+	json_object	*tags;
+
+	mail_json_list(o, "cc", msg->cc, msg->ncc);
+	mail_json_list(o, "bcc", msg->bcc, msg->nbcc);
+	mail_json_list(o, "reply_to", msg->reply_to, msg->nreply_to);
+	if (msg->ntags == 0)
+		return;
+	tags = json_object_new_array();
+	for (size_t i = 0; i < msg->ntags; i++) {
+		json_object *t = json_object_new_object();
+
+		json_object_object_add(t, "name", json_object_new_string(msg->tags[i].name));
+		json_object_object_add(t, "value", json_object_new_string(msg->tags[i].value));
+		json_object_array_add(tags, t);
+	}
+	json_object_object_add(o, "tags", tags);
 }

@@ -8,14 +8,32 @@
 #include "fields.h"
 
 struct settings;
+struct json_object;
 
 #define MAIL_ID_MAX	128
 
-/* Every string has been validated by the caller (fields.h, valid.h). */
+struct mail_tag {
+	const char	*name;			/* [A-Za-z0-9_-], fields.h */
+	const char	*value;
+};
+
+/*
+ * Every string has been validated by the caller (fields.h, valid.h); to,
+ * cc and bcc hold at most MAIL_MAX_RECIPIENTS addresses together
+ * (mail_recipients()).  bcc is in the envelope only, never in a header.
+ */
 struct mail_message {
 	const char	*from;			/* "Name <addr>" or "addr" */
 	const char	*to[MAIL_MAX_RECIPIENTS];
 	size_t		 nto;
+	const char	*cc[MAIL_MAX_RECIPIENTS];
+	size_t		 ncc;
+	const char	*bcc[MAIL_MAX_RECIPIENTS];
+	size_t		 nbcc;
+	const char	*reply_to[MAIL_MAX_RECIPIENTS];
+	size_t		 nreply_to;
+	struct mail_tag	 tags[MAIL_MAX_TAGS];
+	size_t		 ntags;
 	const char	*subject;
 	const char	*html;			/* may be NULL if text is set */
 	const char	*text;			/* may be NULL */
@@ -46,6 +64,16 @@ struct mail_provider {
 	int		(*send)(const struct settings *s, const struct mail_message *msg,
 			    struct mail_result *out, struct mk_err *err);
 };
+
+/* Recipients of msg: to + cc + bcc (each is charged a credit, billing.h). */
+size_t	mail_recipients(const struct mail_message *msg);
+
+/*
+ * Add msg's cc, bcc and reply_to (arrays of addresses) and tags ([{name,
+ * value}]) to the JSON object o, in Resend's shape; each is left out when
+ * empty.
+ */
+void	mail_json_extras(struct json_object *o, const struct mail_message *msg);
 
 /* The provider named by settings (MAIL_PROVIDER), or NULL if unknown. */
 const struct mail_provider	*mail_provider_find(const char *name);

@@ -103,7 +103,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	memset(out, 0, sizeof *out);
 	from = msg->from != NULL ? msg->from : s->mail_from;
 	if (msg->idempotency_key == NULL || msg->idempotency_key[0] == '\0' || from == NULL ||
-	    msg->nto == 0 || msg->nto > MAIL_MAX_RECIPIENTS || msg->subject == NULL ||
+	    msg->nto == 0 || mail_recipients(msg) > MAIL_MAX_RECIPIENTS || msg->subject == NULL ||
 	    (msg->html == NULL && msg->text == NULL)) {
 		mk_fail(err, 500, "internal error");
 		goto out;
@@ -116,6 +116,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	json_object_object_add(body, "to", to);
 	for (i = 0; i < msg->nto; i++)
 		json_object_array_add(to, json_object_new_string(msg->to[i]));
+	mail_json_extras(body, msg);	/* cc, bcc, reply_to, tags: Resend's own shape */
 	json_object_object_add(body, "subject", json_object_new_string(msg->subject));
 	if (msg->html != NULL)
 		json_object_object_add(body, "html", json_object_new_string(msg->html));

@@ -181,8 +181,12 @@ smtp_send(const struct settings *s, const struct mail_message *msg,
 	}
 	if (mime_build(msg, time(NULL), &body, err) == -1)
 		goto out;
-	for (size_t i = 0; i < msg->nto; i++) {
-		snprintf(path, sizeof path, "<%s>", msg->to[i]);
+	/* the envelope: every recipient, the bcc included (it is in no header) */
+	for (size_t i = 0; i < mail_recipients(msg); i++) {
+		const char *addr = i < msg->nto ? msg->to[i] : i < msg->nto + msg->ncc ?
+		    msg->cc[i - msg->nto] : msg->bcc[i - msg->nto - msg->ncc];
+
+		snprintf(path, sizeof path, "<%s>", addr);
 		if ((item = curl_slist_append(rcpt, path)) == NULL) {
 			mk_fail(err, 500, "out of memory");
 			goto out;
@@ -228,8 +232,8 @@ smtp_send(const struct settings *s, const struct mail_message *msg,
 		smtp_fail_transfer(rc, code, &t, err);
 		goto out;
 	}
-	log_info("smtp: sent %s to %zu recipient%s (%s)", out->id, msg->nto,
-	    msg->nto == 1 ? "" : "s", t.reply[0] != '\0' ? t.reply : "-");
+	log_info("smtp: sent %s to %zu recipient%s (%s)", out->id, mail_recipients(msg),
+	    mail_recipients(msg) == 1 ? "" : "s", t.reply[0] != '\0' ? t.reply : "-");
 	result = 0;
 out:
 	if (h != NULL)

@@ -385,6 +385,10 @@ mime_build(const struct mail_message *msg, time_t date, struct buf *out, struct 
 	mime_from(&h, msg->from);
 	mime_end(&h);
 	mime_address_list(&h, "To", msg->to, msg->nto);
+	if (msg->ncc > 0)
+		mime_address_list(&h, "Cc", msg->cc, msg->ncc);
+	if (msg->nreply_to > 0)
+		mime_address_list(&h, "Reply-To", msg->reply_to, msg->nreply_to);
 	mime_start(&h, out, "Subject");
 	mime_unstructured(&h, msg->subject);
 	mime_end(&h);

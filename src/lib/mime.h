@@ -21,7 +21,8 @@ struct mail_message;
 /*
  * Append msg to out as an RFC 5322 message with CRLF line endings:
  * Message-ID <msg->idempotency_key@domain of msg->from>, Date (`date`, UTC),
- * From, To (never the bcc), Subject, MIME-Version, and a body that is
+ * From, To, Cc and Reply-To when given (never the bcc: that is the
+ * envelope's alone), Subject, MIME-Version, and a body that is
  * text/plain or text/html, or multipart/alternative (text first, html last,
  * as RFC 2046 5.1.4 orders them) when both are given; bodies are UTF-8 in
  * quoted-printable with their line breaks made CRLF.  Non-ASCII subjects

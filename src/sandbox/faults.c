@@ -550,6 +550,8 @@ admin_email_row(sqlite3_stmt *st)
 	json_object_object_add(o, "idempotency_key", state_json_text(st, 7));
 	state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
 	json_object_object_add(o, "created_at", json_object_new_string(t));
+	resend_api_extras(o, sqlite3_column_type(st, 10) == SQLITE_NULL ? NULL :
+	    state_text(st, 10));
 	return o;
 }
 
@@ -565,7 +567,7 @@ admin_emails(const struct request *req, struct response *resp)
 	static const char *const keys[] = { "to", "subject" };
 
 	admin_list(req, resp, "SELECT id, from_addr, to_json, subject, html, text, status,"
-	    " idempotency_key, created_at, count(*) OVER () FROM emails"
+	    " idempotency_key, created_at, count(*) OVER (), extras_json FROM emails"
 	    " WHERE (?1 IS NULL OR instr(lower(to_json), lower(?1)) > 0)"
 	    " AND (?2 IS NULL OR substr(subject, 1, length(?2)) = ?2)"
 	    " ORDER BY seq DESC LIMIT ?3", keys, 2, admin_email_row, 9);

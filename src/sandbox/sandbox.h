@@ -282,6 +282,9 @@ void	 resend_api_error(struct response *resp, int status, const char *name,
 	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void	 resend_api_send(const struct request *, struct response *);
 void	 resend_api_get(const struct request *, struct response *);
+/* Add cc, bcc, reply_to (arrays, or null) and tags (array, or null) from a
+ * stored extras_json to an email object o. */
+void	 resend_api_extras(json_object *o, const char *extras_json);
 
 /* ------------------------------------------------------------ pages.c */
 

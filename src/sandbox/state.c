@@ -90,6 +90,8 @@ static const struct db_migration state_migrations[] = {
 	{ "CREATE INDEX idempotency_created ON idempotency (created_at);" },
 	/* mode "late": when the effect lands, after the request arrived */
 	{ "ALTER TABLE faults ADD COLUMN late_ms INTEGER;" },
+	/* cc, bcc, reply_to and tags as sent ({} of those given), echoed back */
+	{ "ALTER TABLE emails ADD COLUMN extras_json TEXT;" },
 };
 
 /*

@@ -205,20 +205,29 @@ for (const server of ['lighttpd', 'apache']) {
 			const before = await balance(tlsStack, a);
 			const text = 'Hello Zoë,\n.a line that starts with a dot\n.\nend = fin \n';
 			const html = '<p>Grüße</p>\n<p>' + 'x'.repeat(100) + '</p>';
+			const tags = [{ name: 'category', value: 'welcome' }];
 			const r = await send(tlsStack, a, key, { to: ['ada@example.com', 'bob@example.org'],
-			    subject: 'Grüße from MailKit', html, text });
+			    cc: 'carol@example.net', bcc: ['hidden@example.com'],
+			    reply_to: 'support@mailkit.test', tags, subject: 'Grüße from MailKit', html,
+			    text });
 			assert.equal(r.status, 200, r.text);
 			assert.equal(r.json.status, 'sent');
 			assert.equal(r.json.provider_id, id);
 			assert.equal(await balance(tlsStack, a), before - 1);
-			await emailStatus(tlsStack, a, r.json.id, 'sent');
+			const e = await emailStatus(tlsStack, a, r.json.id, 'sent');
+			assert.deepEqual([e.to, e.cc, e.bcc, e.reply_to, e.tags],
+			    [['ada@example.com', 'bob@example.org'], ['carol@example.net'],
+			    ['hidden@example.com'], ['support@mailkit.test'], tags]);
 
 			const got = (await relayed(relayDir)).filter((m) => m.data.includes(`<${id}>`));
 			assert.equal(got.length, 1);
 			const m = got[0];
-			// the envelope, over TLS, logged in
+			// the envelope, bcc included, over TLS, logged in
 			assert.deepEqual([m.mail_from, m.rcpt_tos, m.tls, m.login],
-			    ['notify@mailkit.test', ['ada@example.com', 'bob@example.org'], true, USER]);
+			    ['notify@mailkit.test', ['ada@example.com', 'bob@example.org',
+			    'carol@example.net', 'hidden@example.com'], true, USER]);
+			// the bcc is in no header, nor anywhere in the message
+			assert.ok(!m.data.includes('hidden@'), m.data);
 			// CRLF everywhere, never a bare CR or LF
 			assert.equal(m.data.replace(/\r\n/g, '').search(/[\r\n]/), -1);
 			const [head, ...rest] = m.data.split('\r\n\r\n');
@@ -229,6 +238,8 @@ for (const server of ['lighttpd', 'apache']) {
 			    `Message-ID: <${id}>`,
 			    `From: =?UTF-8?B?${b64('Zoë at MailKit')}?= <notify@mailkit.test>`,
 			    'To: ada@example.com, bob@example.org',
+			    'Cc: carol@example.net',
+			    'Reply-To: support@mailkit.test',
 			    `Subject: =?UTF-8?B?${b64('Grüße from MailKit')}?=`,
 			    'MIME-Version: 1.0',
 			    `Content-Type: multipart/alternative; boundary="${boundary}"`].join('\r\n'));

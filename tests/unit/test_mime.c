@@ -211,3 +211,23 @@ Test(mime, address_of_a_from_value)
 	cr_expect_eq(mime_address("MailKit <>", a, sizeof a), -1);
 	cr_expect_eq(mime_address("MailKit <n@mailkit.test", a, sizeof a), -1);
 }
+
+Test(mime, cc_and_reply_to_are_headers_bcc_never)
+{
+	struct mail_message m = message("z@mailkit.test", "s", NULL, "x");
+	const char *b;
+
+	m.cc[0] = "carol@example.com";
+	m.ncc = 1;
+	m.bcc[0] = "secret-bcc@example.com";
+	m.nbcc = 1;
+	m.reply_to[0] = "support@mailkit.test";
+	m.reply_to[1] = "ops@mailkit.test";
+	m.nreply_to = 2;
+	b = build(&m);
+	cr_expect_not_null(strstr(b, "To: ada@example.com\r\nCc: carol@example.com\r\n"
+	    "Reply-To: support@mailkit.test, ops@mailkit.test\r\nSubject: s\r\n"), "%s", b);
+	cr_expect_null(strstr(b, "secret-bcc"), "%s", b);
+	cr_expect_null(strstr(b, "Bcc"), "%s", b);
+	cr_expect_eq(mail_recipients(&m), 3);
+}
