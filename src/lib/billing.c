@@ -102,6 +102,10 @@ billing_message_json(const struct mail_message *msg)
 	json_object_object_add(o, "to", to);
 	/* absent when empty: a message without them hashes as older versions did */
 	mail_json_extras(o, msg);
+	/* one credit per recipient (billing_amount) */
+	if (mail_recipients(msg) > 1)
+		json_object_object_add(o, "credits",
+		    json_object_new_int64((int64_t)mail_recipients(msg)));
 	json_object_object_add(o, "subject", json_object_new_string(msg->subject));
 	if (msg->html != NULL)
 		json_object_object_add(o, "html", json_object_new_string(msg->html));
@@ -262,12 +266,51 @@ billing_record(const struct settings *s, struct store_send *row, enum billing_mo
 		    "keys", row->key, store_send_state_name(row->state), serr.msg);
 }
 
-/* Debit one credit with the row's key; fills row->debited on success. */
+/*
+ * The credits a send costs, as a ledger amount: one per recipient (to, cc
+ * and bcc), recorded with its message as "credits" when more than one
+ * (rows without it, older ones included, cost one).
+ */
+static void
+billing_amount(const struct store_send *row, char out[BILLING_AMOUNT_MAX])
+{
+	const char	*p = row->message != NULL ? strstr(row->message, "\"credits\":") : NULL;
+	long		 n = 1;
+
+	/*
+	 * Found without parsing the message (its body may be 1 MB): in the
+	 * journal's plain JSON (billing_message_json) the sequence "credits":
+	 * is only ever our key; inside a string its quotes would be escaped.
+	 */
+	if (p != NULL)
+		n = strtol(p + strlen("\"credits\":"), NULL, 10);
+	if (n < 1 || n > MAIL_MAX_RECIPIENTS)
+		n = 1;
+	snprintf(out, BILLING_AMOUNT_MAX, "%ld", n);
+}
+
+/* Credit back what the row's debit took, with the row's refund key. */
+static int
+billing_refund(const struct settings *s, const struct store_send *row,
+    const struct billing_keys *k, struct dodo_ledger_result *entry, struct mk_err *err)
+{
+	char	amount[BILLING_AMOUNT_MAX];
+
+	billing_amount(row, amount);
+	return dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, amount,
+	    "refund: email not sent", k->refund, row->key, entry, err);
+}
+
+/* Debit the send's credits with the row's key, all or nothing (one entry:
+ * Dodo refuses it past the balance); fills row->debited on success. */
 static int
 billing_debit(const struct settings *s, struct store_send *row, const struct billing_keys *k,
     struct dodo_ledger_result *entry, struct mk_err *err)
 {
-	if (dodo_ledger_entry(s, row->customer_id, DODO_DEBIT, "1", "email send", k->debit,
+	char	amount[BILLING_AMOUNT_MAX];
+
+	billing_amount(row, amount);
+	if (dodo_ledger_entry(s, row->customer_id, DODO_DEBIT, amount, "email send", k->debit,
 	    row->key, entry, err) == -1)
 		return -1;
 	if (entry->outcome != DODO_LEDGER_INSUFFICIENT) {
@@ -368,8 +411,7 @@ billing_step_fence(const struct settings *s, struct store_send *row,
 		log_warn("send %.12s…: a debit stands for a send answered %d; refunding it",
 		    row->key, row->status);
 	}
-	if (dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
-	    "refund: email not sent", k->refund, row->key, &entry, err) == -1) {
+	if (billing_refund(s, row, k, &entry, err) == -1) {
 		billing_postpone(s, row, -1);
 		return 1;
 	}
@@ -520,8 +562,7 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				goto out;
 			break;
 		case SEND_REFUNDING:
-			if (dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
-			    "refund: email not sent", k.refund, row->key, &entry, err) == -1) {
+			if (billing_refund(s, row, &k, &entry, err) == -1) {
 				log_warn("send %.12s…: refund failed (%s); will retry", row->key,
 				    err->msg);
 				billing_postpone(s, row, -1);
@@ -641,8 +682,7 @@ billing_refund_orphan(const struct settings *s, const struct store_send *row,
 	struct dodo_ledger_result	entry;
 
 	billing_keys(row->key, &k);
-	return dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
-	    "refund: email not sent", k.refund, row->key, &entry, err);
+	return billing_refund(s, row, &k, &entry, err);
 }
 
 /* "2026-12-04T12:00:00Z" */
@@ -659,12 +699,13 @@ billing_time_json(time_t t)
 }
 
 static json_object *
-billing_ledger_json(const char *type, const char *entry_id, const char *key)
+billing_ledger_json(const char *type, const char *amount, const char *entry_id,
+    const char *key)
 {
 	json_object	*e = json_object_new_object();
 
 	json_object_object_add(e, "type", json_object_new_string(type));
-	json_object_object_add(e, "amount", json_object_new_string("1"));
+	json_object_object_add(e, "amount", json_object_new_string(amount));
 	/* "" when Dodo answered 409 (applied before) and gave no entry id */
 	json_object_object_add(e, "entry_id", entry_id[0] != '\0' ?
 	    json_object_new_string(entry_id) : NULL);
@@ -678,7 +719,7 @@ billing_email_json(const struct store_send *row)
 	struct billing_keys	 k;
 	json_object		*o = json_object_new_object(), *ledger, *msg, *v;
 	const char		*status;
-	char			 id[BILLING_ID_MAX];
+	char			 id[BILLING_ID_MAX], amount[BILLING_AMOUNT_MAX];
 
 	billing_keys(row->key, &k);
 	billing_email_id(row->key, id);
@@ -716,12 +757,13 @@ billing_email_json(const struct store_send *row)
 	    strcmp(status, "queued") != 0 ?
 	    json_object_new_string(row->reply) : NULL);
 	ledger = json_object_new_array();
+	billing_amount(row, amount);
 	if (row->debited)
-		json_object_array_add(ledger, billing_ledger_json("debit", row->debit_entry,
-		    k.debit));
+		json_object_array_add(ledger, billing_ledger_json("debit", amount,
+		    row->debit_entry, k.debit));
 	if (row->refunded)
-		json_object_array_add(ledger, billing_ledger_json("refund", row->refund_entry,
-		    k.refund));
+		json_object_array_add(ledger, billing_ledger_json("refund", amount,
+		    row->refund_entry, k.refund));
 	json_object_object_add(o, "ledger", ledger);
 	return o;
 }

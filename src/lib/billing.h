@@ -1,4 +1,4 @@
-/* billing.h: one email, one credit — the send pipeline that keeps sends and debits equal, and says truly what happened. */
+/* billing.h: one credit per recipient — the send pipeline that keeps sends and debits equal, and says truly what happened. */
 #ifndef MAILKIT_BILLING_H
 #define MAILKIT_BILLING_H
 
@@ -18,6 +18,7 @@ struct store_send;
 #define BILLING_UNCONFIRMED_MSG \
 	"the mail server's answer to the message was lost: it may have been delivered; " \
 	"it is not sent again (that could deliver a second copy) and its credit stays taken"
+#define BILLING_AMOUNT_MAX	8	/* a ledger amount: "1" .. "50" (MAIL_MAX_RECIPIENTS) */
 #define BILLING_KEY_MAX		96	/* derived keys: "mk-send-<64 hex>-refund" */
 #define BILLING_ID_MAX		37	/* an email id: 36 characters, UUID-shaped, + NUL */
 #define BILLING_WAIT_MAX_MS	30000	/* a duplicate waits this long for the first */
@@ -36,7 +37,8 @@ struct store_send;
 /*
  * What a send's answer says (README "One credit per email").  A send is
  * answered with exactly one of:
- *   200 {id, status "sent"}    the provider accepted it; one credit taken;
+ *   200 {id, status "sent"}    the provider accepted it; its credits (one per
+ *                              recipient, "one credit" below) taken;
  *   202 {id, status "queued"}  MailKit holds it durably and delivers it in
  *                              the background (same provider idempotency
  *                              key), or, if the provider refuses it for
@@ -63,7 +65,8 @@ struct billing_result {
 };
 
 /*
- * Send msg for customer_id and charge exactly one credit for it.
+ * Send msg for customer_id and charge one credit per recipient (to, cc and
+ * bcc: mail_recipients()) for it, in one ledger entry: all or nothing.
  *
  * Every request is a row in the send journal (store_send.h) that moves
  * through debit -> send -> (refund) with one idempotency key per step, all

@@ -483,6 +483,26 @@ export async function mailedText(stack, to, subject) {
 	return r.stdout;
 }
 
+// A customer's ({id, key}) credit balance, from GET /credits/me.
+export async function balance(stack, customer) {
+	const r = await getJson(stack, '/credits/me', { key: customer.key });
+	if (r.status !== 200)
+		throw new Error(`GET /credits/me: ${r.status} ${r.text}`);
+	return Number(r.json.balance);
+}
+
+// Set a customer's balance to `want` with a sandbox adjustment.
+export async function setBalance(stack, customer, want) {
+	const have = await balance(stack, customer);
+	if (have === want)
+		return;
+	const r = await request(stack, 'POST', `/sandbox/customers/${customer.id}/adjust`,
+	    { json: { entry_type: have > want ? 'debit' : 'credit',
+		amount: String(Math.abs(have - want)) } });
+	if (r.status !== 303 && r.status !== 200)
+		throw new Error(`adjust: ${r.status} ${r.text}`);
+}
+
 /*
  * Poll GET /emails/{id} as customer ({key}) until its status is `want`
  * (bounded); resolves to the email, or fails the test with the last answer.

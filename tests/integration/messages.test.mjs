@@ -1,14 +1,14 @@
 // messages.test.mjs: complete messages through lighttpd and Apache with the Resend
 // provider (the sandbox): cc, bcc, reply_to and tags validated like `to`, passed to
 // Resend in its own shape, kept in the journal so a background delivery sends the same
-// message, and echoed by GET /emails/{id}.
+// message, and echoed by GET /emails/{id}; one credit per recipient, all or nothing.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 
 import {
-	emailStatus, getJson, lastApiKey, missingPrerequisite, postJson, sandboxEmails,
-	sandboxFault, skipFile, startStack, subscribeCustomer,
+	balance, emailStatus, getJson, lastApiKey, missingPrerequisite, postJson, sandboxEmails,
+	sandboxFault, setBalance, skipFile, startStack, subscribeCustomer,
 } from './harness.mjs';
 
 const why = missingPrerequisite('lighttpd') || missingPrerequisite('apache');
@@ -19,12 +19,6 @@ if (why)
 const ENV = { UPSTREAM_TIMEOUT_MS: 1500, UPSTREAM_CONNECT_TIMEOUT_MS: 1000,
     UPSTREAM_MAX_RETRIES: 1 };
 const TAGS = [{ name: 'category', value: 'receipt' }, { name: 'plan_id', value: 'pro-2' }];
-
-async function balance(stack, c) {
-	const r = await getJson(stack, '/credits/me', { key: c.key });
-	assert.equal(r.status, 200, r.text);
-	return Number(r.json.balance);
-}
 
 const addresses = (n, domain) => Array.from({ length: n }, (_, i) => `r${i}@${domain}`);
 
@@ -99,12 +93,49 @@ for (const server of ['lighttpd', 'apache']) {
 				assert.equal(r.status, 400, `${JSON.stringify(extra).slice(0, 80)}: ${r.text}`);
 				assert.match(r.json.error, message);
 			}
-			// 50 in all is the limit, not past it
+			assert.equal(await balance(stack, c), before);
+			// 50 in all is the limit, not past it: 50 credits
 			const ok = await send({ to: addresses(40, 'to.example'),
 			    cc: addresses(5, 'cc.example'), bcc: addresses(5, 'bcc.example'),
 			    subject: 'fifty', text: 'x' });
 			assert.equal(ok.status, 200, ok.text);
-			assert.equal(await balance(stack, c), before - 1);
+			assert.equal(await balance(stack, c), before - 50);
+		});
+
+		test('N recipients cost N credits, taken in one debit', { timeout: 60_000 }, async () => {
+			const before = await balance(stack, c);
+			const r = await send({ to: 'delivered@resend.dev', cc: 'cc@example.com',
+			    bcc: ['b1@example.com', 'b2@example.com'], subject: 'four', text: 'x' });
+			assert.equal(r.status, 200, r.text);
+			assert.equal(await balance(stack, c), before - 4);
+			const e = await emailStatus(stack, c, r.json.id, 'sent');
+			assert.deepEqual(e.ledger.map((l) => [l.type, l.amount]), [['debit', '4']]);
+		});
+
+		test('a refusal gives all of them back', { timeout: 60_000 }, async () => {
+			const before = await balance(stack, c);
+			await sandboxFault(stack, { target: 'email_send', mode: '422', count: 1 });
+			const r = await send({ to: 'delivered@resend.dev', cc: 'cc@example.com',
+			    bcc: 'b1@example.com', subject: 'refused', text: 'x' });
+			assert.equal(r.status, 400, r.text);
+			assert.equal(await balance(stack, c), before);
+		});
+
+		test('not enough credit for every recipient: 402, nothing sent, nothing taken',
+		    { timeout: 60_000 }, async () => {
+			await setBalance(stack, c, 2);
+			const subject = `short ${randomUUID()}`;
+			const r = await send({ to: 'delivered@resend.dev', cc: 'cc@example.com',
+			    bcc: 'b1@example.com', subject, text: 'x' });
+			assert.equal(r.status, 402, r.text);
+			assert.equal(await balance(stack, c), 2);
+			assert.equal((await sandboxEmails(stack)).filter((m) => m.subject === subject)
+			    .length, 0);
+			// exactly enough: sent
+			const ok = await send({ to: 'delivered@resend.dev', cc: 'cc@example.com',
+			    subject, text: 'x' });
+			assert.equal(ok.status, 200, ok.text);
+			assert.equal(await balance(stack, c), 0);
 		});
 	});
 }

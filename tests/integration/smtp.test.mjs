@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
-	emailStatus, freePort, getJson, lastApiKey, missingPrerequisite, postJson, skipFile,
+	balance, emailStatus, freePort, getJson, lastApiKey, missingPrerequisite, postJson, skipFile,
 	startStack, subscribeCustomer,
 } from './harness.mjs';
 
@@ -126,12 +126,6 @@ async function sunk(dir, messageId) {
 }
 
 // ------------------------------------------------------------- MailKit side
-
-async function balance(stack, c) {
-	const r = await getJson(stack, '/credits/me', { key: c.key });
-	assert.equal(r.status, 200, r.text);
-	return Number(r.json.balance);
-}
 
 async function newCustomer(stack) {
 	const id = await subscribeCustomer(stack, {

@@ -17,9 +17,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-	admin, dodoLedger, dodoLedgerEntry, emailStatus, getJson, holdDatabaseLock, lastApiKey,
+	admin, balance, dodoLedger, dodoLedgerEntry, emailStatus, getJson, holdDatabaseLock, lastApiKey,
 	missingPrerequisite, postJson, request, restartStack, sandboxEmails, sandboxFault, skipFile,
-	startStack, subscribeCustomer,
+	setBalance, startStack, subscribeCustomer,
 } from './harness.mjs';
 
 const why = missingPrerequisite('lighttpd') || missingPrerequisite('apache');
@@ -48,23 +48,6 @@ async function newCustomer(stack, credits = PLAN) {
 	const c = { id, key: lastApiKey[id] };
 	await setBalance(stack, c, credits);
 	return c;
-}
-
-async function balance(stack, c) {
-	const r = await getJson(stack, '/credits/me', { key: c.key });
-	assert.equal(r.status, 200, r.text);
-	return Number(r.json.balance);
-}
-
-async function setBalance(stack, c, want) {
-	const have = await balance(stack, c);
-	if (have === want)
-		return;
-	const body = new URLSearchParams({ entry_type: have > want ? 'debit' : 'credit',
-	    amount: String(Math.abs(have - want)) });
-	const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`,
-	    { json: Object.fromEntries(body) });
-	assert.ok(r.status === 303 || r.status === 200, `adjust: ${r.status} ${r.text}`);
 }
 
 // Dodo's entries for one send (its mailkit_ref), straight from the sandbox.
