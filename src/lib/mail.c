@@ -1,14 +1,17 @@
 /* mail.c: the table of mail providers; each provider is its own module (mail_<name>.c). */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <json-c/json.h>
 
 #include "mail.h"
 
-/* New providers (postmark, sendgrid, ...) are added here and nowhere else. */
+/* New providers (postmark, ...) are added here and nowhere else. */
 static const struct mail_provider *const mail_providers[] = {
 	&mail_resend,
 	&mail_smtp,
+	&mail_sendgrid,
 };
 
 const struct mail_provider *
@@ -62,4 +65,32 @@ mail_json_extras(json_object *o, const struct mail_message *msg)
 		json_object_array_add(tags, t);
 	}
 	json_object_object_add(o, "tags", tags);
+}
+
+int
+mail_fail(struct mk_err *err, int status, int maybe_done, const char *msg)
+{
+	mk_fail(err, status, "%s", msg);
+	if (err != NULL)
+		err->maybe_done = maybe_done;
+	return -1;
+}
+
+int
+mail_check_settings(const char *provider, char *errbuf, size_t errlen, ...)
+{
+	va_list		 ap;
+	const char	*name, *value, *missing = NULL;
+
+	va_start(ap, errlen);
+	while (missing == NULL && (name = va_arg(ap, const char *)) != NULL) {
+		value = va_arg(ap, const char *);
+		if (value == NULL || value[0] == '\0')
+			missing = name;
+	}
+	va_end(ap);
+	if (missing == NULL)
+		return 0;
+	snprintf(errbuf, errlen, "%s is not set (needed by MAIL_PROVIDER=%s)", missing, provider);
+	return -1;
 }

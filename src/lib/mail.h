@@ -75,10 +75,21 @@ size_t	mail_recipients(const struct mail_message *msg);
  */
 void	mail_json_extras(struct json_object *o, const struct mail_message *msg);
 
+/*
+ * A provider's check(): the settings it needs, as name, value pairs ending
+ * with NULL.  0 when every value is set and not empty, else -1 with
+ * "<name> is not set (needed by MAIL_PROVIDER=<provider>)" in errbuf.
+ */
+int	mail_check_settings(const char *provider, char *errbuf, size_t errlen, ...);
+
+/* A provider's failure: err filled with status, maybe_done and msg; -1. */
+int	mail_fail(struct mk_err *err, int status, int maybe_done, const char *msg);
+
 /* The provider named by settings (MAIL_PROVIDER), or NULL if unknown. */
 const struct mail_provider	*mail_provider_find(const char *name);
 
 extern const struct mail_provider mail_resend;
 extern const struct mail_provider mail_smtp;
+extern const struct mail_provider mail_sendgrid;
 
 #endif

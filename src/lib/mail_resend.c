@@ -18,18 +18,9 @@
 static int
 resend_check(const struct settings *s, char *errbuf, size_t errlen)
 {
-	const char	*missing = NULL;
-
-	if (s->resend_api_key == NULL || s->resend_api_key[0] == '\0')
-		missing = "RESEND_API_KEY";
-	else if (s->mail_from == NULL || s->mail_from[0] == '\0')
-		missing = "MAIL_FROM";
-	else if (s->resend_base_url == NULL || s->resend_base_url[0] == '\0')
-		missing = "RESEND_BASE_URL";
-	if (missing == NULL)
-		return 0;
-	snprintf(errbuf, errlen, "%s is not set (needed by MAIL_PROVIDER=resend)", missing);
-	return -1;
+	return mail_check_settings("resend", errbuf, errlen, "RESEND_API_KEY",
+	    s->resend_api_key, "MAIL_FROM", s->mail_from, "RESEND_BASE_URL", s->resend_base_url,
+	    (const char *)NULL);
 }
 
 /* A string member of obj, or NULL. */
@@ -42,16 +33,6 @@ resend_json_str(json_object *obj, const char *key)
 	    !json_object_is_type(v, json_type_string))
 		return NULL;
 	return json_object_get_string(v);
-}
-
-/* Fill err (-1) with maybe_done set as given. */
-static int
-resend_fail(struct mk_err *err, int status, int maybe_done, const char *msg)
-{
-	mk_fail(err, status, "%s", msg);
-	if (err != NULL)
-		err->maybe_done = maybe_done;
-	return -1;
 }
 
 /*
@@ -73,20 +54,20 @@ resend_fail_status(const struct upstream_response *r, struct mk_err *err)
 		name = "";
 	if (st == 409) {
 		if (strcmp(name, "invalid_idempotent_request") == 0)
-			return resend_fail(err, 502, 0, "mail provider refused the message");
+			return mail_fail(err, 502, 0, "mail provider refused the message");
 		/* concurrent_idempotent_requests: the first attempt is still in flight */
-		return resend_fail(err, 502, 1, "mail provider busy, try again");
+		return mail_fail(err, 502, 1, "mail provider busy, try again");
 	}
 	if (st == 429)	/* not processed: not sent, but not refused for good either */
-		return resend_fail(err, 503, 0, "mail provider busy, try again");
+		return mail_fail(err, 503, 0, "mail provider busy, try again");
 	if (st == 408 || st >= 500 || st < 400)
-		return resend_fail(err, 502, 1, "mail provider unavailable");
+		return mail_fail(err, 502, 1, "mail provider unavailable");
 	if (st == 422 || (st == 400 && strcmp(name, "validation_error") == 0))
-		return resend_fail(err, 400, 0, "recipient or content rejected by the mail provider");
+		return mail_fail(err, 400, 0, "recipient or content rejected by the mail provider");
 	if (st == 401 || st == 403)
 		log_error("resend: send refused with %ld (%s): check RESEND_API_KEY and that "
 		    "MAIL_FROM's domain is verified", st, name);
-	return resend_fail(err, 502, 0, "mail provider refused the message");
+	return mail_fail(err, 502, 0, "mail provider refused the message");
 }
 
 static int
@@ -138,7 +119,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	if (upstream_call(&req, &resp, err) == -1) {
 		int maybe = err != NULL ? err->maybe_done : 0;
 
-		resend_fail(err, err != NULL && err->status == 504 ? 504 : 502, maybe,
+		mail_fail(err, err != NULL && err->status == 504 ? 504 : 502, maybe,
 		    err != NULL && err->status == 504 ? "mail provider timed out" :
 		    "mail provider unavailable");
 		goto out;
@@ -156,7 +137,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	if (n <= 0 || (size_t)n >= sizeof out->id) {
 		log_warn("resend: send: HTTP %ld without a usable id", resp.status);
 		out->id[0] = '\0';
-		resend_fail(err, 502, 1, "mail provider unavailable");
+		mail_fail(err, 502, 1, "mail provider unavailable");
 		goto out;
 	}
 	result = 0;

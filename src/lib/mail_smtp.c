@@ -102,16 +102,6 @@ smtp_debug(CURL *h, curl_infotype type, char *data, size_t size, void *arg)
 	return 0;
 }
 
-/* Fill err (-1). */
-static int
-smtp_fail(struct mk_err *err, int status, int maybe_done, const char *msg)
-{
-	mk_fail(err, status, "%s", msg);
-	if (err != NULL)
-		err->maybe_done = maybe_done;
-	return -1;
-}
-
 /*
  * Map a failed transaction (mail.h).  Before the end-of-data mark the relay
  * has not taken the message (RFC 5321 4.1.1.4: no reply, no delivery), so
@@ -130,30 +120,30 @@ smtp_fail_transfer(CURLcode rc, long code, const struct smtp_transfer *t,
 	log_warn("smtp: send: %s (stage %d, reply %s)", curl_easy_strerror(rc), (int)t->stage,
 	    t->reply[0] != '\0' ? t->reply : "-");
 	if (t->uploaded && !temporary && !permanent)
-		return smtp_fail(err, rc == CURLE_OPERATION_TIMEDOUT ? 504 : 502, 1,
+		return mail_fail(err, rc == CURLE_OPERATION_TIMEDOUT ? 504 : 502, 1,
 		    "the mail server's answer to the message was lost: it may have been sent");
 	if (rc == CURLE_LOGIN_DENIED || t->stage == SMTP_AUTH) {
 		log_error("smtp: the relay refused the login: check SMTP_USERNAME and "
 		    "SMTP_PASSWORD");
-		return smtp_fail(err, 502, 0, "mail server refused the message");
+		return mail_fail(err, 502, 0, "mail server refused the message");
 	}
 	if (rc == CURLE_USE_SSL_FAILED || rc == CURLE_SSL_CONNECT_ERROR ||
 	    rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
 	    rc == CURLE_SSL_CERTPROBLEM) {
 		log_error("smtp: no trusted TLS with the relay (%s): check SMTP_URL, SMTP_TLS and "
 		    "SMTP_CA_FILE", curl_easy_strerror(rc));
-		return smtp_fail(err, 502, 0, "mail server unavailable");
+		return mail_fail(err, 502, 0, "mail server unavailable");
 	}
 	if (permanent && (t->stage == SMTP_RCPT || t->uploaded))
-		return smtp_fail(err, 400, 0, t->uploaded ?
+		return mail_fail(err, 400, 0, t->uploaded ?
 		    "message rejected by the mail server" :
 		    "recipient rejected by the mail server");
 	if (permanent) {
 		log_error("smtp: the relay refused the sender or the transaction: check "
 		    "MAIL_FROM and the relay's rules for it");
-		return smtp_fail(err, 502, 0, "mail server refused the message");
+		return mail_fail(err, 502, 0, "mail server refused the message");
 	}
-	return smtp_fail(err, 503, 0, "mail server busy, try again");
+	return mail_fail(err, 503, 0, "mail server busy, try again");
 }
 
 static int

@@ -20,10 +20,12 @@ struct settings {
 	char	*plan_product_id;	/* PLAN_PRODUCT_ID */
 	char	*topup_product_id;	/* TOPUP_PRODUCT_ID */
 	/* mail */
-	char	*mail_provider;		/* MAIL_PROVIDER: "resend" or "smtp" */
+	char	*mail_provider;		/* MAIL_PROVIDER: "resend", "sendgrid" or "smtp" */
 	char	*resend_api_key;	/* RESEND_API_KEY (secret) */
 	char	*resend_base_url;	/* RESEND_BASE_URL */
 	char	*mail_from;		/* MAIL_FROM, "Name <addr>" or "addr" */
+	char	*sendgrid_api_key;	/* SENDGRID_API_KEY (secret) */
+	char	*sendgrid_base_url;	/* SENDGRID_BASE_URL */
 	char	*smtp_url;		/* SMTP_URL, smtp://host:port/helo or smtps://... */
 	char	*smtp_username;		/* SMTP_USERNAME, NULL: no AUTH */
 	char	*smtp_password;		/* SMTP_PASSWORD (secret) */
@@ -109,7 +111,7 @@ int	settings_parse_dotenv(const char *text, size_t len,
  * 1 when url (http:// or https://) may be used for an upstream: https, or
  * plain http to a loopback host (127.0.0.0/8, [::1], localhost), or any
  * http when allow_insecure is set.  settings_load applies it to
- * DODO_PAYMENTS_BASE_URL and RESEND_BASE_URL.
+ * DODO_PAYMENTS_BASE_URL, RESEND_BASE_URL and SENDGRID_BASE_URL.
  */
 int	settings_upstream_url_ok(const char *url, int allow_insecure);
 

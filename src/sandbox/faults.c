@@ -226,6 +226,8 @@ fault_error_500(enum sandbox_api api, struct response *resp)
 	if (api == SANDBOX_API_RESEND)
 		resend_api_error(resp, 500, "internal_server_error",
 		    "An unexpected error occurred, please try again later.");
+	else if (api == SANDBOX_API_SENDGRID)
+		sendgrid_api_error(resp, 500, "Internal server error");
 	else
 		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "Internal server error");
 }
@@ -275,6 +277,8 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 422, "validation_error",
 			    "Injected refusal: the email was not sent.");
+		else if (api == SANDBOX_API_SENDGRID)	/* SendGrid refuses with 400 */
+			sendgrid_api_error(resp, 400, "Injected refusal: the email was not sent.");
 		else
 			dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "Injected refusal");
 		return 1;
@@ -284,6 +288,8 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 429, "rate_limit_exceeded",
 			    "Too many requests. You can only make 5 requests per second.");
+		else if (api == SANDBOX_API_SENDGRID)
+			sendgrid_api_error(resp, 429, "too many requests");
 		else
 			dodo_api_error(resp, 429, "TOO_MANY_REQUESTS", "Too many requests");
 		return 1;

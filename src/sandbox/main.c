@@ -57,6 +57,7 @@ static const struct route routes[] = {
 	/* Resend */
 	{ "POST", "/resend/emails", resend_api_send },
 	{ "GET", "/resend/emails/{}", resend_api_get },
+	{ "POST", "/sendgrid/v3/mail/send", sendgrid_api_send },
 	/* tests and operators */
 	{ "GET", "/admin/faults", faults_list },
 	{ "POST", "/admin/faults", faults_post },

@@ -465,6 +465,17 @@ out:
 	return stored;
 }
 
+int
+resend_api_record(json_object *root, char *id, size_t idlen)
+{
+	sqlite3	*db = state_db();
+
+	if (db == NULL)
+		return -1;
+	state_uuid(id, idlen);
+	return resend_api_store(db, id, root, NULL, state_now_ms());
+}
+
 /* The email of a "late" fault, at its time (fault_apply_fn). */
 static int
 resend_api_late(const struct request *req, struct response *resp)

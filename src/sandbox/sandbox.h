@@ -103,13 +103,14 @@ int	 state_reset(sqlite3 *db);
 int	 state_product_kind(const char *product_id);
 
 /* Replies shared by the emulated APIs. */
-enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND };
+enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND, SANDBOX_API_SENDGRID };
 
 /* 1 when authorization is "Bearer <key>" with a non-empty key (both APIs
  * accept any key: only its presence is checked). */
 int	 state_bearer(const char *authorization);
 /* An error in api's own shape, with status: Dodo {"code", "message"},
- * Resend {"statusCode", "name", "message"}; code fills "code" / "name". */
+ * Resend {"statusCode", "name", "message"}, SendGrid {"errors": [{"message",
+ * "field": null, "help": null}]}; code fills "code" / "name" (SendGrid: unused). */
 void	 state_api_verror(struct response *resp, enum sandbox_api api, int status,
 	    const char *code, const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
 /* 200 with the object {key: value}; value is taken. */
@@ -285,6 +286,17 @@ void	 resend_api_get(const struct request *, struct response *);
 /* Add cc, bcc, reply_to (arrays, or null) and tags (array, or null) from a
  * stored extras_json to an email object o. */
 void	 resend_api_extras(json_object *o, const char *extras_json);
+/* Store an email given in Resend's shape (from, to, cc, bcc, reply_to, tags,
+ * subject, html, text), as the outbox shows it; its new id into id.  0 / -1. */
+int	 resend_api_record(json_object *root, char *id, size_t idlen);
+
+/* ------------------------------------------------------------ sendgrid_api.c */
+
+/* SendGrid's error shape, {"errors": [{"message", "field": null, "help": null}]}. */
+void	 sendgrid_api_error(struct response *resp, int status, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+/* POST /sendgrid/v3/mail/send: 202, no body, X-Message-Id. */
+void	 sendgrid_api_send(const struct request *, struct response *);
 
 /* ------------------------------------------------------------ pages.c */
 

@@ -441,6 +441,17 @@ state_api_verror(struct response *resp, enum sandbox_api api, int status, const 
 	char		 msg[STATE_ERROR_MESSAGE_MAX];
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (api == SANDBOX_API_SENDGRID) {
+		json_object *errors = json_object_new_array(), *e = json_object_new_object();
+
+		json_object_object_add(e, "message", json_object_new_string(msg));
+		json_object_object_add(e, "field", NULL);
+		json_object_object_add(e, "help", NULL);
+		json_object_array_add(errors, e);
+		json_object_object_add(o, "errors", errors);
+		response_json(resp, status, o);
+		return;
+	}
 	if (api == SANDBOX_API_RESEND) {
 		json_object_object_add(o, "statusCode", json_object_new_int(status));
 		json_object_object_add(o, "name", json_object_new_string(code));

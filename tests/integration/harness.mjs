@@ -119,7 +119,7 @@ export async function freePort() {
 function stackEnv(extra) {
 	const env = {};
 	for (const [k, v] of Object.entries(process.env)) {
-		if (/^(DODO_|RESEND_|SANDBOX_|MAILKIT_(?!REQUIRE_ALL_TESTS$))/.test(k))
+		if (/^(DODO_|RESEND_|SENDGRID_|SMTP_|SANDBOX_|MAILKIT_(?!REQUIRE_ALL_TESTS$))/.test(k))
 			continue;
 		if (['PORT', 'BASE_URL', 'MAIL_FROM', 'MAIL_PROVIDER', 'CREDIT_ENTITLEMENT_ID',
 		    'PLAN_PRODUCT_ID', 'TOPUP_PRODUCT_ID', 'MAX_BODY_BYTES'].includes(k) ||

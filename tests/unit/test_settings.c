@@ -355,5 +355,6 @@ Test(settings, smtp_provider_rules)
 	cr_expect_eq(load_smtp("SMTP_URL=smtp://127.0.0.1:25", "SMTP_USERNAME=u",
 	    "SMTP_PASSWORD=a pass phrase", err, sizeof err), 0, "%s", err);
 	cr_expect(settings_is_secret("SMTP_PASSWORD"));
+	cr_expect(settings_is_secret("SENDGRID_API_KEY"));
 	cr_expect(!settings_is_secret("SMTP_USERNAME"));
 }
