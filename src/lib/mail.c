@@ -7,11 +7,12 @@
 
 #include "mail.h"
 
-/* New providers (postmark, ...) are added here and nowhere else. */
+/* New providers are added here and nowhere else. */
 static const struct mail_provider *const mail_providers[] = {
 	&mail_resend,
 	&mail_smtp,
 	&mail_sendgrid,
+	&mail_postmark,
 };
 
 const struct mail_provider *
@@ -93,4 +94,25 @@ mail_check_settings(const char *provider, char *errbuf, size_t errlen, ...)
 		return 0;
 	snprintf(errbuf, errlen, "%s is not set (needed by MAIL_PROVIDER=%s)", missing, provider);
 	return -1;
+}
+
+int
+mail_message_ok(const struct mail_message *msg, const char *from)
+{
+	return msg->idempotency_key != NULL && msg->idempotency_key[0] != '\0' && from != NULL &&
+	    msg->nto > 0 && mail_recipients(msg) <= MAIL_MAX_RECIPIENTS && msg->subject != NULL &&
+	    (msg->html != NULL || msg->text != NULL);
+}
+
+int
+mail_fail_transport(struct mk_err *err)
+{
+	int	maybe = err != NULL ? err->maybe_done : 0;
+	int	timeout = err != NULL && err->status == 504;
+
+	/* a connection that never got the request through sent nothing: "not now" */
+	if (!maybe)
+		return mail_fail(err, 503, 0, "mail provider unavailable, try again");
+	return mail_fail(err, timeout ? 504 : 502, 1, timeout ? "mail provider timed out" :
+	    "mail provider unavailable");
 }

@@ -85,11 +85,24 @@ int	mail_check_settings(const char *provider, char *errbuf, size_t errlen, ...);
 /* A provider's failure: err filled with status, maybe_done and msg; -1. */
 int	mail_fail(struct mk_err *err, int status, int maybe_done, const char *msg);
 
+/* 1 when msg can be sent from `from`: a key, 1..MAIL_MAX_RECIPIENTS
+ * recipients with at least one in to, a subject, html or text. */
+int	mail_message_ok(const struct mail_message *msg, const char *from);
+
+/*
+ * An upstream_call() transport failure (err filled by it) as a provider
+ * without idempotency answers it: nothing got through -> 503 "not now"
+ * (safe to repeat); it may have -> 502/504 with maybe_done (never repeated).
+ * Returns -1.
+ */
+int	mail_fail_transport(struct mk_err *err);
+
 /* The provider named by settings (MAIL_PROVIDER), or NULL if unknown. */
 const struct mail_provider	*mail_provider_find(const char *name);
 
 extern const struct mail_provider mail_resend;
 extern const struct mail_provider mail_smtp;
 extern const struct mail_provider mail_sendgrid;
+extern const struct mail_provider mail_postmark;
 
 #endif

@@ -83,9 +83,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 
 	memset(out, 0, sizeof *out);
 	from = msg->from != NULL ? msg->from : s->mail_from;
-	if (msg->idempotency_key == NULL || msg->idempotency_key[0] == '\0' || from == NULL ||
-	    msg->nto == 0 || mail_recipients(msg) > MAIL_MAX_RECIPIENTS || msg->subject == NULL ||
-	    (msg->html == NULL && msg->text == NULL)) {
+	if (!mail_message_ok(msg, from)) {
 		mk_fail(err, 500, "internal error");
 		goto out;
 	}

@@ -168,10 +168,7 @@ sendgrid_send(const struct settings *s, const struct mail_message *msg,
 
 	memset(out, 0, sizeof *out);
 	from = msg->from != NULL ? msg->from : s->mail_from;
-	if (msg->idempotency_key == NULL || from == NULL || msg->nto == 0 ||
-	    mail_recipients(msg) > MAIL_MAX_RECIPIENTS || msg->subject == NULL ||
-	    (msg->html == NULL && msg->text == NULL) ||
-	    strlen(msg->idempotency_key) >= sizeof out->id) {
+	if (!mail_message_ok(msg, from) || strlen(msg->idempotency_key) >= sizeof out->id) {
 		mk_fail(err, 500, "internal error");
 		goto out;
 	}
@@ -188,15 +185,7 @@ sendgrid_send(const struct settings *s, const struct mail_message *msg,
 	req.body = text;
 	req.retry_safe = 0;	/* no idempotency key: a repeated POST may send twice */
 	if (upstream_call(&req, &resp, err) == -1) {
-		int maybe = err != NULL ? err->maybe_done : 0;
-		int timeout = err != NULL && err->status == 504;
-
-		/* refused connections sent nothing: "not now", retried later */
-		if (!maybe)
-			mail_fail(err, 503, 0, "mail provider unavailable, try again");
-		else
-			mail_fail(err, timeout ? 504 : 502, 1, timeout ?
-			    "mail provider timed out" : "mail provider unavailable");
+		mail_fail_transport(err);
 		goto out;
 	}
 	if (resp.status != 202) {	/* its one success; an empty 200 is not SendGrid */

@@ -66,6 +66,9 @@ static const struct setting_def setting_defs[] = {
 	{ "RESEND_API_KEY", NULL, SET_TEXT, S(resend_api_key), NULL, 0, 0, 0, 1 },
 	{ "RESEND_BASE_URL", NULL, SET_URL, S(resend_base_url), "https://api.resend.com",
 	    0, 0, 0, 0 },
+	{ "POSTMARK_SERVER_TOKEN", NULL, SET_TEXT, S(postmark_server_token), NULL, 0, 0, 0, 1 },
+	{ "POSTMARK_BASE_URL", NULL, SET_URL, S(postmark_base_url), "https://api.postmarkapp.com",
+	    0, 0, 0, 0 },
 	{ "SENDGRID_API_KEY", NULL, SET_TEXT, S(sendgrid_api_key), NULL, 0, 0, 0, 1 },
 	{ "SENDGRID_BASE_URL", NULL, SET_URL, S(sendgrid_base_url), "https://api.sendgrid.com",
 	    0, 0, 0, 0 },
@@ -380,6 +383,7 @@ settings_check_security(struct settings *s, char *err, size_t errlen)
 		{ "DODO_PAYMENTS_BASE_URL", S(dodo_base_url) },
 		{ "RESEND_BASE_URL", S(resend_base_url) },
 		{ "SENDGRID_BASE_URL", S(sendgrid_base_url) },
+		{ "POSTMARK_BASE_URL", S(postmark_base_url) },
 	};
 
 	if (strcmp(s->auth_mode, SETTINGS_AUTH_API_KEY) == 0)

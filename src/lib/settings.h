@@ -20,10 +20,12 @@ struct settings {
 	char	*plan_product_id;	/* PLAN_PRODUCT_ID */
 	char	*topup_product_id;	/* TOPUP_PRODUCT_ID */
 	/* mail */
-	char	*mail_provider;		/* MAIL_PROVIDER: "resend", "sendgrid" or "smtp" */
+	char	*mail_provider;		/* MAIL_PROVIDER: resend, postmark, sendgrid, smtp */
 	char	*resend_api_key;	/* RESEND_API_KEY (secret) */
 	char	*resend_base_url;	/* RESEND_BASE_URL */
 	char	*mail_from;		/* MAIL_FROM, "Name <addr>" or "addr" */
+	char	*postmark_server_token;	/* POSTMARK_SERVER_TOKEN (secret) */
+	char	*postmark_base_url;	/* POSTMARK_BASE_URL */
 	char	*sendgrid_api_key;	/* SENDGRID_API_KEY (secret) */
 	char	*sendgrid_base_url;	/* SENDGRID_BASE_URL */
 	char	*smtp_url;		/* SMTP_URL, smtp://host:port/helo or smtps://... */
@@ -111,7 +113,7 @@ int	settings_parse_dotenv(const char *text, size_t len,
  * 1 when url (http:// or https://) may be used for an upstream: https, or
  * plain http to a loopback host (127.0.0.0/8, [::1], localhost), or any
  * http when allow_insecure is set.  settings_load applies it to
- * DODO_PAYMENTS_BASE_URL, RESEND_BASE_URL and SENDGRID_BASE_URL.
+ * DODO_PAYMENTS_BASE_URL and the mail providers' base URLs.
  */
 int	settings_upstream_url_ok(const char *url, int allow_insecure);
 

@@ -228,6 +228,8 @@ fault_error_500(enum sandbox_api api, struct response *resp)
 		    "An unexpected error occurred, please try again later.");
 	else if (api == SANDBOX_API_SENDGRID)
 		sendgrid_api_error(resp, 500, "Internal server error");
+	else if (api == SANDBOX_API_POSTMARK)
+		postmark_api_error(resp, 500, 0, "Internal server error");
 	else
 		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "Internal server error");
 }
@@ -279,6 +281,9 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 			    "Injected refusal: the email was not sent.");
 		else if (api == SANDBOX_API_SENDGRID)	/* SendGrid refuses with 400 */
 			sendgrid_api_error(resp, 400, "Injected refusal: the email was not sent.");
+		else if (api == SANDBOX_API_POSTMARK)	/* 300: invalid email request */
+			postmark_api_error(resp, 422, 300, "Injected refusal: the email was not "
+			    "sent.");
 		else
 			dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "Injected refusal");
 		return 1;
@@ -290,6 +295,8 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 			    "Too many requests. You can only make 5 requests per second.");
 		else if (api == SANDBOX_API_SENDGRID)
 			sendgrid_api_error(resp, 429, "too many requests");
+		else if (api == SANDBOX_API_POSTMARK)
+			postmark_api_error(resp, 429, 429, "Rate limit exceeded.");
 		else
 			dodo_api_error(resp, 429, "TOO_MANY_REQUESTS", "Too many requests");
 		return 1;
@@ -306,6 +313,23 @@ fault_late(const struct request *req, struct response *resp, const struct fault_
 	fault_sleep_ms(plan->stall_ms);
 	resp->drop = 1;		/* as "drop": the loop finishes the request without a reply */
 	resp->status = 500;
+}
+
+void
+fault_email_send(const struct request *req, struct response *resp, enum sandbox_api api,
+    fault_apply_fn *accept)
+{
+	struct fault_plan	plan;
+
+	if (fault_check("email_send", api, resp, &plan) != 0)
+		return;
+	if (plan.kind == FAULT_LATE) {
+		fault_late(req, resp, &plan, "email_send", accept);
+		return;
+	}
+	fault_sleep_ms(plan.kind == FAULT_STALL ? plan.stall_ms : 0);
+	accept(req, resp);
+	fault_after(&plan, api, resp);
 }
 
 void

@@ -195,31 +195,14 @@ out:
 	return stored;
 }
 
-/* The email of a "late" fault, at its time (fault_apply_fn). */
-static int
-sendgrid_api_late(const struct request *req, struct response *resp)
-{
-	return sendgrid_api_accept(req, resp);
-}
-
 void
 sendgrid_api_send(const struct request *req, struct response *resp)
 {
-	struct fault_plan	plan;
-
 	fault_sleep_ms(sandbox.latency_ms);	/* as a real upstream's round trip */
 	if (!state_bearer(req->authorization)) {
 		sendgrid_api_error(resp, 401, "The provided authorization grant is invalid, "
 		    "expired, or revoked");
 		return;
 	}
-	if (fault_check("email_send", SANDBOX_API_SENDGRID, resp, &plan) != 0)
-		return;
-	if (plan.kind == FAULT_LATE) {
-		fault_late(req, resp, &plan, "email_send", sendgrid_api_late);
-		return;
-	}
-	fault_sleep_ms(plan.kind == FAULT_STALL ? plan.stall_ms : 0);
-	sendgrid_api_accept(req, resp);
-	fault_after(&plan, SANDBOX_API_SENDGRID, resp);
+	fault_email_send(req, resp, SANDBOX_API_SENDGRID, sendgrid_api_accept);
 }

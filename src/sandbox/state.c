@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -449,6 +450,13 @@ state_api_verror(struct response *resp, enum sandbox_api api, int status, const 
 		json_object_object_add(e, "help", NULL);
 		json_object_array_add(errors, e);
 		json_object_object_add(o, "errors", errors);
+		response_json(resp, status, o);
+		return;
+	}
+	if (api == SANDBOX_API_POSTMARK) {
+		json_object_object_add(o, "ErrorCode", json_object_new_int((int)strtol(code, NULL,
+		    10)));
+		json_object_object_add(o, "Message", json_object_new_string(msg));
 		response_json(resp, status, o);
 		return;
 	}

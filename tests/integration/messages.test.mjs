@@ -7,17 +7,14 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 
 import {
-	balance, emailStatus, getJson, lastApiKey, missingPrerequisite, postJson, sandboxEmails,
-	sandboxFault, setBalance, skipFile, startStack, subscribeCustomer,
+	QUICK_UPSTREAM, balance, emailStatus, keyedCustomer, missingPrerequisite, postJson,
+	sandboxEmails, sandboxFault, setBalance, skipFile, startStack,
 } from './harness.mjs';
 
 const why = missingPrerequisite('lighttpd') || missingPrerequisite('apache');
 if (why)
 	skipFile(why);
 
-// One retry: two 500s make a send's outcome unknown (queued), a third is retried past.
-const ENV = { UPSTREAM_TIMEOUT_MS: 1500, UPSTREAM_CONNECT_TIMEOUT_MS: 1000,
-    UPSTREAM_MAX_RETRIES: 1 };
 const TAGS = [{ name: 'category', value: 'receipt' }, { name: 'plan_id', value: 'pro-2' }];
 
 const addresses = (n, domain) => Array.from({ length: n }, (_, i) => `r${i}@${domain}`);
@@ -26,10 +23,8 @@ for (const server of ['lighttpd', 'apache']) {
 	describe(`complete messages through ${server}`, () => {
 		let stack, c;
 		before(async () => {
-			stack = await startStack({ server, env: ENV });
-			const id = await subscribeCustomer(stack, {
-			    email: `msg-${randomUUID().slice(0, 8)}@example.com`, name: 'Messages Test' });
-			c = { id, key: lastApiKey[id] };
+			stack = await startStack({ server, env: QUICK_UPSTREAM });
+			c = await keyedCustomer(stack, 'messages');
 		});
 		after(async () => { await stack?.stop(); });
 
@@ -56,6 +51,7 @@ for (const server of ['lighttpd', 'apache']) {
 		test('a queued send is delivered later with the same cc, bcc, reply_to and tags',
 		    { timeout: 60_000 }, async () => {
 			const subject = `queued ${randomUUID()}`;
+			// one retry: two 500s make the outcome unknown (queued), a third is retried past
 			await sandboxFault(stack, { target: 'email_send', mode: '500', count: 3 });
 			const r = await send({ to: 'delivered@resend.dev', cc: 'cc2@example.com',
 			    bcc: ['bcc2@example.com', 'bcc3@example.com'], reply_to: 'help@mailkit.test',

@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { accessSync, constants as fsc } from 'node:fs';
 import { chmod, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -15,8 +15,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
-	balance, emailStatus, freePort, getJson, lastApiKey, missingPrerequisite, postJson, skipFile,
-	startStack, subscribeCustomer,
+	balance, emailStatus, freePort, keyedCustomer, missingPrerequisite, postJson, sendRef,
+	skipFile, startStack,
 } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -40,11 +40,6 @@ const USER = 'mailkit-relay', PASSWORD = `pw-${randomUUID()}`;
 const FROM = 'Zoë at MailKit <notify@mailkit.test>';
 // Short timeouts so the delay cases stay short: a reply later than 2 s is a timeout.
 const TIMEOUTS = { UPSTREAM_TIMEOUT_MS: 2000, UPSTREAM_CONNECT_TIMEOUT_MS: 1000 };
-
-// The journal key of a keyed send, which names the message: mk-send-<key>@mailkit.test.
-const refOf = (customer, key) => createHash('sha256')
-    .update(Buffer.concat([Buffer.from(customer), Buffer.from([0]), Buffer.from(key)]))
-    .digest('hex');
 
 // ------------------------------------------------------------- SMTP servers
 
@@ -127,12 +122,6 @@ async function sunk(dir, messageId) {
 
 // ------------------------------------------------------------- MailKit side
 
-async function newCustomer(stack) {
-	const id = await subscribeCustomer(stack, {
-	    email: `smtp-${randomUUID().slice(0, 8)}@example.com`, name: 'SMTP Test' });
-	return { id, key: lastApiKey[id] };
-}
-
 function send(stack, c, key, body) {
 	return postJson(stack, '/send', body, { key: c.key, headers: { 'Idempotency-Key': key },
 	    timeout: 30_000 });
@@ -179,12 +168,12 @@ for (const server of ['lighttpd', 'apache']) {
 			tlsStack = await startStack({ server, env: { ...TIMEOUTS, MAIL_PROVIDER: 'smtp',
 			    SMTP_URL: `smtp://127.0.0.1:${relayPort}/mailkit.test`, SMTP_USERNAME: USER,
 			    SMTP_PASSWORD: PASSWORD, SMTP_CA_FILE: tls.cert, MAIL_FROM: FROM } });
-			a = await newCustomer(tlsStack);
+			a = await keyedCustomer(tlsStack, 'smtp');
 			// plain SMTP on loopback, the faults' stack (SMTP_TLS=none, no AUTH)
 			plainStack = await startStack({ server, env: { ...TIMEOUTS, MAIL_PROVIDER: 'smtp',
 			    SMTP_URL: `smtp://127.0.0.1:${sinkPort}/mailkit.test`, SMTP_TLS: 'none',
 			    MAIL_FROM: 'notify@mailkit.test' } });
-			b = await newCustomer(plainStack);
+			b = await keyedCustomer(plainStack, 'smtp');
 		});
 		after(async () => {
 			await relay?.stop();
@@ -195,7 +184,7 @@ for (const server of ['lighttpd', 'apache']) {
 		});
 
 		test('a message over STARTTLS with AUTH, byte for byte', { timeout: 60_000 }, async () => {
-			const key = randomUUID(), ref = refOf(a.id, key), id = `mk-send-${ref}@mailkit.test`;
+			const key = randomUUID(), ref = sendRef(a.id, key), id = `mk-send-${ref}@mailkit.test`;
 			const before = await balance(tlsStack, a);
 			const text = 'Hello Zoë,\n.a line that starts with a dot\n.\nend = fin \n';
 			const html = '<p>Grüße</p>\n<p>' + 'x'.repeat(100) + '</p>';
@@ -265,7 +254,7 @@ for (const server of ['lighttpd', 'apache']) {
 			await relay.stop();
 			const sink = await startSink(relayPort, sinkDir);
 			try {
-				const key = randomUUID(), id = `mk-send-${refOf(a.id, key)}@mailkit.test`;
+				const key = randomUUID(), id = `mk-send-${sendRef(a.id, key)}@mailkit.test`;
 				const before = await balance(tlsStack, a);
 				const r = await send(tlsStack, a, key, { to: 'ada@example.com', subject: 'no tls',
 				    text: 'secret' });
@@ -282,7 +271,7 @@ for (const server of ['lighttpd', 'apache']) {
 		    { timeout: 60_000 }, async () => {
 			const r2 = await startRelay(sinkPort, relayDir, { tls });
 			try {
-				const key = randomUUID(), id = `mk-send-${refOf(b.id, key)}@mailkit.test`;
+				const key = randomUUID(), id = `mk-send-${sendRef(b.id, key)}@mailkit.test`;
 				const before = await balance(plainStack, b);
 				const r = await send(plainStack, b, key, { to: 'ada@example.com',
 				    subject: 'plain', text: 'x' });
@@ -317,7 +306,7 @@ for (const server of ['lighttpd', 'apache']) {
 		];
 		for (const f of faults) {
 			test(f.name, { timeout: 60_000 }, async () => {
-				const key = randomUUID(), id = `mk-send-${refOf(b.id, key)}@mailkit.test`;
+				const key = randomUUID(), id = `mk-send-${sendRef(b.id, key)}@mailkit.test`;
 				const before = await balance(plainStack, b);
 				let sink = await startSink(sinkPort, sinkDir, f.opts);
 				let r;

@@ -356,5 +356,6 @@ Test(settings, smtp_provider_rules)
 	    "SMTP_PASSWORD=a pass phrase", err, sizeof err), 0, "%s", err);
 	cr_expect(settings_is_secret("SMTP_PASSWORD"));
 	cr_expect(settings_is_secret("SENDGRID_API_KEY"));
+	cr_expect(settings_is_secret("POSTMARK_SERVER_TOKEN"));
 	cr_expect(!settings_is_secret("SMTP_USERNAME"));
 }
