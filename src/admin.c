@@ -192,8 +192,8 @@ recon_judge(struct recon_row *r, struct recon_customer *c)
 		c->pending++;		/* the resolver's: its entries may still be on the way */
 		return;
 	}
-	if (row->state == SEND_SENT) {
-		c->sent++;
+	if (row->state == SEND_SENT || row->state == SEND_UNCONFIRMED) {
+		c->sent++;	/* unconfirmed: maybe delivered; its debit stands */
 		if (r->debits == 1 && r->refunds == 0)
 			return;
 	} else {
@@ -221,7 +221,8 @@ recon_judge(struct recon_row *r, struct recon_customer *c)
 	printf("  %s: send %.12s… (%s, answered %d): %d debit%s and %d refund%s; expected %s\n",
 	    row->customer_id, row->key, store_send_state_name(row->state), row->status, r->debits,
 	    r->debits == 1 ? "" : "s", r->refunds, r->refunds == 1 ? "" : "s",
-	    row->state == SEND_SENT ? "one debit" : "none net");
+	    row->state == SEND_SENT || row->state == SEND_UNCONFIRMED ? "one debit" :
+	    "none net");
 }
 
 static int

@@ -12,8 +12,8 @@
 static struct settings			 settings;
 static const struct mail_provider	*provider;
 
-/* POST /send {[customer_id,] to, subject, html[, text]} -> 200 {id, status "sent", provider_id}
- * or 202 {id, status "queued"}; the customer from auth.h */
+/* POST /send {[customer_id,] to, subject, html[, text][, cc, bcc, reply_to, tags]} -> 200 {id, status "sent", provider_id}
+ * or 202 {id, status "queued" or "unconfirmed"}; the customer from auth.h */
 static void
 send_email(const struct request *req, struct response *resp)
 {
@@ -24,8 +24,13 @@ send_email(const struct request *req, struct response *resp)
 		{ "subject", FIELD_HEADER_TEXT, 1, SUBJECT_MAX },
 		{ "html", FIELD_TEXT, 0, CONTENT_MAX },
 		{ "text", FIELD_TEXT, 0, CONTENT_MAX },
+		{ "cc", FIELD_EMAIL_LIST, 0, EMAIL_MAX },
+		{ "bcc", FIELD_EMAIL_LIST, 0, EMAIL_MAX },
+		{ "reply_to", FIELD_EMAIL_LIST, 0, EMAIL_MAX },
+		{ "tags", FIELD_TAGS, 0, 0 },
 	};
-	enum { F_CUSTOMER, F_TO, F_SUBJECT, F_HTML, F_TEXT, F_COUNT };
+	enum { F_CUSTOMER, F_TO, F_SUBJECT, F_HTML, F_TEXT, F_CC, F_BCC, F_REPLY_TO, F_TAGS,
+		F_COUNT };
 	struct field_value	 v[F_COUNT];
 	struct mail_message	 msg;
 	struct billing_result	 result;
@@ -57,10 +62,26 @@ send_email(const struct request *req, struct response *resp)
 		response_error(resp, 400, "html or text is required");
 		goto out;
 	}
+	if (v[F_TO].nlist + v[F_CC].nlist + v[F_BCC].nlist > MAIL_MAX_RECIPIENTS) {
+		response_error(resp, 400, "to, cc and bcc list more than %d addresses together",
+		    MAIL_MAX_RECIPIENTS);
+		goto out;
+	}
 	memset(&msg, 0, sizeof msg);
 	msg.from = settings.mail_from;
 	memcpy(msg.to, v[F_TO].list, v[F_TO].nlist * sizeof msg.to[0]);
 	msg.nto = v[F_TO].nlist;
+	memcpy(msg.cc, v[F_CC].list, v[F_CC].nlist * sizeof msg.cc[0]);
+	msg.ncc = v[F_CC].nlist;
+	memcpy(msg.bcc, v[F_BCC].list, v[F_BCC].nlist * sizeof msg.bcc[0]);
+	msg.nbcc = v[F_BCC].nlist;
+	memcpy(msg.reply_to, v[F_REPLY_TO].list, v[F_REPLY_TO].nlist * sizeof msg.reply_to[0]);
+	msg.nreply_to = v[F_REPLY_TO].nlist;
+	for (size_t i = 0; i < v[F_TAGS].ntags; i++) {
+		msg.tags[i].name = v[F_TAGS].tag_name[i];
+		msg.tags[i].value = v[F_TAGS].tag_value[i];
+	}
+	msg.ntags = v[F_TAGS].ntags;
 	msg.subject = v[F_SUBJECT].str;
 	msg.html = v[F_HTML].str;
 	msg.text = v[F_TEXT].str;
@@ -73,11 +94,14 @@ send_email(const struct request *req, struct response *resp)
 	out = json_object_new_object();
 	json_object_object_add(out, "id", json_object_new_string(result.id));
 	json_object_object_add(out, "status", json_object_new_string(result.queued ? "queued" :
-	    "sent"));
-	if (!result.queued)
+	    result.unconfirmed ? "unconfirmed" : "sent"));
+	if (result.unconfirmed)
+		json_object_object_add(out, "message",
+		    json_object_new_string(BILLING_UNCONFIRMED_MSG));
+	else if (!result.queued)
 		json_object_object_add(out, "provider_id",
 		    json_object_new_string(result.provider_id));
-	response_json(resp, result.queued ? 202 : 200, out);
+	response_json(resp, result.queued || result.unconfirmed ? 202 : 200, out);
 out:
 	json_object_put(root);
 }

@@ -242,7 +242,11 @@ wh_balance_low(const struct wh_event *ev)
 	msg.text = text.data;
 	msg.idempotency_key = key;
 	if (mailer->send(&settings, &msg, &sent, &err) == -1) {
-		if (err.maybe_done || err.status != 400) {
+		if (err.maybe_done && !mailer->idempotent)
+			/* SMTP: maybe delivered; a retry could deliver it twice */
+			log_warn("[low-balance] %s: notice maybe sent, not retried: %s", customer,
+			    err.msg);
+		else if (err.maybe_done || err.status != 400) {
 			/* unknown outcome or a refusal that may pass later (rate limit,
 			 * our key): the retry reuses the idempotency key */
 			log_warn("[low-balance] %s: notice not sent, will retry: %s", customer,

@@ -100,6 +100,12 @@ billing_message_json(const struct mail_message *msg)
 		json_object_array_add(to, json_object_new_string(msg->to[i]));
 	json_object_object_add(o, "from", json_object_new_string(msg->from));
 	json_object_object_add(o, "to", to);
+	/* absent when empty: a message without them hashes as older versions did */
+	mail_json_extras(o, msg);
+	/* one credit per recipient (billing_amount) */
+	if (mail_recipients(msg) > 1)
+		json_object_object_add(o, "credits",
+		    json_object_new_int64((int64_t)mail_recipients(msg)));
 	json_object_object_add(o, "subject", json_object_new_string(msg->subject));
 	if (msg->html != NULL)
 		json_object_object_add(o, "html", json_object_new_string(msg->html));
@@ -108,23 +114,57 @@ billing_message_json(const struct mail_message *msg)
 	return o;
 }
 
+/* Read a list member back (strings point into o); the number of items, or -1. */
+static long
+billing_list_parse(json_object *o, const char *name, const char **list)
+{
+	json_object	*a;
+	size_t		 n;
+
+	if (!json_object_object_get_ex(o, name, &a))
+		return 0;
+	if (!json_object_is_type(a, json_type_array) ||
+	    (n = json_object_array_length(a)) > MAIL_MAX_RECIPIENTS)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		list[i] = json_object_get_string(json_object_array_get_idx(a, i));
+	return (long)n;
+}
+
 /* Rebuild msg from the journal's JSON; strings point into the returned object. */
 static json_object *
 billing_message_parse(const char *text, struct mail_message *msg)
 {
-	json_object	*o = json_tokener_parse(text), *v, *to;
-	size_t		 n;
+	json_object	*o = json_tokener_parse(text), *v;
+	long		 nto, ncc, nbcc, nreply;
+	size_t		 ntags = 0;
 
 	memset(msg, 0, sizeof *msg);
-	if (o == NULL || !json_object_object_get_ex(o, "to", &to) ||
-	    !json_object_is_type(to, json_type_array) ||
-	    (n = json_object_array_length(to)) == 0 || n > MAIL_MAX_RECIPIENTS) {
+	if (o != NULL && json_object_object_get_ex(o, "tags", &v) &&
+	    json_object_is_type(v, json_type_array) &&
+	    (ntags = json_object_array_length(v)) <= MAIL_MAX_TAGS) {
+		for (size_t i = 0; i < ntags; i++) {
+			json_object *t = json_object_array_get_idx(v, i), *part;
+
+			if (json_object_object_get_ex(t, "name", &part))
+				msg->tags[i].name = json_object_get_string(part);
+			if (json_object_object_get_ex(t, "value", &part))
+				msg->tags[i].value = json_object_get_string(part);
+		}
+		msg->ntags = ntags;
+	}
+	if (o == NULL || (nto = billing_list_parse(o, "to", msg->to)) <= 0 ||
+	    (ncc = billing_list_parse(o, "cc", msg->cc)) < 0 ||
+	    (nbcc = billing_list_parse(o, "bcc", msg->bcc)) < 0 ||
+	    (nreply = billing_list_parse(o, "reply_to", msg->reply_to)) < 0 ||
+	    nto + ncc + nbcc > MAIL_MAX_RECIPIENTS || ntags > MAIL_MAX_TAGS) {
 		json_object_put(o);
 		return NULL;
 	}
-	for (size_t i = 0; i < n; i++)
-		msg->to[i] = json_object_get_string(json_object_array_get_idx(to, i));
-	msg->nto = n;
+	msg->nto = (size_t)nto;
+	msg->ncc = (size_t)ncc;
+	msg->nbcc = (size_t)nbcc;
+	msg->nreply_to = (size_t)nreply;
 	if (json_object_object_get_ex(o, "from", &v))
 		msg->from = json_object_get_string(v);
 	if (json_object_object_get_ex(o, "subject", &v))
@@ -226,12 +266,51 @@ billing_record(const struct settings *s, struct store_send *row, enum billing_mo
 		    "keys", row->key, store_send_state_name(row->state), serr.msg);
 }
 
-/* Debit one credit with the row's key; fills row->debited on success. */
+/*
+ * The credits a send costs, as a ledger amount: one per recipient (to, cc
+ * and bcc), recorded with its message as "credits" when more than one
+ * (rows without it, older ones included, cost one).
+ */
+static void
+billing_amount(const struct store_send *row, char out[BILLING_AMOUNT_MAX])
+{
+	const char	*p = row->message != NULL ? strstr(row->message, "\"credits\":") : NULL;
+	long		 n = 1;
+
+	/*
+	 * Found without parsing the message (its body may be 1 MB): in the
+	 * journal's plain JSON (billing_message_json) the sequence "credits":
+	 * is only ever our key; inside a string its quotes would be escaped.
+	 */
+	if (p != NULL)
+		n = strtol(p + strlen("\"credits\":"), NULL, 10);
+	if (n < 1 || n > MAIL_MAX_RECIPIENTS)
+		n = 1;
+	snprintf(out, BILLING_AMOUNT_MAX, "%ld", n);
+}
+
+/* Credit back what the row's debit took, with the row's refund key. */
+static int
+billing_refund(const struct settings *s, const struct store_send *row,
+    const struct billing_keys *k, struct dodo_ledger_result *entry, struct mk_err *err)
+{
+	char	amount[BILLING_AMOUNT_MAX];
+
+	billing_amount(row, amount);
+	return dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, amount,
+	    "refund: email not sent", k->refund, row->key, entry, err);
+}
+
+/* Debit the send's credits with the row's key, all or nothing (one entry:
+ * Dodo refuses it past the balance); fills row->debited on success. */
 static int
 billing_debit(const struct settings *s, struct store_send *row, const struct billing_keys *k,
     struct dodo_ledger_result *entry, struct mk_err *err)
 {
-	if (dodo_ledger_entry(s, row->customer_id, DODO_DEBIT, "1", "email send", k->debit,
+	char	amount[BILLING_AMOUNT_MAX];
+
+	billing_amount(row, amount);
+	if (dodo_ledger_entry(s, row->customer_id, DODO_DEBIT, amount, "email send", k->debit,
 	    row->key, entry, err) == -1)
 		return -1;
 	if (entry->outcome != DODO_LEDGER_INSUFFICIENT) {
@@ -332,8 +411,7 @@ billing_step_fence(const struct settings *s, struct store_send *row,
 		log_warn("send %.12s…: a debit stands for a send answered %d; refunding it",
 		    row->key, row->status);
 	}
-	if (dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
-	    "refund: email not sent", k->refund, row->key, &entry, err) == -1) {
+	if (billing_refund(s, row, k, &entry, err) == -1) {
 		billing_postpone(s, row, -1);
 		return 1;
 	}
@@ -342,6 +420,23 @@ billing_step_fence(const struct settings *s, struct store_send *row,
 	row->state = SEND_VOIDED;
 	billing_record(s, row, BILLING_BACKGROUND);
 	return 0;
+}
+
+/*
+ * A send to a provider without idempotency whose outcome is unknown: the
+ * message may well have been delivered, and another attempt could deliver
+ * a second copy.  It is final: not retried, its credit stays taken, and the
+ * answer says "unconfirmed" (README "Mail providers").
+ */
+static void
+billing_unconfirmed(const struct settings *s, struct store_send *row, enum billing_mode mode,
+    struct billing_result *out)
+{
+	if (row->state != SEND_UNCONFIRMED) {
+		billing_set_reply(row, SEND_UNCONFIRMED, 202, BILLING_UNCONFIRMED_MSG);
+		billing_record(s, row, mode);
+	}
+	out->unconfirmed = 1;
 }
 
 /*
@@ -400,6 +495,21 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			row->state = SEND_SENDING;
 			break;
 		case SEND_SENDING:
+			/*
+			 * A provider without idempotency (SMTP): an attempt whose outcome
+			 * is unknown is never repeated.  The row says so before the call,
+			 * so a worker that dies in the middle leaves that mark behind.
+			 */
+			if (!mp->idempotent) {
+				if (row->unsure_at != 0) {
+					billing_unconfirmed(s, row, mode, out);
+					rc = 0;
+					goto out;
+				}
+				row->unsure_at = time(NULL);
+				if (store_send_save(s, row, err) == -1)
+					goto out;
+			}
 			if (mp->send(s, &msg, &sent, err) == 0) {
 				billing_set_reply(row, SEND_SENT, 200, sent.id);
 				snprintf(row->email_id, sizeof row->email_id, "%s", sent.id);
@@ -408,6 +518,15 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				rc = 0;
 				goto out;
 			}
+			if (!mp->idempotent && err->maybe_done) {
+				log_error("send %.12s…: %s; not retried (no idempotency), the "
+				    "credit stays taken", row->key, err->msg);
+				billing_unconfirmed(s, row, mode, out);
+				rc = 0;
+				goto out;
+			}
+			if (!mp->idempotent)
+				row->unsure_at = 0;	/* definitely not sent: safe to repeat */
 			if (err->maybe_done)
 				row->unsure_at = time(NULL);
 			/*
@@ -443,8 +562,7 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				goto out;
 			break;
 		case SEND_REFUNDING:
-			if (dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
-			    "refund: email not sent", k.refund, row->key, &entry, err) == -1) {
+			if (billing_refund(s, row, &k, &entry, err) == -1) {
 				log_warn("send %.12s…: refund failed (%s); will retry", row->key,
 				    err->msg);
 				billing_postpone(s, row, -1);
@@ -467,6 +585,10 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 			snprintf(out->provider_id, sizeof out->provider_id, "%s", row->email_id);
 			rc = 0;
 			goto out;
+		case SEND_UNCONFIRMED:
+			billing_unconfirmed(s, row, mode, out);
+			rc = 0;
+			goto out;
 		case SEND_REFUNDED:
 		case SEND_REJECTED:
 		case SEND_VOIDED:
@@ -487,6 +609,10 @@ billing_replay(const struct store_send *row, struct billing_result *out, struct 
 	billing_email_id(row->key, out->id);
 	if (row->state == SEND_SENT) {
 		snprintf(out->provider_id, sizeof out->provider_id, "%s", row->email_id);
+		return 0;
+	}
+	if (row->state == SEND_UNCONFIRMED) {
+		out->unconfirmed = 1;
 		return 0;
 	}
 	return mk_fail(err, row->status, "%s", row->reply);
@@ -556,8 +682,7 @@ billing_refund_orphan(const struct settings *s, const struct store_send *row,
 	struct dodo_ledger_result	entry;
 
 	billing_keys(row->key, &k);
-	return dodo_ledger_entry(s, row->customer_id, DODO_CREDIT, "1",
-	    "refund: email not sent", k.refund, row->key, &entry, err);
+	return billing_refund(s, row, &k, &entry, err);
 }
 
 /* "2026-12-04T12:00:00Z" */
@@ -574,12 +699,13 @@ billing_time_json(time_t t)
 }
 
 static json_object *
-billing_ledger_json(const char *type, const char *entry_id, const char *key)
+billing_ledger_json(const char *type, const char *amount, const char *entry_id,
+    const char *key)
 {
 	json_object	*e = json_object_new_object();
 
 	json_object_object_add(e, "type", json_object_new_string(type));
-	json_object_object_add(e, "amount", json_object_new_string("1"));
+	json_object_object_add(e, "amount", json_object_new_string(amount));
 	/* "" when Dodo answered 409 (applied before) and gave no entry id */
 	json_object_object_add(e, "entry_id", entry_id[0] != '\0' ?
 	    json_object_new_string(entry_id) : NULL);
@@ -593,12 +719,14 @@ billing_email_json(const struct store_send *row)
 	struct billing_keys	 k;
 	json_object		*o = json_object_new_object(), *ledger, *msg, *v;
 	const char		*status;
-	char			 id[BILLING_ID_MAX];
+	char			 id[BILLING_ID_MAX], amount[BILLING_AMOUNT_MAX];
 
 	billing_keys(row->key, &k);
 	billing_email_id(row->key, id);
 	if (row->state == SEND_SENT)
 		status = "sent";
+	else if (row->state == SEND_UNCONFIRMED)
+		status = "unconfirmed";
 	else if (row->state <= SEND_SENDING)
 		status = "queued";
 	else
@@ -612,20 +740,30 @@ billing_email_json(const struct store_send *row)
 	msg = row->message != NULL ? json_tokener_parse(row->message) : NULL;
 	json_object_object_add(o, "to", msg != NULL && json_object_object_get_ex(msg, "to", &v) ?
 	    json_object_get(v) : json_object_new_array());
+	/* cc, bcc, reply_to and tags as sent; empty when the request had none */
+	for (size_t i = 0; i < 4; i++) {
+		static const char *const echoed[] = { "cc", "bcc", "reply_to", "tags" };
+
+		json_object_object_add(o, echoed[i], msg != NULL &&
+		    json_object_object_get_ex(msg, echoed[i], &v) ? json_object_get(v) :
+		    json_object_new_array());
+	}
 	json_object_object_add(o, "subject", msg != NULL &&
 	    json_object_object_get_ex(msg, "subject", &v) ? json_object_get(v) : NULL);
 	json_object_put(msg);
 	json_object_object_add(o, "provider_id", row->email_id[0] != '\0' ?
 	    json_object_new_string(row->email_id) : NULL);
-	json_object_object_add(o, "error", strcmp(status, "failed") == 0 ?
+	json_object_object_add(o, "error", strcmp(status, "sent") != 0 &&
+	    strcmp(status, "queued") != 0 ?
 	    json_object_new_string(row->reply) : NULL);
 	ledger = json_object_new_array();
+	billing_amount(row, amount);
 	if (row->debited)
-		json_object_array_add(ledger, billing_ledger_json("debit", row->debit_entry,
-		    k.debit));
+		json_object_array_add(ledger, billing_ledger_json("debit", amount,
+		    row->debit_entry, k.debit));
 	if (row->refunded)
-		json_object_array_add(ledger, billing_ledger_json("refund", row->refund_entry,
-		    k.refund));
+		json_object_array_add(ledger, billing_ledger_json("refund", amount,
+		    row->refund_entry, k.refund));
 	json_object_object_add(o, "ledger", ledger);
 	return o;
 }

@@ -1,4 +1,4 @@
-/* billing.h: one email, one credit — the send pipeline that keeps sends and debits equal, and says truly what happened. */
+/* billing.h: one credit per recipient — the send pipeline that keeps sends and debits equal, and says truly what happened. */
 #ifndef MAILKIT_BILLING_H
 #define MAILKIT_BILLING_H
 
@@ -15,6 +15,10 @@ struct store_send;
 #define BILLING_NOT_CHARGED_MSG \
 	"the payments service did not confirm the charge: nothing was charged and " \
 	"nothing will be sent; retry with the same Idempotency-Key"
+#define BILLING_UNCONFIRMED_MSG \
+	"the mail server's answer to the message was lost: it may have been delivered; " \
+	"it is not sent again (that could deliver a second copy) and its credit stays taken"
+#define BILLING_AMOUNT_MAX	8	/* a ledger amount: "1" .. "50" (MAIL_MAX_RECIPIENTS) */
 #define BILLING_KEY_MAX		96	/* derived keys: "mk-send-<64 hex>-refund" */
 #define BILLING_ID_MAX		37	/* an email id: 36 characters, UUID-shaped, + NUL */
 #define BILLING_WAIT_MAX_MS	30000	/* a duplicate waits this long for the first */
@@ -33,12 +37,17 @@ struct store_send;
 /*
  * What a send's answer says (README "One credit per email").  A send is
  * answered with exactly one of:
- *   200 {id, status "sent"}    the provider accepted it; one credit taken;
+ *   200 {id, status "sent"}    the provider accepted it; its credits (one per
+ *                              recipient, "one credit" below) taken;
  *   202 {id, status "queued"}  MailKit holds it durably and delivers it in
  *                              the background (same provider idempotency
  *                              key), or, if the provider refuses it for
  *                              good, marks it failed and gives the credit
  *                              back; one credit held;
+ *   202 {id, status "unconfirmed"}  (a provider without idempotency, SMTP)
+ *                              the relay's answer to the whole message was
+ *                              lost: it may have been delivered; final,
+ *                              never sent again, one credit taken;
  *   4xx                        final: not sent now, never sent later, no
  *                              credit, ever (a debit that lands late is
  *                              refunded automatically);
@@ -52,10 +61,12 @@ struct billing_result {
 	char	id[BILLING_ID_MAX];		/* MailKit's id of the email (billing_email_id) */
 	char	provider_id[MAIL_ID_MAX];	/* the provider's id; "" while queued */
 	int	queued;				/* 1: accepted for background delivery (202) */
+	int	unconfirmed;			/* 1: outcome unknown, never retried (202) */
 };
 
 /*
- * Send msg for customer_id and charge exactly one credit for it.
+ * Send msg for customer_id and charge one credit per recipient (to, cc and
+ * bcc: mail_recipients()) for it, in one ledger entry: all or nothing.
  *
  * Every request is a row in the send journal (store_send.h) that moves
  * through debit -> send -> (refund) with one idempotency key per step, all
@@ -74,7 +85,7 @@ struct billing_result {
  * different request is refused (409).  Without it, every call is a new
  * request.
  *
- * Returns 0 with out filled (out->queued: 202), or -1 with err: 402
+ * Returns 0 with out filled (out->queued or out->unconfirmed: 202), or -1 with err: 402
  * BILLING_NO_CREDIT_MSG, 404 unknown customer, 400 refused by the provider
  * as invalid, 409 key reuse, 502/504 upstream failures that charged nothing,
  * 503 state store unavailable.
@@ -137,8 +148,9 @@ int	billing_key_base(const char *customer_id, const char *client_key, char *out,
 
 /*
  * A journal row as the API shows an email, close to Resend's GET
- * /emails/{id}: {object, id, status ("queued", "sent" or "failed"),
- * created_at, updated_at, to, subject, provider_id, error, ledger: [{type
+ * /emails/{id}: {object, id, status ("queued", "sent", "unconfirmed" or "failed"),
+ * created_at, updated_at, to, cc, bcc, reply_to, tags, subject, provider_id,
+ * error, ledger: [{type
  * "debit" or "refund", amount, entry_id, idempotency_key}]}.  Caller puts it.
  */
 struct json_object	*billing_email_json(const struct store_send *row);

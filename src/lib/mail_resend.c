@@ -18,18 +18,9 @@
 static int
 resend_check(const struct settings *s, char *errbuf, size_t errlen)
 {
-	const char	*missing = NULL;
-
-	if (s->resend_api_key == NULL || s->resend_api_key[0] == '\0')
-		missing = "RESEND_API_KEY";
-	else if (s->mail_from == NULL || s->mail_from[0] == '\0')
-		missing = "MAIL_FROM";
-	else if (s->resend_base_url == NULL || s->resend_base_url[0] == '\0')
-		missing = "RESEND_BASE_URL";
-	if (missing == NULL)
-		return 0;
-	snprintf(errbuf, errlen, "%s is not set (needed by MAIL_PROVIDER=resend)", missing);
-	return -1;
+	return mail_check_settings("resend", errbuf, errlen, "RESEND_API_KEY",
+	    s->resend_api_key, "MAIL_FROM", s->mail_from, "RESEND_BASE_URL", s->resend_base_url,
+	    (const char *)NULL);
 }
 
 /* A string member of obj, or NULL. */
@@ -42,16 +33,6 @@ resend_json_str(json_object *obj, const char *key)
 	    !json_object_is_type(v, json_type_string))
 		return NULL;
 	return json_object_get_string(v);
-}
-
-/* Fill err (-1) with maybe_done set as given. */
-static int
-resend_fail(struct mk_err *err, int status, int maybe_done, const char *msg)
-{
-	mk_fail(err, status, "%s", msg);
-	if (err != NULL)
-		err->maybe_done = maybe_done;
-	return -1;
 }
 
 /*
@@ -73,20 +54,20 @@ resend_fail_status(const struct upstream_response *r, struct mk_err *err)
 		name = "";
 	if (st == 409) {
 		if (strcmp(name, "invalid_idempotent_request") == 0)
-			return resend_fail(err, 502, 0, "mail provider refused the message");
+			return mail_fail(err, 502, 0, "mail provider refused the message");
 		/* concurrent_idempotent_requests: the first attempt is still in flight */
-		return resend_fail(err, 502, 1, "mail provider busy, try again");
+		return mail_fail(err, 502, 1, "mail provider busy, try again");
 	}
 	if (st == 429)	/* not processed: not sent, but not refused for good either */
-		return resend_fail(err, 503, 0, "mail provider busy, try again");
+		return mail_fail(err, 503, 0, "mail provider busy, try again");
 	if (st == 408 || st >= 500 || st < 400)
-		return resend_fail(err, 502, 1, "mail provider unavailable");
+		return mail_fail(err, 502, 1, "mail provider unavailable");
 	if (st == 422 || (st == 400 && strcmp(name, "validation_error") == 0))
-		return resend_fail(err, 400, 0, "recipient or content rejected by the mail provider");
+		return mail_fail(err, 400, 0, "recipient or content rejected by the mail provider");
 	if (st == 401 || st == 403)
 		log_error("resend: send refused with %ld (%s): check RESEND_API_KEY and that "
 		    "MAIL_FROM's domain is verified", st, name);
-	return resend_fail(err, 502, 0, "mail provider refused the message");
+	return mail_fail(err, 502, 0, "mail provider refused the message");
 }
 
 static int
@@ -102,9 +83,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 
 	memset(out, 0, sizeof *out);
 	from = msg->from != NULL ? msg->from : s->mail_from;
-	if (msg->idempotency_key == NULL || msg->idempotency_key[0] == '\0' || from == NULL ||
-	    msg->nto == 0 || msg->nto > MAIL_MAX_RECIPIENTS || msg->subject == NULL ||
-	    (msg->html == NULL && msg->text == NULL)) {
+	if (!mail_message_ok(msg, from)) {
 		mk_fail(err, 500, "internal error");
 		goto out;
 	}
@@ -116,6 +95,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	json_object_object_add(body, "to", to);
 	for (i = 0; i < msg->nto; i++)
 		json_object_array_add(to, json_object_new_string(msg->to[i]));
+	mail_json_extras(body, msg);	/* cc, bcc, reply_to, tags: Resend's own shape */
 	json_object_object_add(body, "subject", json_object_new_string(msg->subject));
 	if (msg->html != NULL)
 		json_object_object_add(body, "html", json_object_new_string(msg->html));
@@ -137,7 +117,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	if (upstream_call(&req, &resp, err) == -1) {
 		int maybe = err != NULL ? err->maybe_done : 0;
 
-		resend_fail(err, err != NULL && err->status == 504 ? 504 : 502, maybe,
+		mail_fail(err, err != NULL && err->status == 504 ? 504 : 502, maybe,
 		    err != NULL && err->status == 504 ? "mail provider timed out" :
 		    "mail provider unavailable");
 		goto out;
@@ -155,7 +135,7 @@ resend_send(const struct settings *s, const struct mail_message *msg,
 	if (n <= 0 || (size_t)n >= sizeof out->id) {
 		log_warn("resend: send: HTTP %ld without a usable id", resp.status);
 		out->id[0] = '\0';
-		resend_fail(err, 502, 1, "mail provider unavailable");
+		mail_fail(err, 502, 1, "mail provider unavailable");
 		goto out;
 	}
 	result = 0;
@@ -168,6 +148,7 @@ out:
 
 const struct mail_provider mail_resend = {
 	.name = "resend",
+	.idempotent = 1,	/* Idempotency-Key: 24 hours */
 	.check = resend_check,
 	.send = resend_send,
 };

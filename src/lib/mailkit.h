@@ -4,8 +4,9 @@
  * A request flows: server (FastCGI loop, owned request copy, routing, one
  * response writer) -> the program's handler -> fields/valid (allowlisted
  * input) -> dodo (payments and the credit ledger) and mail (the provider
- * interface; mail_resend is one provider), both over upstream (the one
- * outbound HTTP client: timeouts, retries, keep-alive, capped replies) ->
+ * interface; mail_resend over upstream, the one outbound HTTP client:
+ * timeouts, retries, keep-alive, capped replies; mail_smtp to a relay,
+ * the message built by mime) ->
  * response_json/response_fail.  auth decides which customer a request acts
  * for (apikey: Bearer keys, stored hashed) and issues keys; whsig verifies
  * and signs webhooks; store keeps MailKit's durable state in SQLite (db),

@@ -70,6 +70,17 @@ static const struct setting_def setting_defs[] = {
 	{ "RESEND_API_KEY", NULL, SET_TEXT, S(resend_api_key), NULL, 0, 0, 0, 1 },
 	{ "RESEND_BASE_URL", NULL, SET_URL, S(resend_base_url), "https://api.resend.com",
 	    0, 0, 0, 0 },
+	{ "POSTMARK_SERVER_TOKEN", NULL, SET_TEXT, S(postmark_server_token), NULL, 0, 0, 0, 1 },
+	{ "POSTMARK_BASE_URL", NULL, SET_URL, S(postmark_base_url), "https://api.postmarkapp.com",
+	    0, 0, 0, 0 },
+	{ "SENDGRID_API_KEY", NULL, SET_TEXT, S(sendgrid_api_key), NULL, 0, 0, 0, 1 },
+	{ "SENDGRID_BASE_URL", NULL, SET_URL, S(sendgrid_base_url), "https://api.sendgrid.com",
+	    0, 0, 0, 0 },
+	{ "SMTP_URL", NULL, SET_TEXT, S(smtp_url), NULL, 0, 0, 0, 0 },
+	{ "SMTP_USERNAME", NULL, SET_PHRASE, S(smtp_username), NULL, 0, 0, 0, 0 },
+	{ "SMTP_PASSWORD", NULL, SET_PHRASE, S(smtp_password), NULL, 0, 0, 0, 1 },
+	{ "SMTP_TLS", NULL, SET_ID, S(smtp_tls), "starttls", 0, 0, 0, 0 },
+	{ "SMTP_CA_FILE", NULL, SET_PATH, S(smtp_ca_file), "", 0, 0, 0, 0 },
 	{ "MAIL_FROM", NULL, SET_FROM, S(mail_from), "MailKit <onboarding@resend.dev>",
 	    0, 0, 0, 0 },
 	{ "BASE_URL", NULL, SET_URL, S(base_url), "http://localhost:8080", 0, 0, 0, 0 },
@@ -325,19 +336,12 @@ settings_check_from(const char *v)
 }
 
 int
-settings_upstream_url_ok(const char *url, int allow_insecure)
+settings_loopback_host(const char *authority)
 {
-	const char	*host, *end;
+	const char	*host = authority, *end;
 	char		 h[256];
 	size_t		 n;
 
-	if (strncmp(url, "https://", 8) == 0)
-		return 1;
-	if (strncmp(url, "http://", 7) != 0)
-		return 0;
-	if (allow_insecure)
-		return 1;
-	host = url + 7;
 	if ((end = strchr(host, '@')) != NULL && end < host + strcspn(host, "/"))
 		host = end + 1;		/* user:pass@ is not the host */
 	if (*host == '[')
@@ -365,6 +369,16 @@ settings_upstream_url_ok(const char *url, int allow_insecure)
 	return 0;
 }
 
+int
+settings_upstream_url_ok(const char *url, int allow_insecure)
+{
+	if (strncmp(url, "https://", 8) == 0)
+		return 1;
+	if (strncmp(url, "http://", 7) != 0)
+		return 0;
+	return allow_insecure || settings_loopback_host(url + 7);
+}
+
 /* Rules across several settings: auth mode, plain-http upstreams, the CA file. */
 static int
 settings_check_security(struct settings *s, char *err, size_t errlen)
@@ -372,6 +386,8 @@ settings_check_security(struct settings *s, char *err, size_t errlen)
 	static const struct { const char *name; size_t offset; } upstreams[] = {
 		{ "DODO_PAYMENTS_BASE_URL", S(dodo_base_url) },
 		{ "RESEND_BASE_URL", S(resend_base_url) },
+		{ "SENDGRID_BASE_URL", S(sendgrid_base_url) },
+		{ "POSTMARK_BASE_URL", S(postmark_base_url) },
 	};
 
 	if (strcmp(s->auth_mode, SETTINGS_AUTH_API_KEY) == 0)

@@ -22,10 +22,19 @@ struct settings {
 	char	*plan_product_id;	/* PLAN_PRODUCT_ID */
 	char	*topup_product_id;	/* TOPUP_PRODUCT_ID */
 	/* mail */
-	char	*mail_provider;		/* MAIL_PROVIDER, "resend" */
+	char	*mail_provider;		/* MAIL_PROVIDER: resend, postmark, sendgrid, smtp */
 	char	*resend_api_key;	/* RESEND_API_KEY (secret) */
 	char	*resend_base_url;	/* RESEND_BASE_URL */
 	char	*mail_from;		/* MAIL_FROM, "Name <addr>" or "addr" */
+	char	*postmark_server_token;	/* POSTMARK_SERVER_TOKEN (secret) */
+	char	*postmark_base_url;	/* POSTMARK_BASE_URL */
+	char	*sendgrid_api_key;	/* SENDGRID_API_KEY (secret) */
+	char	*sendgrid_base_url;	/* SENDGRID_BASE_URL */
+	char	*smtp_url;		/* SMTP_URL, smtp://host:port/helo or smtps://... */
+	char	*smtp_username;		/* SMTP_USERNAME, NULL: no AUTH */
+	char	*smtp_password;		/* SMTP_PASSWORD (secret) */
+	char	*smtp_tls;		/* SMTP_TLS, "starttls" (required) or "none" (loopback) */
+	char	*smtp_ca_file;		/* SMTP_CA_FILE, CA bundle for the relay; "" = libcurl's */
 	/* the app */
 	char	*base_url;		/* BASE_URL, where the page is served */
 	long	 port;			/* PORT */
@@ -106,9 +115,16 @@ int	settings_parse_dotenv(const char *text, size_t len,
  * 1 when url (http:// or https://) may be used for an upstream: https, or
  * plain http to a loopback host (127.0.0.0/8, [::1], localhost), or any
  * http when allow_insecure is set.  settings_load applies it to
- * DODO_PAYMENTS_BASE_URL and RESEND_BASE_URL.
+ * DODO_PAYMENTS_BASE_URL and the mail providers' base URLs.
  */
 int	settings_upstream_url_ok(const char *url, int allow_insecure);
+
+/*
+ * 1 when the host of authority ("host[:port][/...]", after the scheme's
+ * "://", user info skipped) is loopback: 127.0.0.0/8 as a dotted quad,
+ * [::1] or localhost.
+ */
+int	settings_loopback_host(const char *authority);
 
 /*
  * Log what an administrator must know about the loaded settings: the

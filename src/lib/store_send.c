@@ -72,6 +72,7 @@ static const char *const store_send_states[] = {
 	[SEND_NEW] = "new", [SEND_DEBITED] = "debited", [SEND_SENDING] = "sending",
 	[SEND_REFUNDING] = "refunding", [SEND_VOIDING] = "voiding", [SEND_SENT] = "sent",
 	[SEND_REFUNDED] = "refunded", [SEND_REJECTED] = "rejected", [SEND_VOIDED] = "voided",
+	[SEND_UNCONFIRMED] = "unconfirmed",
 };
 
 const char *

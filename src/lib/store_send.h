@@ -33,6 +33,9 @@ enum store_send_state {
 	SEND_REFUNDED = 11,	/* final: failed and refunded; net zero */
 	SEND_REJECTED = 12,	/* final: refused before any debit (402, 404, ...) */
 	SEND_VOIDED = 13,	/* final: not accepted; any debit that landed was refunded */
+	SEND_UNCONFIRMED = 14,	/* final: a provider without idempotency (SMTP) lost its
+				 * answer to the message; maybe delivered, never retried;
+				 * the debit stands */
 };
 
 /*

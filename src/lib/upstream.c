@@ -505,6 +505,11 @@ upstream_headers(const struct upstream_request *req)
 			goto fail;
 		list = n;
 	}
+	if (req->auth_header != NULL) {
+		if (!upstream_header_safe(req->auth_header) || strchr(req->auth_header, ':') == NULL)
+			goto fail;
+		UPSTREAM_ADD(req->auth_header);	/* the list's copy is wiped on free */
+	}
 	if (req->idempotency_key != NULL) {
 		if (!upstream_header_safe(req->idempotency_key))
 			goto fail;

@@ -19,6 +19,8 @@ struct upstream_request {
 	const char	*path;		/* built with url_path(); may carry "?query" */
 	const char	*bearer;	/* Authorization: Bearer <bearer>; never logged */
 	const char	*idempotency_key; /* sent as Idempotency-Key when non-NULL */
+	const char	*auth_header;	/* one more header, "Name: value", for APIs that take
+					   their key elsewhere (Postmark); never logged */
 	const char	*body;		/* JSON text, or NULL */
 	int		 retry_safe;	/* 1: GET, or a POST the server deduplicates */
 };

@@ -226,6 +226,10 @@ fault_error_500(enum sandbox_api api, struct response *resp)
 	if (api == SANDBOX_API_RESEND)
 		resend_api_error(resp, 500, "internal_server_error",
 		    "An unexpected error occurred, please try again later.");
+	else if (api == SANDBOX_API_SENDGRID)
+		sendgrid_api_error(resp, 500, "Internal server error");
+	else if (api == SANDBOX_API_POSTMARK)
+		postmark_api_error(resp, 500, 0, "Internal server error");
 	else
 		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "Internal server error");
 }
@@ -275,6 +279,11 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 422, "validation_error",
 			    "Injected refusal: the email was not sent.");
+		else if (api == SANDBOX_API_SENDGRID)	/* SendGrid refuses with 400 */
+			sendgrid_api_error(resp, 400, "Injected refusal: the email was not sent.");
+		else if (api == SANDBOX_API_POSTMARK)	/* 300: invalid email request */
+			postmark_api_error(resp, 422, 300, "Injected refusal: the email was not "
+			    "sent.");
 		else
 			dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "Injected refusal");
 		return 1;
@@ -284,6 +293,10 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 		if (api == SANDBOX_API_RESEND)
 			resend_api_error(resp, 429, "rate_limit_exceeded",
 			    "Too many requests. You can only make 5 requests per second.");
+		else if (api == SANDBOX_API_SENDGRID)
+			sendgrid_api_error(resp, 429, "too many requests");
+		else if (api == SANDBOX_API_POSTMARK)
+			postmark_api_error(resp, 429, 429, "Rate limit exceeded.");
 		else
 			dodo_api_error(resp, 429, "TOO_MANY_REQUESTS", "Too many requests");
 		return 1;
@@ -300,6 +313,23 @@ fault_late(const struct request *req, struct response *resp, const struct fault_
 	fault_sleep_ms(plan->stall_ms);
 	resp->drop = 1;		/* as "drop": the loop finishes the request without a reply */
 	resp->status = 500;
+}
+
+void
+fault_email_send(const struct request *req, struct response *resp, enum sandbox_api api,
+    fault_apply_fn *accept)
+{
+	struct fault_plan	plan;
+
+	if (fault_check("email_send", api, resp, &plan) != 0)
+		return;
+	if (plan.kind == FAULT_LATE) {
+		fault_late(req, resp, &plan, "email_send", accept);
+		return;
+	}
+	fault_sleep_ms(plan.kind == FAULT_STALL ? plan.stall_ms : 0);
+	accept(req, resp);
+	fault_after(&plan, api, resp);
 }
 
 void
@@ -550,6 +580,8 @@ admin_email_row(sqlite3_stmt *st)
 	json_object_object_add(o, "idempotency_key", state_json_text(st, 7));
 	state_iso(sqlite3_column_int64(st, 8), t, sizeof(t));
 	json_object_object_add(o, "created_at", json_object_new_string(t));
+	resend_api_extras(o, sqlite3_column_type(st, 10) == SQLITE_NULL ? NULL :
+	    state_text(st, 10));
 	return o;
 }
 
@@ -565,7 +597,7 @@ admin_emails(const struct request *req, struct response *resp)
 	static const char *const keys[] = { "to", "subject" };
 
 	admin_list(req, resp, "SELECT id, from_addr, to_json, subject, html, text, status,"
-	    " idempotency_key, created_at, count(*) OVER () FROM emails"
+	    " idempotency_key, created_at, count(*) OVER (), extras_json FROM emails"
 	    " WHERE (?1 IS NULL OR instr(lower(to_json), lower(?1)) > 0)"
 	    " AND (?2 IS NULL OR substr(subject, 1, length(?2)) = ?2)"
 	    " ORDER BY seq DESC LIMIT ?3", keys, 2, admin_email_row, 9);

@@ -68,6 +68,8 @@ static const struct route routes[] = {
 	/* Resend */
 	{ "POST", "/resend/emails", resend_api_send },
 	{ "GET", "/resend/emails/{}", resend_api_get },
+	{ "POST", "/sendgrid/v3/mail/send", sendgrid_api_send },
+	{ "POST", "/postmark/email", postmark_api_send },
 	/* tests and operators */
 	{ "GET", "/admin/faults", faults_list },
 	{ "POST", "/admin/faults", faults_post },

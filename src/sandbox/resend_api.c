@@ -180,13 +180,83 @@ fail:
 	return CLAIM_ERROR;
 }
 
+static const char *const resend_api_extra_names[] = { "cc", "bcc", "reply_to", "tags" };
+
+/* cc, bcc and reply_to (a string becomes a one-item array) and tags, as sent. */
+static json_object *
+resend_api_extras_of(json_object *root)
+{
+	json_object	*o = json_object_new_object(), *v;
+
+	for (size_t i = 0; i < sizeof resend_api_extra_names / sizeof resend_api_extra_names[0];
+	    i++) {
+		const char *name = resend_api_extra_names[i];
+
+		if (!json_object_object_get_ex(root, name, &v) || v == NULL)
+			continue;
+		if (json_object_is_type(v, json_type_string)) {
+			json_object *a = json_object_new_array();
+
+			json_object_array_add(a, json_object_get(v));
+			json_object_object_add(o, name, a);
+		} else
+			json_object_object_add(o, name, json_object_get(v));
+	}
+	return o;
+}
+
+void
+resend_api_extras(json_object *o, const char *extras_json)
+{
+	json_object	*extras = extras_json != NULL ? json_tokener_parse(extras_json) : NULL, *v;
+
+	for (size_t i = 0; i < sizeof resend_api_extra_names / sizeof resend_api_extra_names[0];
+	    i++)
+		json_object_object_add(o, resend_api_extra_names[i], extras != NULL &&
+		    json_object_object_get_ex(extras, resend_api_extra_names[i], &v) ?
+		    json_object_get(v) : NULL);
+	json_object_put(extras);
+}
+
+/* Resend's tags: [{name, value}], each ASCII letters, digits, '_' or '-', 1-256. */
+static int
+resend_api_tags_valid(json_object *root)
+{
+	json_object	*v, *part;
+	size_t		 n;
+
+	if (!json_object_object_get_ex(root, "tags", &v) || v == NULL)
+		return 1;
+	if (!json_object_is_type(v, json_type_array))
+		return 0;
+	n = json_object_array_length(v);
+	for (size_t i = 0; i < n; i++) {
+		json_object *t = json_object_array_get_idx(v, i);
+
+		for (int k = 0; k < 2; k++) {
+			const char	*s;
+			size_t		 len;
+
+			if (!json_object_object_get_ex(t, k == 0 ? "name" : "value", &part) ||
+			    !json_object_is_type(part, json_type_string))
+				return 0;
+			s = json_object_get_string(part);
+			len = strlen(s);
+			if (len == 0 || len > 256 || strspn(s, "abcdefghijklmnopqrstuvwxyz"
+			    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != len)
+				return 0;
+		}
+	}
+	return 1;
+}
+
 /* Store the email (and complete the key's reservation).  0 / -1. */
 static int
 resend_api_store(sqlite3 *db, const char *id, json_object *root, const char *key,
     int64_t now)
 {
 	sqlite3_stmt	*st;
-	json_object	*to, *from, *subject, *html = NULL, *text = NULL, *list;
+	json_object	*to, *from, *subject, *html = NULL, *text = NULL, *list, *extras;
 	int		 rc;
 
 	json_object_object_get_ex(root, "to", &to);
@@ -200,12 +270,15 @@ resend_api_store(sqlite3 *db, const char *id, json_object *root, const char *key
 		list = json_object_new_array();
 		json_object_array_add(list, json_object_get(to));
 	}
+	extras = resend_api_extras_of(root);
 	if (db_begin(db) == -1) {
 		json_object_put(list);
+		json_object_put(extras);
 		return -1;
 	}
 	st = state_prepare(db, "INSERT INTO emails (id, from_addr, to_json, subject, html, text,"
-	    " status, idempotency_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+	    " status, idempotency_key, created_at, extras_json)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
 	if (st == NULL)
 		goto fail;
 	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -221,6 +294,8 @@ resend_api_store(sqlite3 *db, const char *id, json_object *root, const char *key
 	if (key != NULL)
 		sqlite3_bind_text(st, 8, key, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, now);
+	sqlite3_bind_text(st, 10, json_object_to_json_string_ext(extras, JSON_C_TO_STRING_PLAIN |
+	    JSON_C_TO_STRING_NOSLASHESCAPE), -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	state_done(st);
 	if (rc != SQLITE_DONE)
@@ -229,11 +304,13 @@ resend_api_store(sqlite3 *db, const char *id, json_object *root, const char *key
 	    2, key, id) == -1)
 		goto fail;
 	json_object_put(list);
+	json_object_put(extras);
 	return db_commit(db);
 fail:
 	log_error("sandbox: storing an email failed: %s", sqlite3_errmsg(db));
 	db_rollback(db);
 	json_object_put(list);
+	json_object_put(extras);
 	return -1;
 }
 
@@ -273,6 +350,11 @@ resend_api_valid(json_object *root, struct response *resp)
 			    lists[i]);
 			return 0;
 		}
+	if (!resend_api_tags_valid(root)) {
+		resend_api_error(resp, 422, "validation_error", "Invalid `tags` field: each tag is "
+		    "{name, value} of ASCII letters, numbers, underscores or dashes.");
+		return 0;
+	}
 	if (!json_object_object_get_ex(root, "subject", &v) || v == NULL) {
 		resend_api_error(resp, 422, "missing_required_field", "Missing `subject` field.");
 		return 0;
@@ -383,6 +465,17 @@ out:
 	return stored;
 }
 
+int
+resend_api_record(json_object *root, char *id, size_t idlen)
+{
+	sqlite3	*db = state_db();
+
+	if (db == NULL)
+		return -1;
+	state_uuid(id, idlen);
+	return resend_api_store(db, id, root, NULL, state_now_ms());
+}
+
 /* The email of a "late" fault, at its time (fault_apply_fn). */
 static int
 resend_api_late(const struct request *req, struct response *resp)
@@ -419,7 +512,7 @@ resend_api_get(const struct request *req, struct response *resp)
 	if (!resend_api_authorized(req, resp))
 		return;
 	st = state_query(state_db(), "SELECT id, from_addr, to_json, subject, html, text,"
-	    " status, created_at FROM emails WHERE id = ?1", 1, req->params[0]);
+	    " status, created_at, extras_json FROM emails WHERE id = ?1", 1, req->params[0]);
 	if (st == NULL) {
 		resend_api_error(resp, 500, "application_error", "database error");
 		return;
@@ -440,9 +533,8 @@ resend_api_get(const struct request *req, struct response *resp)
 	json_object_object_add(o, "subject", json_object_new_string(state_text(st, 3)));
 	json_object_object_add(o, "html", state_json_text(st, 4));
 	json_object_object_add(o, "text", state_json_text(st, 5));
-	json_object_object_add(o, "bcc", NULL);
-	json_object_object_add(o, "cc", NULL);
-	json_object_object_add(o, "reply_to", NULL);
+	resend_api_extras(o, sqlite3_column_type(st, 8) == SQLITE_NULL ? NULL :
+	    state_text(st, 8));
 	json_object_object_add(o, "last_event", json_object_new_string(state_text(st, 6)));
 	json_object_object_add(o, "scheduled_at", NULL);
 	state_done(st);

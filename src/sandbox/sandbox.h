@@ -103,13 +103,16 @@ int	 state_reset(sqlite3 *db);
 int	 state_product_kind(const char *product_id);
 
 /* Replies shared by the emulated APIs. */
-enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND };
+enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND, SANDBOX_API_SENDGRID,
+	SANDBOX_API_POSTMARK };
 
 /* 1 when authorization is "Bearer <key>" with a non-empty key (both APIs
  * accept any key: only its presence is checked). */
 int	 state_bearer(const char *authorization);
 /* An error in api's own shape, with status: Dodo {"code", "message"},
- * Resend {"statusCode", "name", "message"}; code fills "code" / "name". */
+ * Resend {"statusCode", "name", "message"}, SendGrid {"errors": [{"message",
+ * "field": null, "help": null}]}, Postmark {"ErrorCode", "Message"}; code
+ * fills "code" / "name" / "ErrorCode" (a number; SendGrid: unused). */
 void	 state_api_verror(struct response *resp, enum sandbox_api api, int status,
 	    const char *code, const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
 /* 200 with the object {key: value}; value is taken. */
@@ -215,6 +218,10 @@ void	 fault_late(const struct request *req, struct response *resp,
 	    const struct fault_plan *plan, const char *target, fault_apply_fn *apply);
 /* At the end of a handler that passed plan: with accept500, a success
  * already applied is answered 500 in api's shape instead. */
+/* The email_send target for an email API without idempotency keys (SendGrid,
+ * Postmark): faults as fault_check(), then accept(req, resp) now, or late. */
+void	 fault_email_send(const struct request *req, struct response *resp,
+	    enum sandbox_api api, fault_apply_fn *accept);
 void	 fault_after(const struct fault_plan *plan, enum sandbox_api api,
 	    struct response *resp);
 /* The calls counted per target live in this process (see faults.c): read
@@ -346,6 +353,28 @@ void	 resend_api_error(struct response *resp, int status, const char *name,
 	    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 void	 resend_api_send(const struct request *, struct response *);
 void	 resend_api_get(const struct request *, struct response *);
+/* Add cc, bcc, reply_to (arrays, or null) and tags (array, or null) from a
+ * stored extras_json to an email object o. */
+void	 resend_api_extras(json_object *o, const char *extras_json);
+/* Store an email given in Resend's shape (from, to, cc, bcc, reply_to, tags,
+ * subject, html, text), as the outbox shows it; its new id into id.  0 / -1. */
+int	 resend_api_record(json_object *root, char *id, size_t idlen);
+
+/* ------------------------------------------------------------ sendgrid_api.c */
+
+/* SendGrid's error shape, {"errors": [{"message", "field": null, "help": null}]}. */
+void	 sendgrid_api_error(struct response *resp, int status, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+/* POST /sendgrid/v3/mail/send: 202, no body, X-Message-Id. */
+void	 sendgrid_api_send(const struct request *, struct response *);
+
+/* ------------------------------------------------------------ postmark_api.c */
+
+/* Postmark's error shape, {"ErrorCode": code, "Message"}. */
+void	 postmark_api_error(struct response *resp, int status, int code, const char *fmt, ...)
+	    __attribute__((format(printf, 4, 5)));
+/* POST /postmark/email: 200 {To, SubmittedAt, MessageID, ErrorCode: 0, Message}. */
+void	 postmark_api_send(const struct request *, struct response *);
 
 /* ------------------------------------------------------------ pages.c */
 

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -98,6 +99,8 @@ static const struct db_migration state_migrations[] = {
 	  "CREATE UNIQUE INDEX catalog_idempotency ON catalog (kind, idempotency_key)"
 	  "  WHERE idempotency_key IS NOT NULL;"
 	  "ALTER TABLE deliveries ADD COLUMN endpoint_id TEXT;" },
+	/* cc, bcc, reply_to and tags as sent ({} of those given), echoed back */
+	{ "ALTER TABLE emails ADD COLUMN extras_json TEXT;" },
 };
 
 /*
@@ -447,6 +450,24 @@ state_api_verror(struct response *resp, enum sandbox_api api, int status, const 
 	char		 msg[STATE_ERROR_MESSAGE_MAX];
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (api == SANDBOX_API_SENDGRID) {
+		json_object *errors = json_object_new_array(), *e = json_object_new_object();
+
+		json_object_object_add(e, "message", json_object_new_string(msg));
+		json_object_object_add(e, "field", NULL);
+		json_object_object_add(e, "help", NULL);
+		json_object_array_add(errors, e);
+		json_object_object_add(o, "errors", errors);
+		response_json(resp, status, o);
+		return;
+	}
+	if (api == SANDBOX_API_POSTMARK) {
+		json_object_object_add(o, "ErrorCode", json_object_new_int((int)strtol(code, NULL,
+		    10)));
+		json_object_object_add(o, "Message", json_object_new_string(msg));
+		response_json(resp, status, o);
+		return;
+	}
 	if (api == SANDBOX_API_RESEND) {
 		json_object_object_add(o, "statusCode", json_object_new_int(status));
 		json_object_object_add(o, "name", json_object_new_string(code));

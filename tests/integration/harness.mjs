@@ -2,7 +2,7 @@
 // loopback port with a fresh state dir, and helpers to drive it.
 // Node 20 built-ins only.
 import { execFile, spawn } from 'node:child_process';
-import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { accessSync, constants as fsc, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -162,7 +162,7 @@ export async function freePort() {
 function stackEnv(extra) {
 	const env = {};
 	for (const [k, v] of Object.entries(process.env)) {
-		if (/^(DODO_|RESEND_|SANDBOX_|MAILKIT_(?!REQUIRE_ALL_TESTS$))/.test(k))
+		if (/^(DODO_|RESEND_|SENDGRID_|POSTMARK_|SMTP_|SANDBOX_|MAILKIT_(?!REQUIRE_ALL_TESTS$))/.test(k))
 			continue;
 		if (['PORT', 'BASE_URL', 'MAIL_FROM', 'MAIL_PROVIDER', 'CREDIT_ENTITLEMENT_ID',
 		    'PLAN_PRODUCT_ID', 'TOPUP_PRODUCT_ID', 'MAX_BODY_BYTES'].includes(k) ||
@@ -526,6 +526,60 @@ export async function mailedText(stack, to, subject) {
 	if (r.code !== 0)
 		throw new Error(`sqlite3 ${stack.stateDir}/sandbox.db: ${r.stderr}`);
 	return r.stdout;
+}
+
+// Upstream timeouts for fault tests: 1.5 s per attempt, one retry.
+export const QUICK_UPSTREAM = { UPSTREAM_TIMEOUT_MS: 1500, UPSTREAM_CONNECT_TIMEOUT_MS: 1000,
+    UPSTREAM_MAX_RETRIES: 1 };
+
+// The journal key of a keyed send (the ledger's mailkit_ref; "mk-send-" + it
+// is the provider idempotency key and SMTP's Message-ID left part).
+export const sendRef = (customerId, key) => createHash('sha256')
+    .update(Buffer.concat([Buffer.from(customerId), Buffer.from([0]), Buffer.from(key)]))
+    .digest('hex');
+
+// A new subscribed customer {id, key} with the plan's credits.
+export async function keyedCustomer(stack, label) {
+	const id = await subscribeCustomer(stack, {
+	    email: `${label}-${randomUUID().slice(0, 8)}@example.com`, name: `${label} test` });
+	return { id, key: lastApiKey[id] };
+}
+
+// A customer's ({id, key}) credit balance, from GET /credits/me.
+export async function balance(stack, customer) {
+	const r = await getJson(stack, '/credits/me', { key: customer.key });
+	if (r.status !== 200)
+		throw new Error(`GET /credits/me: ${r.status} ${r.text}`);
+	return Number(r.json.balance);
+}
+
+// Set a customer's balance to `want` with a sandbox adjustment.
+export async function setBalance(stack, customer, want) {
+	const have = await balance(stack, customer);
+	if (have === want)
+		return;
+	const r = await request(stack, 'POST', `/sandbox/customers/${customer.id}/adjust`,
+	    { json: { entry_type: have > want ? 'debit' : 'credit',
+		amount: String(Math.abs(have - want)) } });
+	if (r.status !== 303 && r.status !== 200)
+		throw new Error(`adjust: ${r.status} ${r.text}`);
+}
+
+/*
+ * Poll GET /emails/{id} as customer ({key}) until its status is `want`
+ * (bounded); resolves to the email, or fails the test with the last answer.
+ */
+export async function emailStatus(stack, customer, id, want, timeoutMs = 20_000) {
+	const until = Date.now() + timeoutMs;
+	let r;
+	for (;;) {
+		r = await getJson(stack, `/emails/${id}`, { key: customer.key });
+		if (r.status === 200 && r.json.status === want)
+			return r.json;
+		if (Date.now() > until)
+			throw new Error(`email ${id} not ${want} within ${timeoutMs} ms: ${r.status} ${r.text}`);
+		await new Promise((resolve) => setTimeout(resolve, 200));
+	}
 }
 
 export async function sandboxStats(stack) {

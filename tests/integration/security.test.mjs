@@ -161,7 +161,7 @@ function defineSecurityTests(server) {
 		    + '"html":"<p>x</p>"}'), 400, /repeats/, 'duplicate key');
 		assertRefused(await post('{"to":"delivered@resend.dev","subject":"a","html":"<p>x</p>",'
 		    + '"headers":{"X":"1","X":"2"}}'), 400, /repeats|unknown/, 'nested duplicate');
-		for (const f of ['bcc', 'from', 'reply_to']) {
+		for (const f of ['sender', 'from', 'attachments']) {
 			assertRefused(await post(JSON.stringify({ ...good, [f]: 'a@example.org' })), 400,
 			    new RegExp(`^unknown field: ${f}$`), `unknown field ${f}`);
 		}

@@ -17,9 +17,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-	admin, dodoLedger, dodoLedgerEntry, getJson, holdDatabaseLock, lastApiKey,
+	admin, balance, dodoLedger, dodoLedgerEntry, emailStatus, getJson, holdDatabaseLock, lastApiKey,
 	missingPrerequisite, postJson, request, restartStack, sandboxEmails, sandboxFault, skipFile,
-	startStack, subscribeCustomer,
+	setBalance, startStack, subscribeCustomer,
 } from './harness.mjs';
 
 const why = missingPrerequisite('lighttpd') || missingPrerequisite('apache');
@@ -48,23 +48,6 @@ async function newCustomer(stack, credits = PLAN) {
 	const c = { id, key: lastApiKey[id] };
 	await setBalance(stack, c, credits);
 	return c;
-}
-
-async function balance(stack, c) {
-	const r = await getJson(stack, '/credits/me', { key: c.key });
-	assert.equal(r.status, 200, r.text);
-	return Number(r.json.balance);
-}
-
-async function setBalance(stack, c, want) {
-	const have = await balance(stack, c);
-	if (have === want)
-		return;
-	const body = new URLSearchParams({ entry_type: have > want ? 'debit' : 'credit',
-	    amount: String(Math.abs(have - want)) });
-	const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`,
-	    { json: Object.fromEntries(body) });
-	assert.ok(r.status === 303 || r.status === 200, `adjust: ${r.status} ${r.text}`);
 }
 
 // Dodo's entries for one send (its mailkit_ref), straight from the sandbox.
@@ -104,19 +87,6 @@ function send(stack, c, key, { tag = key.slice(0, 8), html = '<p>hi</p>',
     timeout = 60_000 } = {}) {
 	return postJson(stack, '/send', { to: 'delivered@resend.dev', subject: `truth ${tag}`, html },
 	    { key: c.key, headers: { 'Idempotency-Key': key }, timeout });
-}
-
-async function emailStatus(stack, c, id, want, timeoutMs = 20_000) {
-	const until = Date.now() + timeoutMs;
-	let r;
-	for (;;) {
-		r = await getJson(stack, `/emails/${id}`, { key: c.key });
-		if (r.status === 200 && r.json.status === want)
-			return r.json;
-		if (Date.now() > until)
-			assert.fail(`email ${id} not ${want} within ${timeoutMs} ms: ${r.status} ${r.text}`);
-		await sleep(250);
-	}
 }
 
 for (const server of ['lighttpd', 'apache']) {

@@ -360,3 +360,59 @@ Test(settings, file_found_beside_the_program_then_in_home)
 	unlink(path);
 	rmdir(home);
 }
+
+/* MAIL_PROVIDER=smtp: its settings are checked at load, with the plain-http rule for none. */
+static int
+load_smtp(const char *kv1, const char *kv2, const char *kv3, char *err, size_t errlen)
+{
+	char *const	env[] = { "MAIL_PROVIDER=smtp", "MAIL_FROM=MailKit <n@mailkit.test>",
+	    (char *)kv1, (char *)kv2, (char *)kv3, NULL };
+	struct settings	s;
+	int		rc;
+
+	/* a NULL among kv1..kv3 ends the list there */
+	rc = settings_load_from(&s, NULL, env, SETTINGS_NEED_MAIL, err, errlen);
+	if (rc == 0)
+		settings_free(&s);
+	return rc;
+}
+
+Test(settings, smtp_provider_rules)
+{
+	char	err[256];
+
+	cr_expect_eq(load_smtp(NULL, NULL, NULL, err, sizeof err), -1);
+	cr_expect_not_null(strstr(err, "SMTP_URL is not set"), "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=http://relay.example.com", NULL, NULL, err, sizeof err),
+	    -1);
+	cr_expect_not_null(strstr(err, "smtp://"), "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://relay.example.com:587/mk.test", NULL, NULL, err,
+	    sizeof err), 0, "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtps://relay.example.com:465/mk.test", NULL, NULL, err,
+	    sizeof err), 0, "%s", err);
+	/* plain SMTP only to loopback, like plain-http upstreams */
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://relay.example.com:25/mk.test", "SMTP_TLS=none",
+	    NULL, err, sizeof err), -1);
+	cr_expect_not_null(strstr(err, "SMTP_TLS=none"), "%s", err);
+	cr_expect_null(strstr(err, "relay.example.com"), "value echoed: %s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://127.0.0.1:2525/mk.test", "SMTP_TLS=none", NULL,
+	    err, sizeof err), 0, "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://localhost:2525", "SMTP_TLS=none", NULL, err,
+	    sizeof err), 0, "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://relay.example.com:25", "SMTP_TLS=none",
+	    "ALLOW_INSECURE_UPSTREAM=1", err, sizeof err), 0, "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtps://127.0.0.1:465", "SMTP_TLS=none", NULL, err,
+	    sizeof err), -1);
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://127.0.0.1:25", "SMTP_TLS=maybe", NULL, err,
+	    sizeof err), -1);
+	cr_expect_not_null(strstr(err, "SMTP_TLS must be"), "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://127.0.0.1:25", "SMTP_USERNAME=u", NULL, err,
+	    sizeof err), -1);
+	cr_expect_not_null(strstr(err, "SMTP_PASSWORD"), "%s", err);
+	cr_expect_eq(load_smtp("SMTP_URL=smtp://127.0.0.1:25", "SMTP_USERNAME=u",
+	    "SMTP_PASSWORD=a pass phrase", err, sizeof err), 0, "%s", err);
+	cr_expect(settings_is_secret("SMTP_PASSWORD"));
+	cr_expect(settings_is_secret("SENDGRID_API_KEY"));
+	cr_expect(settings_is_secret("POSTMARK_SERVER_TOKEN"));
+	cr_expect(!settings_is_secret("SMTP_USERNAME"));
+}
