@@ -423,9 +423,12 @@ mem_record() {
 # Sets customer and api_key.
 subscribe() {	# subscribe MAILKIT_URL
 	local base=$1 sub url claim csrf loc id ret
+	# a buyer per stack: the stacks share one sandbox, which refuses a
+	# second plan for the same email (409)
+	subscribe_n=$(( ${subscribe_n:-0} + 1 ))
 	sub=$(curl -sf -m 10 -H 'Content-Type: application/json' \
-	    -d '{"email":"bench@example.org","name":"Bench"}' "$base/checkout/subscribe") ||
-		die "POST /checkout/subscribe failed"
+	    -d "{\"email\":\"bench$subscribe_n@example.org\",\"name\":\"Bench\"}" \
+	    "$base/checkout/subscribe") || die "POST /checkout/subscribe failed"
 	url=$(sed -n 's/.*"checkout_url":"\([^"]*\)".*/\1/p' <<<"$sub")
 	claim=$(sed -n 's/.*"claim_token":"\([^"]*\)".*/\1/p' <<<"$sub")
 	[ -n "$url" ] || die "no checkout_url in: $sub"
