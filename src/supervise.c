@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 /*
@@ -43,15 +44,6 @@ static int		 nslots = 1;
 static long long	 deaths_ms[SUPERVISE_CRASH_LIMIT];	/* ring of the last deaths */
 static int		 ndeaths;
 static long long	 backoff_ms;		/* 0: not backing off */
-
-static long long
-now_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Rewrite the pid file with the running children, one per line (rename: never half-written). */
 static void
@@ -120,7 +112,7 @@ supervise_describe(int status, char *out, size_t outlen)
 static void
 supervise_died(struct slot *s, pid_t pid, int status)
 {
-	long long	now = now_ms(), oldest;
+	long long	now = clock_ms(), oldest;
 	char		how[96];
 
 	supervise_describe(status, how, sizeof how);
@@ -197,7 +189,7 @@ main(int argc, char *argv[])
 
 	for (int i = 0; i < nslots; i++)
 		if (supervise_start(&slots[i]) == -1)
-			slots[i].start_at_ms = now_ms() + SUPERVISE_BACKOFF_FIRST_MS;
+			slots[i].start_at_ms = clock_ms() + SUPERVISE_BACKOFF_FIRST_MS;
 	supervise_write_pids();
 	log_info("supervising %s (%d process%s)", prog_name, nslots, nslots == 1 ? "" : "es");
 
@@ -218,7 +210,7 @@ main(int argc, char *argv[])
 				changed = 1;
 			}
 		}
-		now = now_ms();
+		now = clock_ms();
 		running = 0;
 		for (int i = 0; i < nslots; i++) {
 			if (slots[i].pid == 0 && !stopping && slots[i].start_at_ms <= now) {

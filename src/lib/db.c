@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "db.h"
 #include "log.h"
 
@@ -37,19 +38,10 @@ db_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-static long long
-db_now_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void
 db_wait_start(long ms)
 {
-	db_wait_until = db_now_ms() + (ms > 0 ? ms : 0);
+	db_wait_until = clock_ms() + (ms > 0 ? ms : 0);
 }
 
 int
@@ -62,7 +54,7 @@ db_wait_lock(pthread_mutex_t *m)
 		return 0;
 	if (db_wait_until == 0)
 		return pthread_mutex_lock(m) == 0 ? 0 : -1;
-	if ((left = db_wait_until - db_now_ms()) <= 0)
+	if ((left = db_wait_until - clock_ms()) <= 0)
 		return -1;
 	clock_gettime(CLOCK_REALTIME, &until);	/* what pthread_mutex_timedlock counts in */
 	until.tv_sec += left / 1000;
@@ -82,7 +74,7 @@ db_wait_lock(pthread_mutex_t *m)
 static int
 db_busy(void *arg, int tries)
 {
-	long long	now = db_now_ms(), until;
+	long long	now = clock_ms(), until;
 	long		nap = tries < 5 ? 1L << tries : DB_BUSY_SLEEP_MAX_MS;
 	struct timespec	ts;
 

@@ -18,6 +18,7 @@
 
 #include <fcgiapp.h>
 
+#include "clock.h"
 #include "log.h"
 #include "server.h"
 #include "settings.h"
@@ -695,15 +696,6 @@ static sem_t	server_wake;			/* posted by the signal handler */
 
 static void	*server_worker(void *);
 
-static long long
-server_now_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct worker *
 server_worker_new(const struct app *app)
 {
@@ -752,7 +744,7 @@ server_grow(void)
 	}
 	server_pool.workers[slot] = w;
 	server_pool.live++;
-	server_pool.grown_at = server_now_ms();
+	server_pool.grown_at = clock_ms();
 	rc = 0;
 	goto out;
 fail:
@@ -780,7 +772,7 @@ static int
 server_retire(struct worker *w, int counted)
 {
 	int		 others, busy, spare, retire = 0;
-	long long	 now = server_now_ms();
+	long long	 now = clock_ms();
 
 	if (server_pool.stopping || w->slot < 0)
 		return 0;	/* stopping: server_run's wait takes care of it */
@@ -809,7 +801,7 @@ server_retired(struct worker *w)
 {
 	FCGX_Free(&w->fcgx, 1);
 	server_worker_free(w);
-	server_pool.settled_at = server_now_ms();
+	server_pool.settled_at = clock_ms();
 }
 
 /* Leave the table at the end (stopping, or accept failed for good). */
@@ -878,7 +870,7 @@ server_worker(void *arg)
 		server_pool.idle++;
 		w->fresh = 1;
 		FCGX_Finish_r(&w->fcgx);
-		server_pool.settled_at = server_now_ms();
+		server_pool.settled_at = clock_ms();
 		if (server_retire(w, 1)) {
 			server_retired(w);
 			return NULL;
@@ -933,7 +925,7 @@ server_housekeep(void)
 	if (sem_timedwait(&server_wake, &until) == 0 || server_pool.stopping)
 		return;
 	settled = server_pool.settled_at;
-	if (settled != 0 && server_now_ms() - settled >= SERVER_TRIM_MS &&
+	if (settled != 0 && clock_ms() - settled >= SERVER_TRIM_MS &&
 	    server_pool.idle >= server_pool.live) {
 		server_pool.settled_at = 0;
 		malloc_trim(0);

@@ -14,6 +14,7 @@
 #include <curl/curl.h>
 #include <json-c/json.h>
 
+#include "clock.h"
 #include "buf.h"
 #include "err.h"
 #include "log.h"
@@ -86,19 +87,10 @@ upstream_configure(const struct settings *s)
 	upstream_config_gen++;
 }
 
-static long long
-upstream_now_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void
 upstream_deadline_start(long ms)
 {
-	upstream_deadline = ms > 0 ? upstream_now_ms() + ms : 0;
+	upstream_deadline = ms > 0 ? clock_ms() + ms : 0;
 }
 
 /* Milliseconds left of this thread's deadline (<= 0: passed); LONG_MAX if none. */
@@ -109,7 +101,7 @@ upstream_remaining_ms(void)
 
 	if (upstream_deadline == 0)
 		return LONG_MAX;
-	left = upstream_deadline - upstream_now_ms();
+	left = upstream_deadline - clock_ms();
 	return left < LONG_MIN / 2 ? LONG_MIN / 2 : (long)left;
 }
 

@@ -14,6 +14,7 @@
 
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "log.h"
 #include "upstream_loop.h"
 
@@ -69,15 +70,6 @@ static __thread struct upstream_job	*upstream_self;
 static pthread_once_t	upstream_wake_once = PTHREAD_ONCE_INIT;
 static pthread_key_t	upstream_wake_key;
 static __thread int	upstream_wake_fd = -1;
-
-static long long
-upstream_loop_now_ms(void)
-{
-	struct timespec	ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void
 upstream_wake_close(void *p)
@@ -154,7 +146,7 @@ upstream_loop_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 	(void)multi;
 	(void)userp;
-	upstream_loop.timer_due = timeout_ms < 0 ? 0 : upstream_loop_now_ms() + timeout_ms;
+	upstream_loop.timer_due = timeout_ms < 0 ? 0 : clock_ms() + timeout_ms;
 	/*
 	 * Sooner than the timekeeper's poll() would end: wake it.  "Now" set
 	 * from inside a curl call is run by that caller right after it.
@@ -214,7 +206,7 @@ upstream_loop_drive(const struct pollfd *pfd, int npfd)
 	}
 	/* a timeout run may ask for another at once */
 	for (i = 0; i < UPSTREAM_LOOP_TIMER_RUNS && upstream_loop.timer_due != 0 &&
-	    upstream_loop_now_ms() >= upstream_loop.timer_due; i++) {
+	    clock_ms() >= upstream_loop.timer_due; i++) {
 		upstream_loop.timer_due = 0;
 		curl_multi_socket_action(upstream_loop.multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
@@ -272,7 +264,7 @@ upstream_job_unlink(struct upstream_job *job)
 		upstream_loop.tail = job->prev;
 	/* the next oldest keeps the timers from now: wake it if one is due before it looks */
 	if (was_head && upstream_loop.head != NULL && upstream_loop.timer_due != 0 &&
-	    upstream_loop.timer_due - upstream_loop_now_ms() < UPSTREAM_LOOP_WAIT_MS)
+	    upstream_loop.timer_due - clock_ms() < UPSTREAM_LOOP_WAIT_MS)
 		upstream_job_notify(upstream_loop.head);
 }
 
@@ -284,7 +276,7 @@ upstream_job_wait_ms(const struct upstream_job *job)
 
 	if (job != upstream_loop.head || upstream_loop.timer_due == 0)
 		return UPSTREAM_LOOP_WAIT_MS;
-	left = upstream_loop.timer_due - upstream_loop_now_ms();
+	left = upstream_loop.timer_due - clock_ms();
 	if (left <= 0)
 		return 0;
 	return left < UPSTREAM_LOOP_WAIT_MS ? (int)left : UPSTREAM_LOOP_WAIT_MS;
