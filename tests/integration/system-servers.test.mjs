@@ -80,8 +80,8 @@ async function until(what, cond, ms = 20_000) {
  * tree's page and error documents).
  */
 function adapt(text, server, stack, prefix) {
-	const www = path.join(SRCDIR, 'www');
-	const errors = path.join(SRCDIR, 'conf', 'errors');
+	const www = path.join(publicDir, 'www');
+	const errors = path.join(publicDir, 'errors');
 	const rundir = path.join(stack.stateDir, 'run');
 	if (server === 'apache') {
 		return text
@@ -166,9 +166,23 @@ async function assertSameTree(a, b) {
 }
 
 let stack;
+let publicDir;		// a copy of the page and error documents that www-data can read
 const cleanups = [];	// what a group left to undo, newest last
 
+// Both servers run as www-data, which may not read the source tree (a clone
+// in a private directory): what they serve is copied to a readable place,
+// as `make install` puts it under /usr/share.
+async function readableCopy() {
+	const dir = await mkdtemp(path.join(os.tmpdir(), 'mailkit-public-'));
+	await cp(path.join(SRCDIR, 'www'), path.join(dir, 'www'), { recursive: true });
+	await cp(path.join(SRCDIR, 'conf', 'errors'), path.join(dir, 'errors'), { recursive: true });
+	const r = await run('chmod', ['-R', 'u=rwX,go=rX', dir]);
+	assert.equal(r.code, 0, `chmod: ${r.stderr}`);
+	return dir;
+}
+
 before(async () => {
+	publicDir = await readableCopy();
 	// the sockets are group www-data for Apache's sake; both servers run as it
 	stack = await startStack({ server: 'apache' });
 }, { timeout: START_MS });
@@ -178,6 +192,8 @@ after(async () => {
 		while (cleanups.length > 0)
 			await cleanups.pop()();
 	} finally {
+		if (publicDir)
+			await rm(publicDir, { recursive: true, force: true });
 		if (stack)
 			await stack.stop();
 	}
