@@ -439,6 +439,22 @@ billing_unconfirmed(const struct settings *s, struct store_send *row, enum billi
 	out->unconfirmed = 1;
 }
 
+/*
+ * Answer a debited send 202 queued (reason kept as its reply) and let the
+ * background deliver it delay_sec from now (-1: after the backoff).
+ */
+static void
+billing_queue(const struct settings *s, struct store_send *row, const char *reason,
+    long delay_sec, enum billing_mode mode, struct billing_result *out)
+{
+	row->status = 202;
+	snprintf(row->reply, sizeof row->reply, "%s", reason);
+	billing_postpone(s, row, delay_sec);
+	out->queued = 1;
+	if (mode == BILLING_REQUEST)
+		billing_deliver_wake();
+}
+
 /* A client's retry takes up a send it was told was not charged (a 5xx void). */
 static void
 billing_take_up(struct store_send *row)
@@ -554,12 +570,7 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				/* accepted for later: the background retries with the same key */
 				log_info("send %.12s…: provider outcome unknown (%s); queued",
 				    row->key, err->msg);
-				row->status = 202;
-				snprintf(row->reply, sizeof row->reply, "%s", err->msg);
-				billing_postpone(s, row, -1);
-				out->queued = 1;
-				if (mode == BILLING_REQUEST)
-					billing_deliver_wake();
+				billing_queue(s, row, err->msg, -1, mode, out);
 				rc = 0;
 				goto out;
 			}
@@ -695,6 +706,16 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 	return rc;
 }
 
+/* Milliseconds since `t0` (CLOCK_MONOTONIC). */
+static long
+billing_ms_since(const struct timespec *t0)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
 /* One message of a batch in billing_send_batch(). */
 struct billing_item {
 	struct store_send	 row;
@@ -757,9 +778,11 @@ billing_send_batch(const struct settings *s, const struct mail_provider *mp,
 	json_object		*all;
 	char			 base[STORE_SEND_KEY_MAX], hash[STORE_SEND_KEY_MAX];
 	char			 key[STORE_SEND_KEY_MAX], index[32];
+	struct timespec		 start;
 	int			 rc = -1, partial = 0;
 	size_t			 i;
 
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	if (n == 0 || billing_key_base(customer_id, client_key, base, sizeof base) == -1)
 		return mk_fail(err, 500, "cannot derive an idempotency key");
 	if ((it = calloc(n, sizeof *it)) == NULL)
@@ -844,11 +867,23 @@ billing_send_batch(const struct settings *s, const struct mail_provider *mp,
 		billing_batch_undo(s, mp, msgs, it, i, err);
 		goto out;
 	}
-	/* 2. Each message sent, under its own keys, as billing_send() sends one. */
+	/*
+	 * 2. Each message sent, under its own keys, as billing_send() sends one.
+	 * The batch's upstream calls share the request's REQUEST_TIMEOUT_MS: a
+	 * message reached when most of it is spent is not sent now, where the
+	 * deadline could cut its call short, but queued for the background.
+	 */
 	for (i = 0; i < n; i++) {
 		if (it[i].done)
 			continue;
 		it[i].owned = 0;
+		if (s->request_timeout_ms > 0 && billing_ms_since(&start) >=
+		    s->request_timeout_ms / 4 * 3) {
+			billing_email_id(it[i].row.key, out[i].id);
+			billing_queue(s, &it[i].row, "queued: the batch's time was spent", 0,
+			    BILLING_REQUEST, &out[i]);
+			continue;
+		}
 		if (billing_drive(s, mp, &it[i].row, &msgs[i], BILLING_REQUEST, &out[i],
 		    &errs[i]) == 0)
 			mk_err_clear(&errs[i]);	/* a queued send leaves the provider's error */

@@ -30,7 +30,9 @@ for (const server of ['lighttpd', 'apache']) {
 	describe(`batch send through ${server}`, () => {
 		let stack, c;
 		before(async () => {
-			stack = await startStack({ server, env: QUICK_UPSTREAM });
+			// a batch's upstream calls share one request deadline (3/4 of it: 1.5 s)
+			stack = await startStack({ server, env: { ...QUICK_UPSTREAM,
+			    REQUEST_TIMEOUT_MS: 2000 } });
 			c = await keyedCustomer(stack, 'batch');
 		});
 		after(async () => { await stack?.stop(); });
@@ -163,6 +165,23 @@ for (const server of ['lighttpd', 'apache']) {
 			assert.equal(await balance(stack, c), 14);
 			const e = await emailStatus(stack, c, r.json.data[0].id, 'sent', 30_000);
 			assert.equal(e.subject, `${subject} a`);
+			assert.equal((await outbox(subject)).length, 3);
+			assert.equal(await balance(stack, c), 14);
+		});
+
+		test('a batch that outlasts its time queues the rest (202); all are delivered',
+		    { timeout: 60_000 }, async () => {
+			await setBalance(stack, c, 20);
+			const subject = `slow ${randomUUID()}`;
+			// message 0's send stalls until its attempt times out (1.5 s): the time is spent
+			await sandboxFault(stack, { target: 'email_send', mode: 'stall', count: 1,
+			    stall_ms: 2500 });
+			const r = await batch(mixed(subject));
+			assert.equal(r.status, 202, r.text);
+			assert.deepEqual(r.json.data.map((m) => m.status), ['queued', 'queued', 'queued']);
+			assert.equal(await balance(stack, c), 14);
+			for (const m of r.json.data)
+				await emailStatus(stack, c, m.id, 'sent', 30_000);
 			assert.equal((await outbox(subject)).length, 3);
 			assert.equal(await balance(stack, c), 14);
 		});
