@@ -1,4 +1,4 @@
-/* emails.c: emails.fcgi — what became of a customer's sends: GET /emails/{id}, GET /emails. */
+/* emails.c: emails.fcgi — what became of a customer's sends: GET /emails/{id}, GET /emails; and POST /emails/batch. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,8 @@
 #define EMAILS_PAGE_DEFAULT	20
 #define EMAILS_PAGE_MAX		100	/* Resend's list maximum */
 
-static struct settings settings;
+static struct settings			 settings;
+static const struct mail_provider	*provider;
 
 /*
  * The customer asking: the API key's (auth.h), or with MAILKIT_AUTH=customer_id
@@ -105,15 +106,91 @@ emails_list(const struct request *req, struct response *resp)
 	response_json(resp, 200, out);
 }
 
+/*
+ * POST /emails/batch [{[customer_id,] to, subject, html[, text][, cc, bcc,
+ * reply_to, tags]}, ...] (1..SENDREQ_BATCH_MAX, Resend's batch) -> {data:
+ * [{id, status, ...}, ...]}, one per message in order, each as POST /send
+ * answers it or {id, status "failed", error}; 202 when any is queued or
+ * unconfirmed, else 200.  The whole batch's credits are reserved first, all
+ * or nothing (billing_send_batch): a refusal (400 naming the message's
+ * index, 402, 409, 5xx) means nothing was sent and nothing charged.
+ */
+static void
+emails_batch(const struct request *req, struct response *resp)
+{
+	struct mail_message	*msgs = NULL;
+	struct billing_result	*results = NULL;
+	struct mk_err		*errs = NULL, err;
+	json_object		*root = NULL, *data, *out;
+	const char		*client_key, *claimed;
+	char			 customer[CUSTOMER_ID_MAX + 1];
+	long			 n;
+	int			 keyed, status = 200;
+
+	if (auth_before_body(&settings, req, customer, sizeof customer, &keyed, resp) == -1)
+		return;
+	if ((msgs = calloc(SENDREQ_BATCH_MAX, sizeof *msgs)) == NULL ||
+	    (results = calloc(SENDREQ_BATCH_MAX, sizeof *results)) == NULL ||
+	    (errs = calloc(SENDREQ_BATCH_MAX, sizeof *errs)) == NULL) {
+		response_error(resp, 503, "out of memory");
+		goto out;
+	}
+	/* every message is checked before anything is charged */
+	if (sendreq_key(req, &client_key, &err) == -1 ||
+	    (n = sendreq_batch(req, settings.mail_from, msgs, &claimed, &root, &err)) == -1) {
+		response_fail(resp, &err);
+		goto out;
+	}
+	if (auth_after_body(&settings, req, claimed, keyed, customer, sizeof customer,
+	    resp) == -1)
+		goto out;
+	if (billing_send_batch(&settings, provider, customer, client_key, msgs, (size_t)n,
+	    results, errs, &err) == -1) {
+		response_fail(resp, &err);
+		goto out;
+	}
+	data = json_object_new_array();
+	for (long i = 0; i < n; i++) {
+		json_object *m;
+
+		if (errs[i].status != 0) {
+			/* refused by the provider for good: its credits were refunded */
+			m = json_object_new_object();
+			json_object_object_add(m, "id", json_object_new_string(results[i].id));
+			json_object_object_add(m, "status", json_object_new_string("failed"));
+			json_object_object_add(m, "error", json_object_new_string(errs[i].msg));
+		} else {
+			m = billing_result_json(&results[i]);
+			if (billing_result_status(&results[i]) == 202)
+				status = 202;
+		}
+		json_object_array_add(data, m);
+	}
+	out = json_object_new_object();
+	json_object_object_add(out, "data", data);
+	response_json(resp, status, out);
+out:
+	json_object_put(root);
+	free(msgs);
+	free(results);
+	free(errs);
+}
+
 static int
 emails_init(const struct settings *s, char *errbuf, size_t errlen)
 {
+	/* POST /emails/batch sends; send.fcgi's delivery threads retry what it queues */
+	if ((provider = mail_provider_find(s->mail_provider)) == NULL) {
+		snprintf(errbuf, errlen, "MAIL_PROVIDER names no known provider");
+		return -1;
+	}
 	return store_check(s, errbuf, errlen);
 }
 
 static const struct route routes[] = {
 	{ "GET", "/emails", emails_list },
 	{ "GET", "/emails/{}", emails_get },
+	{ "POST", "/emails/batch", emails_batch },
 };
 
 int
@@ -123,8 +200,10 @@ main(void)
 		.name = "emails.fcgi",
 		.routes = routes,
 		.nroutes = sizeof routes / sizeof routes[0],
+		.json_only = 1,
 		.init = emails_init,
 	};
 
-	return server_main(&app, &settings, 0);
+	return server_main(&app, &settings, SETTINGS_NEED_DODO | SETTINGS_NEED_CREDITS |
+	    SETTINGS_NEED_MAIL);
 }

@@ -440,6 +440,30 @@ billing_unconfirmed(const struct settings *s, struct store_send *row, enum billi
 }
 
 /*
+ * Answer a debited send 202 queued (reason kept as its reply) and let the
+ * background deliver it delay_sec from now (-1: after the backoff).
+ */
+static void
+billing_queue(const struct settings *s, struct store_send *row, const char *reason,
+    long delay_sec, enum billing_mode mode, struct billing_result *out)
+{
+	row->status = 202;
+	snprintf(row->reply, sizeof row->reply, "%s", reason);
+	billing_postpone(s, row, delay_sec);
+	out->queued = 1;
+	if (mode == BILLING_REQUEST)
+		billing_deliver_wake();
+}
+
+/* A client's retry takes up a send it was told was not charged (a 5xx void). */
+static void
+billing_take_up(struct store_send *row)
+{
+	if (row->state == SEND_VOIDING && row->status >= 500)
+		row->state = row->debited ? SEND_SENDING : SEND_NEW;
+}
+
+/*
  * Drive an owned row from its state on.  The message is `request` when the
  * row was inserted from it, else the row's stored copy.  Returns 0 with out
  * filled (sent, or queued in the background), or -1 with err holding the
@@ -462,9 +486,8 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 	billing_keys(row->key, &k);
 	memset(out, 0, sizeof *out);
 	billing_email_id(row->key, out->id);
-	/* a client's retry takes up a send it was told was not charged */
-	if (mode == BILLING_REQUEST && row->state == SEND_VOIDING && row->status >= 500)
-		row->state = row->debited ? SEND_SENDING : SEND_NEW;
+	if (mode == BILLING_REQUEST)
+		billing_take_up(row);
 	memset(&msg, 0, sizeof msg);
 	if (request != NULL)
 		msg = *request;		/* the row was stored from it just now */
@@ -547,12 +570,7 @@ billing_drive(const struct settings *s, const struct mail_provider *mp,
 				/* accepted for later: the background retries with the same key */
 				log_info("send %.12s…: provider outcome unknown (%s); queued",
 				    row->key, err->msg);
-				row->status = 202;
-				snprintf(row->reply, sizeof row->reply, "%s", err->msg);
-				billing_postpone(s, row, -1);
-				out->queued = 1;
-				if (mode == BILLING_REQUEST)
-					billing_deliver_wake();
+				billing_queue(s, row, err->msg, -1, mode, out);
 				rc = 0;
 				goto out;
 			}
@@ -618,18 +636,49 @@ billing_replay(const struct store_send *row, struct billing_result *out, struct 
 	return mk_fail(err, row->status, "%s", row->reply);
 }
 
+/*
+ * store_send_begin(), waiting up to BILLING_WAIT_MAX_MS for a concurrent
+ * duplicate to finish.  Returns STORE_SEND_OWNED or STORE_SEND_FINAL with
+ * row filled (the caller frees it either way), or -1 with err: 409 for a
+ * key reused with another request or still in progress, else the store's.
+ */
+static int
+billing_begin(const struct settings *s, const char *key, const char *customer_id,
+    const char *hash, const char *message, struct store_send *row, struct mk_err *err)
+{
+	struct timespec	step = { 0, BILLING_WAIT_STEP_MS * 1000000L };
+	long		waited = 0;
+	int		r;
+
+	memset(row, 0, sizeof *row);
+	for (;;) {
+		r = store_send_begin(s, key, customer_id, hash, message, row, err);
+		if (r != STORE_SEND_BUSY || waited >= BILLING_WAIT_MAX_MS)
+			break;
+		/* a concurrent duplicate: wait for the first one's answer */
+		store_send_free(row);
+		nanosleep(&step, NULL);
+		waited += BILLING_WAIT_STEP_MS;
+	}
+	if (r == STORE_SEND_MISMATCH)
+		return mk_fail(err, 409, "Idempotency-Key was already used with a different "
+		    "request");
+	if (r == STORE_SEND_BUSY)
+		return mk_fail(err, 409, "a request with this Idempotency-Key is still in "
+		    "progress; retry later");
+	return r;
+}
+
 int
 billing_send(const struct settings *s, const struct mail_provider *mp,
     const char *customer_id, const char *client_key, const struct mail_message *msg,
     struct billing_result *out, struct mk_err *err)
 {
 	struct store_send	 row;
-	struct timespec		 step = { 0, BILLING_WAIT_STEP_MS * 1000000L };
 	json_object		*mj;
 	const char		*message;
 	char			 key[STORE_SEND_KEY_MAX], hash[STORE_SEND_KEY_MAX];
-	long			 waited = 0;
-	int			 rc = -1, r;
+	int			 rc = -1;
 
 	if (billing_key_base(customer_id, client_key, key, sizeof key) == -1)
 		return mk_fail(err, 500, "cannot derive an idempotency key");
@@ -641,17 +690,7 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 		json_object_put(mj);
 		return mk_fail(err, 500, "cannot hash the request");
 	}
-	memset(&row, 0, sizeof row);
-	for (;;) {
-		r = store_send_begin(s, key, customer_id, hash, message, &row, err);
-		if (r != STORE_SEND_BUSY || waited >= BILLING_WAIT_MAX_MS)
-			break;
-		/* a concurrent duplicate: wait for the first one's answer */
-		store_send_free(&row);
-		nanosleep(&step, NULL);
-		waited += BILLING_WAIT_STEP_MS;
-	}
-	switch (r) {
+	switch (billing_begin(s, key, customer_id, hash, message, &row, err)) {
 	case STORE_SEND_OWNED:
 		rc = billing_drive(s, mp, &row, row.inserted ? msg : NULL, BILLING_REQUEST, out,
 		    err);
@@ -659,18 +698,204 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 	case STORE_SEND_FINAL:
 		rc = billing_replay(&row, out, err);
 		break;
-	case STORE_SEND_MISMATCH:
-		mk_fail(err, 409, "Idempotency-Key was already used with a different request");
-		break;
-	case STORE_SEND_BUSY:
-		mk_fail(err, 409, "a request with this Idempotency-Key is still in progress; "
-		    "retry later");
-		break;
 	default:
 		break;		/* -1: err is set */
 	}
 	store_send_free(&row);
 	json_object_put(mj);
+	return rc;
+}
+
+/* Milliseconds since `t0` (CLOCK_MONOTONIC). */
+static long
+billing_ms_since(const struct timespec *t0)
+{
+	struct timespec	now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+/* One message of a batch in billing_send_batch(). */
+struct billing_item {
+	struct store_send	 row;
+	json_object		*mj;		/* the message as the journal keeps it */
+	int			 owned;		/* we own row and have not settled it yet */
+	int			 fresh;		/* owned, debited by this call or before a void: never sent */
+	int			 done;		/* answered: out or errs filled */
+};
+
+/* A replayed refusal that was the whole batch's (its reservation), not one message's. */
+static int
+billing_batch_refusal(const struct store_send *row)
+{
+	return row->state == SEND_REJECTED || row->state == SEND_VOIDING ||
+	    row->state == SEND_VOIDED || row->status == 402;
+}
+
+/*
+ * Undo the reservation of a batch refused with err: every message this call
+ * debited (none was sent) gets its credits back, now for a final refusal
+ * (4xx), or by the void's fence unless the client retries within
+ * SEND_VOID_GRACE_SEC (5xx, 409: the retry takes them up again).
+ */
+static void
+billing_batch_undo(const struct settings *s, const struct mail_provider *mp,
+    const struct mail_message *msgs, struct billing_item *it, size_t n,
+    const struct mk_err *err)
+{
+	struct billing_result	out;
+	struct mk_err		derr;
+
+	for (size_t j = 0; j < n; j++) {
+		if (!it[j].owned)
+			continue;
+		it[j].owned = 0;
+		if (!it[j].fresh) {
+			billing_postpone(s, &it[j].row, 0);
+			continue;
+		}
+		if (err->status < 500 && err->status != 409) {
+			billing_set_reply(&it[j].row, SEND_REFUNDING, err->status, err->msg);
+			if (store_send_save(s, &it[j].row, &derr) == 0)
+				billing_drive(s, mp, &it[j].row, &msgs[j], BILLING_REQUEST, &out,
+				    &derr);
+			continue;
+		}
+		billing_set_reply(&it[j].row, SEND_VOIDING, err->status >= 500 ? err->status : 503,
+		    BILLING_NOT_CHARGED_MSG);
+		billing_postpone(s, &it[j].row, s->void_grace_sec);
+	}
+}
+
+int
+billing_send_batch(const struct settings *s, const struct mail_provider *mp,
+    const char *customer_id, const char *client_key, const struct mail_message *msgs,
+    size_t n, struct billing_result *out, struct mk_err *errs, struct mk_err *err)
+{
+	struct billing_item	*it;
+	struct billing_keys	 k;
+	json_object		*all;
+	char			 base[STORE_SEND_KEY_MAX], hash[STORE_SEND_KEY_MAX];
+	char			 key[STORE_SEND_KEY_MAX], index[32];
+	struct timespec		 start;
+	int			 rc = -1, partial = 0;
+	size_t			 i;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	if (n == 0 || billing_key_base(customer_id, client_key, base, sizeof base) == -1)
+		return mk_fail(err, 500, "cannot derive an idempotency key");
+	if ((it = calloc(n, sizeof *it)) == NULL)
+		return mk_fail(err, 503, "out of memory");
+	memset(out, 0, n * sizeof *out);
+	memset(errs, 0, n * sizeof *errs);
+	all = json_object_new_array();
+	for (i = 0; i < n; i++) {
+		it[i].mj = billing_message_json(&msgs[i]);
+		json_object_array_add(all, json_object_get(it[i].mj));
+	}
+	/* every message's row carries the hash of the whole batch: any change is a 409 */
+	hash[0] = '\0';
+	if (client_key != NULL && billing_sha256(customer_id, json_object_to_json_string_ext(all,
+	    BILLING_JSON_FLAGS), hash, sizeof hash) == -1) {
+		mk_fail(err, 500, "cannot hash the request");
+		goto out;
+	}
+	/*
+	 * 1. The reservation: each message's row, and its debit (one per
+	 * message, for its recipients), in order, before anything is sent.  The
+	 * first refusal undoes the debits taken and refuses the whole batch.
+	 * Once a message may have gone out already (a row the background took
+	 * up after a crash, or queued by an earlier answer), the batch can no
+	 * longer be all or nothing: from then on each message answers for
+	 * itself, truthfully.
+	 */
+	for (i = 0; i < n; i++) {
+		struct billing_item	*m = &it[i];
+		int			 r;
+
+		snprintf(index, sizeof index, "batch %zu", i);
+		if (billing_sha256(base, index, key, sizeof key) == -1) {
+			mk_fail(&errs[i], 500, "cannot derive an idempotency key");
+			r = -1;
+		} else {
+			billing_email_id(key, out[i].id);
+			r = billing_begin(s, key, customer_id, hash, json_object_to_json_string_ext(
+			    m->mj, BILLING_JSON_FLAGS), &m->row, &errs[i]);
+		}
+		if (r == STORE_SEND_FINAL) {
+			m->done = 1;
+			if (billing_replay(&m->row, &out[i], &errs[i]) == 0) {
+				partial = 1;
+				continue;
+			}
+			if (!billing_batch_refusal(&m->row))
+				continue;
+		} else if (r == STORE_SEND_OWNED) {
+			m->owned = 1;
+			billing_take_up(&m->row);
+			m->fresh = m->row.state == SEND_NEW ||
+			    (m->row.state == SEND_SENDING && m->row.status >= 500);
+			if (m->row.state == SEND_SENDING && !m->fresh)
+				partial = 1;	/* queued by an earlier answer: maybe sent */
+			if (m->row.state == SEND_REFUNDING) {
+				/* a refused batch's refund still owed: replay the refusal */
+				m->owned = 0;
+				m->done = 1;
+				billing_drive(s, mp, &m->row, &msgs[i], BILLING_REQUEST, &out[i],
+				    &errs[i]);
+				if (errs[i].status != 402)
+					continue;
+			} else if (m->row.state != SEND_NEW)
+				continue;
+			else {
+				billing_keys(m->row.key, &k);
+				if (billing_step_debit(s, &m->row, &k, BILLING_REQUEST,
+				    !m->row.inserted, &errs[i])) {
+					m->row.state = SEND_SENDING;
+					continue;
+				}
+				m->owned = 0;	/* billing_step_debit recorded it */
+				m->done = 1;
+			}
+		} else
+			m->done = 1;
+		if (partial)
+			continue;
+		/* the batch is refused: nothing of it was sent, nothing stays charged */
+		*err = errs[i];
+		billing_batch_undo(s, mp, msgs, it, i, err);
+		goto out;
+	}
+	/*
+	 * 2. Each message sent, under its own keys, as billing_send() sends one.
+	 * The batch's upstream calls share the request's REQUEST_TIMEOUT_MS: a
+	 * message reached when most of it is spent is not sent now, where the
+	 * deadline could cut its call short, but queued for the background.
+	 */
+	for (i = 0; i < n; i++) {
+		if (it[i].done)
+			continue;
+		it[i].owned = 0;
+		if (s->request_timeout_ms > 0 && billing_ms_since(&start) >=
+		    s->request_timeout_ms / 4 * 3) {
+			billing_email_id(it[i].row.key, out[i].id);
+			billing_queue(s, &it[i].row, "queued: the batch's time was spent", 0,
+			    BILLING_REQUEST, &out[i]);
+			continue;
+		}
+		if (billing_drive(s, mp, &it[i].row, &msgs[i], BILLING_REQUEST, &out[i],
+		    &errs[i]) == 0)
+			mk_err_clear(&errs[i]);	/* a queued send leaves the provider's error */
+	}
+	rc = 0;
+out:
+	for (i = 0; i < n; i++) {
+		store_send_free(&it[i].row);
+		json_object_put(it[i].mj);
+	}
+	json_object_put(all);
+	free(it);
 	return rc;
 }
 
@@ -683,6 +908,29 @@ billing_refund_orphan(const struct settings *s, const struct store_send *row,
 
 	billing_keys(row->key, &k);
 	return billing_refund(s, row, &k, &entry, err);
+}
+
+json_object *
+billing_result_json(const struct billing_result *r)
+{
+	json_object *out = json_object_new_object();
+
+	json_object_object_add(out, "id", json_object_new_string(r->id));
+	json_object_object_add(out, "status", json_object_new_string(r->queued ? "queued" :
+	    r->unconfirmed ? "unconfirmed" : "sent"));
+	if (r->unconfirmed)
+		json_object_object_add(out, "message",
+		    json_object_new_string(BILLING_UNCONFIRMED_MSG));
+	else if (!r->queued)
+		json_object_object_add(out, "provider_id", json_object_new_string(r->provider_id));
+	return out;
+}
+
+int
+billing_result_status(const struct billing_result *r)
+{
+	/* 200: the provider has it; 202: MailKit holds it and delivers it */
+	return r->queued || r->unconfirmed ? 202 : 200;
 }
 
 /* "2026-12-04T12:00:00Z" */

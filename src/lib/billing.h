@@ -94,6 +94,42 @@ int	billing_send(const struct settings *s, const struct mail_provider *mp,
 	    const char *customer_id, const char *client_key, const struct mail_message *msg,
 	    struct billing_result *out, struct mk_err *err);
 
+/*
+ * Send a batch: msgs[0..n) for customer_id, each as billing_send() sends
+ * one, under keys derived from the batch's (client_key, or a fresh one)
+ * and the message's index, so each is an email of its own (GET
+ * /emails/{id}).
+ *
+ * First the reservation, all or nothing: each message's debit (one per
+ * recipient, one ledger entry per message), in order, before any is sent.
+ * If one is refused (402, 404) or unknown (5xx), the debits taken are
+ * undone (refunded now for a 4xx; for a 5xx voided, or taken up again by a
+ * retry with the same key within SEND_VOID_GRACE_SEC) and the call returns
+ * -1 with that answer in err: nothing sent, nothing charged.  Also -1 with
+ * 409 when client_key was used with another request (the hash of the whole
+ * batch is compared) or is still in progress, 503 when the store failed.
+ *
+ * Then every message is sent: returns 0 with out[i] filled for each (the
+ * email id always; sent, queued or unconfirmed as billing_result says) and
+ * errs[i].status 0, or errs[i] the message's own final refusal (a provider
+ * that refused it for good: its credits refunded).  A retry with the same
+ * client_key replays each message's current outcome.  If a message of the
+ * batch may already have gone out (a crash in the middle of an earlier
+ * attempt, after which the background delivered the reserved part), the
+ * batch is answered message by message instead of being refused whole.
+ */
+int	billing_send_batch(const struct settings *s, const struct mail_provider *mp,
+	    const char *customer_id, const char *client_key, const struct mail_message *msgs,
+	    size_t n, struct billing_result *out, struct mk_err *errs, struct mk_err *err);
+
+/*
+ * A send's answer body, POST /send's: {id, status "sent", provider_id},
+ * {id, status "queued"} or {id, status "unconfirmed", message}.  Its HTTP
+ * status is billing_result_status().  Caller puts it.
+ */
+struct json_object	*billing_result_json(const struct billing_result *r);
+int			 billing_result_status(const struct billing_result *r);
+
 /* What one pass of billing_deliver_due() did. */
 struct billing_tally {
 	int	final;		/* rows now final (sent, failed, voided) */

@@ -33,5 +33,6 @@
 #include "whsig.h"
 #include "apikey.h"
 #include "auth.h"
+#include "sendreq.h"
 
 #endif

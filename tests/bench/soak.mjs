@@ -1,18 +1,25 @@
 // soak.mjs: thousands of sends from concurrent careful clients (an API key,
 // an Idempotency-Key on every send, one retry with it after a 5xx) against
 // the real stack while the sandbox injects random upstream faults of every
-// kind; then, per request, the client's final answer is judged against what
-// finally happened under that request's mailkit_ref:
+// kind; then, per email, the client's final answer is judged against what
+// finally happened under that email's mailkit_ref (N = its recipients):
 //
-//   200 -> 1 email, 1 net debit      202 -> the same, or failed: 0 and 0
+//   200 -> 1 email, N net debit      202 -> the same, or failed: 0 and 0
 //   4xx -> 0 emails, 0 net debit     5xx -> 0 emails, 0 net debit
 //
+// A --multi fraction of the requests are POST /send to several recipients
+// (cc, bcc: N credits), a --batch fraction POST /emails/batch of 2 to 5 such
+// messages, judged message by message (the batch's own 4xx/5xx answer for
+// all of them, else each message's status in it).
+//
 // A benchmark, not a test: it prints the figures and exits 1 when any answer
-// was untrue, when emails and net debits differ, or when a 202 was not
-// delivered within --settle seconds after the faults stopped.
+// was untrue, when emails delivered (counting recipients) and net debits
+// differ, or when a 202 was not delivered within --settle seconds after the
+// faults stopped.
 //
 //   node tests/bench/soak.mjs [--sends 3000] [--clients 24] [--customers 6]
 //                             [--fault-rate 0.2] [--seconds 900] [--settle 60]
+//                             [--multi 0.2] [--batch 0.1]
 //                             [--server lighttpd|apache]
 //
 // Run from the build directory after `make`; it starts and stops its own
@@ -34,12 +41,15 @@ const { values: opt } = parseArgs({ options: {
 	'fault-rate': { type: 'string', default: '0.2' },
 	seconds: { type: 'string', default: '900' },
 	settle: { type: 'string', default: '60' },
+	multi: { type: 'string', default: '0.2' },
+	batch: { type: 'string', default: '0.1' },
 	server: { type: 'string', default: 'lighttpd' },
 } });
 const SENDS = Number(opt.sends), CLIENTS = Number(opt.clients);
 const CUSTOMERS = Number(opt.customers), FAULT_RATE = Number(opt['fault-rate']);
 const DEADLINE = Date.now() + Number(opt.seconds) * 1000;
 const SETTLE_MS = Number(opt.settle) * 1000;
+const MULTI = Number(opt.multi), BATCH = Number(opt.batch);
 const TARGETS = ['ledger_debit', 'email_send', 'ledger_credit'];
 const MODES = ['500', '429', '422', 'stall', 'drop', 'late', 'accept500'];
 
@@ -48,6 +58,20 @@ const pick = (a) => a[Math.floor(Math.random() * a.length)];
 const refOf = (customer, key) => createHash('sha256')
     .update(Buffer.concat([Buffer.from(customer), Buffer.from([0]), Buffer.from(key)]))
     .digest('hex');
+// the ref of message i of a batch: the batch's ref and its index (billing.c)
+const batchRefOf = (base, i) => refOf(base, `batch ${i}`);
+// a message to 1 recipient, or (multi) to 2-4 with cc and bcc
+const message = (subject, multi) => {
+	const m = { to: 'delivered@resend.dev', subject, html: '<p>soak</p>' };
+	if (multi) {
+		const extra = 1 + Math.floor(Math.random() * 3);
+		m.cc = Array.from({ length: extra - (extra > 1 ? 1 : 0) }, (_, i) => `cc${i}@example.com`);
+		if (extra > 1)
+			m.bcc = ['bcc@example.com'];
+	}
+	return m;
+};
+const recipients = (m) => 1 + (m.cc?.length ?? 0) + (m.bcc?.length ?? 0);
 
 // sqlite3 on one of the stack's databases: rows as arrays of strings.
 function sqlite(db, sql) {
@@ -80,9 +104,9 @@ async function finalState(stack) {
 function judge(r, state) {
 	const e = state.emails.get(r.ref) ?? 0, n = state.net.get(r.ref) ?? 0;
 	if (r.status === 200)
-		return e === 1 && n === 1 ? 'true' : 'untrue';
+		return e === 1 && n === r.credits ? 'true' : 'untrue';
 	if (r.status === 202) {
-		if (e === 1 && n === 1)
+		if (e === 1 && n === r.credits)
 			return 'true';
 		if (e === 0 && n === 0)
 			return r.failed ? 'true' : 'pending';
@@ -105,7 +129,9 @@ try {
 		customers.push({ id, key: lastApiKey[id] });
 	}
 	// enough credit that most sends succeed, few enough that some hit 402
-	const perCustomer = Math.ceil(SENDS / CUSTOMERS * 0.9);
+	// (credits per request: 1, 2-4 for a multi, 2-5 messages of 1-4 for a batch)
+	const perRequest = 1 + MULTI * 2 + BATCH * (3.5 * 2.5 - 1);
+	const perCustomer = Math.ceil(SENDS * perRequest / CUSTOMERS * 0.9);
 	for (const c of customers) {
 		const have = Number((await getJson(stack, '/credits/me', { key: c.key })).json.balance);
 		const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`, {
@@ -123,7 +149,7 @@ try {
 	const bytesBefore = journalBytes();
 	const results = [];
 	const statuses = {};
-	let issued = 0, faults = 0;
+	let issued = 0, faults = 0, batches = 0, multis = 0;
 	async function client() {
 		while (issued < SENDS && Date.now() < DEADLINE) {
 			const n = issued++;
@@ -136,21 +162,38 @@ try {
 				    count: 1 + Math.floor(Math.random() * 3), stall_ms: 2500,
 				    late_ms: mode === 'late' ? 4000 : undefined });
 			}
-			const c = pick(customers), key = randomUUID();
-			const body = { to: 'delivered@resend.dev', subject: `${tag} #${n}`,
-			    html: '<p>soak</p>' };
+			const c = pick(customers), key = randomUUID(), kind = Math.random();
+			const isBatch = kind < BATCH, multi = !isBatch && kind < BATCH + MULTI;
+			const body = isBatch ? Array.from({ length: 2 + Math.floor(Math.random() * 4) },
+			    (_, i) => message(`${tag} #${n}.${i}`, Math.random() < 0.5)) :
+			    message(`${tag} #${n}`, multi);
+			const path = isBatch ? '/emails/batch' : '/send';
 			const opts = { key: c.key, headers: { 'Idempotency-Key': key }, timeout: 60_000 };
 			let r;
 			try {
-				r = await postJson(stack, '/send', body, opts);
+				r = await postJson(stack, path, body, opts);
 				// a careful client retries once, with its key, after a 5xx
 				if (r.status >= 500)
-					r = await postJson(stack, '/send', body, opts);
+					r = await postJson(stack, path, body, opts);
 			} catch {
 				r = { status: 'network' };
 			}
-			statuses[r.status] = (statuses[r.status] || 0) + 1;
-			results.push({ ref: refOf(c.id, key), status: r.status, id: r.json?.id, c });
+			const label = isBatch ? `batch ${r.status}` : r.status;
+			statuses[label] = (statuses[label] || 0) + 1;
+			if (!isBatch) {
+				multis += multi;
+				results.push({ ref: refOf(c.id, key), status: r.status, id: r.json?.id, c,
+				    credits: recipients(body) });
+				continue;
+			}
+			batches++;
+			// the batch's own answer for every message, or each message's own
+			const each = { sent: 200, queued: 202, unconfirmed: 202, failed: 400 };
+			for (const [i, m] of body.entries()) {
+				const d = r.status === 200 || r.status === 202 ? r.json.data[i] : null;
+				results.push({ ref: batchRefOf(refOf(c.id, key), i), c, id: d?.id,
+				    status: d ? each[d.status] : r.status, credits: recipients(m) });
+			}
 		}
 	}
 	await Promise.all(Array.from({ length: CLIENTS }, client));
@@ -180,10 +223,15 @@ try {
 	const rec = await admin(stack, ['reconcile', '--min-age', '0', '--quiet']);
 
 	const count = (v) => verdicts.filter((x) => x === v).length;
-	const emails = [...state.emails.values()].reduce((a, b) => a + b, 0);
+	// emails delivered, counting recipients (every ref is one of ours)
+	const credits = new Map(results.map((r) => [r.ref, r.credits]));
+	const emails = [...state.emails.entries()].reduce((a, [ref, e]) =>
+	    a + e * (credits.get(ref) ?? 1), 0);
+	const messages = [...state.emails.values()].reduce((a, b) => a + b, 0);
 	const netDebits = [...state.net.values()].reduce((a, b) => a + b, 0);
 	const queued = results.filter((r) => r.status === 202);
-	console.log(`soak: ${results.length} sends from ${CLIENTS} clients (${CUSTOMERS} customers, ` +
+	console.log(`soak: ${issued} requests (${multis} multi-recipient sends, ${batches} batches; ` +
+	    `${results.length} emails) from ${CLIENTS} clients (${CUSTOMERS} customers, ` +
 	    `API keys) through ${opt.server} in ${loadSecs.toFixed(1)} s; ${faults} faults armed ` +
 	    `(rate ${FAULT_RATE}, 1-3 calls each; ${TARGETS.join(', ')} x ${MODES.join(', ')})`);
 	console.log(`answers: ${JSON.stringify(statuses)}`);
@@ -192,7 +240,8 @@ try {
 	console.log(`202s: ${queued.length}, ${queued.filter((r) => !r.failed).length} delivered, ` +
 	    `${queued.filter((r) => r.failed).length} failed and refunded; all settled ` +
 	    (settledAfter === null ? 'NOT within the wait' : `${settledAfter.toFixed(1)} s after the faults stopped`));
-	console.log(`emails delivered ${emails}, net credits debited ${netDebits}`);
+	console.log(`emails delivered ${messages} (${emails} counting recipients), ` +
+	    `net credits debited ${netDebits}`);
 	const [[rows, bodies, longest]] = await sqlite(stack.settings.MAILKIT_DB,
 	    'SELECT count(*), coalesce(sum(length(message)), 0), coalesce(max(length(message)), 0)' +
 	    ' FROM sends');
