@@ -3,7 +3,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include <json-c/json.h>
 
 #include "billing.h"
+#include "billing_int.h"
 #include "digest.h"
 #include "dodo.h"
 #include "log.h"
@@ -22,15 +22,11 @@
 #define KEY_CLOCK_BYTES		8	/* nanoseconds since 1970, big-endian: keys sort by time */
 #define KEY_RANDOM_BYTES	8	/* 64 bits more: two sends in one nanosecond still differ */
 #define BILLING_ID_HEX		32	/* hex digits of the key that make an email id */
-#define BILLING_JSON_FLAGS	(JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define BILLING_GAVE_UP_MSG	"mail provider unavailable for 23 hours; the email was not " \
 	"sent and its credit was returned"
 
-/* Who drives a row: the request that answers the client, or the background. */
-enum billing_mode { BILLING_REQUEST, BILLING_BACKGROUND };
-
 /* Hex SHA-256 of a, a NUL, and b (so ("ab","c") and ("a","bc") differ). */
-static int
+int
 billing_sha256(const char *a, const char *b, char *out, size_t outlen)
 {
 	struct digest_part parts[] = { { a, strlen(a) + 1 }, { b, strlen(b) } };
@@ -91,7 +87,7 @@ billing_id_prefix(const char *id, char *prefix, size_t prefixlen)
 }
 
 /* The message as the journal keeps it: enough to send it again byte for byte. */
-static json_object *
+json_object *
 billing_message_json(const struct mail_message *msg)
 {
 	json_object *o = json_object_new_object(), *to = json_object_new_array();
@@ -211,13 +207,7 @@ billing_sleep_ms(long ms)
 }
 
 /* The three keys of a row, derived from its journal key. */
-struct billing_keys {
-	char	debit[BILLING_KEY_MAX];
-	char	send[BILLING_KEY_MAX];
-	char	refund[BILLING_KEY_MAX];
-};
-
-static void
+void
 billing_keys(const char *key, struct billing_keys *k)
 {
 	snprintf(k->debit, sizeof k->debit, "mk-send-%s-debit", key);
@@ -225,7 +215,7 @@ billing_keys(const char *key, struct billing_keys *k)
 	snprintf(k->refund, sizeof k->refund, "mk-send-%s-refund", key);
 }
 
-static void
+void
 billing_set_reply(struct store_send *row, enum store_send_state state, int status,
     const char *reply)
 {
@@ -239,7 +229,7 @@ billing_set_reply(struct store_send *row, enum store_send_state state, int statu
  * background after the backoff (or, for a 5xx void, after the grace a
  * client's retry has to take it up).
  */
-static void
+void
 billing_postpone(const struct settings *s, struct store_send *row, long delay_sec)
 {
 	struct mk_err	serr;
@@ -326,7 +316,7 @@ billing_debit(const struct settings *s, struct store_send *row, const struct bil
  * unsure: an earlier attempt of this debit may be in flight (the row is
  * resumed after a crash), so an "insufficient" answer is not final proof.
  */
-static int
+int
 billing_step_debit(const struct settings *s, struct store_send *row,
     const struct billing_keys *k, enum billing_mode mode, int unsure, struct mk_err *err)
 {
@@ -443,7 +433,7 @@ billing_unconfirmed(const struct settings *s, struct store_send *row, enum billi
  * Answer a debited send 202 queued (reason kept as its reply) and let the
  * background deliver it delay_sec from now (-1: after the backoff).
  */
-static void
+void
 billing_queue(const struct settings *s, struct store_send *row, const char *reason,
     long delay_sec, enum billing_mode mode, struct billing_result *out)
 {
@@ -456,7 +446,7 @@ billing_queue(const struct settings *s, struct store_send *row, const char *reas
 }
 
 /* A client's retry takes up a send it was told was not charged (a 5xx void). */
-static void
+void
 billing_take_up(struct store_send *row)
 {
 	if (row->state == SEND_VOIDING && row->status >= 500)
@@ -470,7 +460,7 @@ billing_take_up(struct store_send *row)
  * answer (final, or 5xx with nothing charged).  In every case the row is
  * recorded or released before return.
  */
-static int
+int
 billing_drive(const struct settings *s, const struct mail_provider *mp,
     struct store_send *row, const struct mail_message *request, enum billing_mode mode,
     struct billing_result *out, struct mk_err *err)
@@ -620,7 +610,7 @@ out:
 }
 
 /* The answer a row gives without being driven: final, or a queued 202. */
-static int
+int
 billing_replay(const struct store_send *row, struct billing_result *out, struct mk_err *err)
 {
 	memset(out, 0, sizeof *out);
@@ -642,7 +632,7 @@ billing_replay(const struct store_send *row, struct billing_result *out, struct 
  * row filled (the caller frees it either way), or -1 with err: 409 for a
  * key reused with another request or still in progress, else the store's.
  */
-static int
+int
 billing_begin(const struct settings *s, const char *key, const char *customer_id,
     const char *hash, const char *message, struct store_send *row, struct mk_err *err)
 {
@@ -703,199 +693,6 @@ billing_send(const struct settings *s, const struct mail_provider *mp,
 	}
 	store_send_free(&row);
 	json_object_put(mj);
-	return rc;
-}
-
-/* Milliseconds since `t0` (CLOCK_MONOTONIC). */
-static long
-billing_ms_since(const struct timespec *t0)
-{
-	struct timespec	now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (long)((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
-}
-
-/* One message of a batch in billing_send_batch(). */
-struct billing_item {
-	struct store_send	 row;
-	json_object		*mj;		/* the message as the journal keeps it */
-	int			 owned;		/* we own row and have not settled it yet */
-	int			 fresh;		/* owned, debited by this call or before a void: never sent */
-	int			 done;		/* answered: out or errs filled */
-};
-
-/* A replayed refusal that was the whole batch's (its reservation), not one message's. */
-static int
-billing_batch_refusal(const struct store_send *row)
-{
-	return row->state == SEND_REJECTED || row->state == SEND_VOIDING ||
-	    row->state == SEND_VOIDED || row->status == 402;
-}
-
-/*
- * Undo the reservation of a batch refused with err: every message this call
- * debited (none was sent) gets its credits back, now for a final refusal
- * (4xx), or by the void's fence unless the client retries within
- * SEND_VOID_GRACE_SEC (5xx, 409: the retry takes them up again).
- */
-static void
-billing_batch_undo(const struct settings *s, const struct mail_provider *mp,
-    const struct mail_message *msgs, struct billing_item *it, size_t n,
-    const struct mk_err *err)
-{
-	struct billing_result	out;
-	struct mk_err		derr;
-
-	for (size_t j = 0; j < n; j++) {
-		if (!it[j].owned)
-			continue;
-		it[j].owned = 0;
-		if (!it[j].fresh) {
-			billing_postpone(s, &it[j].row, 0);
-			continue;
-		}
-		if (err->status < 500 && err->status != 409) {
-			billing_set_reply(&it[j].row, SEND_REFUNDING, err->status, err->msg);
-			if (store_send_save(s, &it[j].row, &derr) == 0)
-				billing_drive(s, mp, &it[j].row, &msgs[j], BILLING_REQUEST, &out,
-				    &derr);
-			continue;
-		}
-		billing_set_reply(&it[j].row, SEND_VOIDING, err->status >= 500 ? err->status : 503,
-		    BILLING_NOT_CHARGED_MSG);
-		billing_postpone(s, &it[j].row, s->void_grace_sec);
-	}
-}
-
-int
-billing_send_batch(const struct settings *s, const struct mail_provider *mp,
-    const char *customer_id, const char *client_key, const struct mail_message *msgs,
-    size_t n, struct billing_result *out, struct mk_err *errs, struct mk_err *err)
-{
-	struct billing_item	*it;
-	struct billing_keys	 k;
-	json_object		*all;
-	char			 base[STORE_SEND_KEY_MAX], hash[STORE_SEND_KEY_MAX];
-	char			 key[STORE_SEND_KEY_MAX], index[32];
-	struct timespec		 start;
-	int			 rc = -1, partial = 0;
-	size_t			 i;
-
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	if (n == 0 || billing_key_base(customer_id, client_key, base, sizeof base) == -1)
-		return mk_fail(err, 500, "cannot derive an idempotency key");
-	if ((it = calloc(n, sizeof *it)) == NULL)
-		return mk_fail(err, 503, "out of memory");
-	memset(out, 0, n * sizeof *out);
-	memset(errs, 0, n * sizeof *errs);
-	all = json_object_new_array();
-	for (i = 0; i < n; i++) {
-		it[i].mj = billing_message_json(&msgs[i]);
-		json_object_array_add(all, json_object_get(it[i].mj));
-	}
-	/* every message's row carries the hash of the whole batch: any change is a 409 */
-	hash[0] = '\0';
-	if (client_key != NULL && billing_sha256(customer_id, json_object_to_json_string_ext(all,
-	    BILLING_JSON_FLAGS), hash, sizeof hash) == -1) {
-		mk_fail(err, 500, "cannot hash the request");
-		goto out;
-	}
-	/*
-	 * 1. The reservation: each message's row, and its debit (one per
-	 * message, for its recipients), in order, before anything is sent.  The
-	 * first refusal undoes the debits taken and refuses the whole batch.
-	 * Once a message may have gone out already (a row the background took
-	 * up after a crash, or queued by an earlier answer), the batch can no
-	 * longer be all or nothing: from then on each message answers for
-	 * itself, truthfully.
-	 */
-	for (i = 0; i < n; i++) {
-		struct billing_item	*m = &it[i];
-		int			 r;
-
-		snprintf(index, sizeof index, "batch %zu", i);
-		if (billing_sha256(base, index, key, sizeof key) == -1) {
-			mk_fail(&errs[i], 500, "cannot derive an idempotency key");
-			r = -1;
-		} else {
-			billing_email_id(key, out[i].id);
-			r = billing_begin(s, key, customer_id, hash, json_object_to_json_string_ext(
-			    m->mj, BILLING_JSON_FLAGS), &m->row, &errs[i]);
-		}
-		if (r == STORE_SEND_FINAL) {
-			m->done = 1;
-			if (billing_replay(&m->row, &out[i], &errs[i]) == 0) {
-				partial = 1;
-				continue;
-			}
-			if (!billing_batch_refusal(&m->row))
-				continue;
-		} else if (r == STORE_SEND_OWNED) {
-			m->owned = 1;
-			billing_take_up(&m->row);
-			m->fresh = m->row.state == SEND_NEW ||
-			    (m->row.state == SEND_SENDING && m->row.status >= 500);
-			if (m->row.state == SEND_SENDING && !m->fresh)
-				partial = 1;	/* queued by an earlier answer: maybe sent */
-			if (m->row.state == SEND_REFUNDING) {
-				/* a refused batch's refund still owed: replay the refusal */
-				m->owned = 0;
-				m->done = 1;
-				billing_drive(s, mp, &m->row, &msgs[i], BILLING_REQUEST, &out[i],
-				    &errs[i]);
-				if (errs[i].status != 402)
-					continue;
-			} else if (m->row.state != SEND_NEW)
-				continue;
-			else {
-				billing_keys(m->row.key, &k);
-				if (billing_step_debit(s, &m->row, &k, BILLING_REQUEST,
-				    !m->row.inserted, &errs[i])) {
-					m->row.state = SEND_SENDING;
-					continue;
-				}
-				m->owned = 0;	/* billing_step_debit recorded it */
-				m->done = 1;
-			}
-		} else
-			m->done = 1;
-		if (partial)
-			continue;
-		/* the batch is refused: nothing of it was sent, nothing stays charged */
-		*err = errs[i];
-		billing_batch_undo(s, mp, msgs, it, i, err);
-		goto out;
-	}
-	/*
-	 * 2. Each message sent, under its own keys, as billing_send() sends one.
-	 * The batch's upstream calls share the request's REQUEST_TIMEOUT_MS: a
-	 * message reached when most of it is spent is not sent now, where the
-	 * deadline could cut its call short, but queued for the background.
-	 */
-	for (i = 0; i < n; i++) {
-		if (it[i].done)
-			continue;
-		it[i].owned = 0;
-		if (s->request_timeout_ms > 0 && billing_ms_since(&start) >=
-		    s->request_timeout_ms / 4 * 3) {
-			billing_email_id(it[i].row.key, out[i].id);
-			billing_queue(s, &it[i].row, "queued: the batch's time was spent", 0,
-			    BILLING_REQUEST, &out[i]);
-			continue;
-		}
-		if (billing_drive(s, mp, &it[i].row, &msgs[i], BILLING_REQUEST, &out[i],
-		    &errs[i]) == 0)
-			mk_err_clear(&errs[i]);	/* a queued send leaves the provider's error */
-	}
-	rc = 0;
-out:
-	for (i = 0; i < n; i++) {
-		store_send_free(&it[i].row);
-		json_object_put(it[i].mj);
-	}
-	json_object_put(all);
-	free(it);
 	return rc;
 }
 
@@ -1016,148 +813,3 @@ billing_email_json(const struct store_send *row)
 	return o;
 }
 
-/* ------------------------------------------------------ background delivery */
-
-int
-billing_deliver_due(const struct settings *s, const struct mail_provider *mp, time_t due_by,
-    int max, struct billing_tally *t, struct mk_err *err)
-{
-	char	(*keys)[STORE_SEND_KEY_MAX];
-	int	n;
-
-	if (max <= 0)
-		return 0;
-	if ((keys = calloc((size_t)max, sizeof keys[0])) == NULL)
-		return mk_fail(err, 503, "out of memory");
-	/* the list first, then the rows: no statement stays open while rows move */
-	if ((n = store_send_due(s, due_by, keys, max, err)) == -1) {
-		free(keys);
-		return -1;
-	}
-	for (int i = 0; i < n; i++) {
-		struct store_send	row;
-		struct billing_result	out;
-		struct mk_err		derr;
-		int			r;
-
-		r = store_send_begin(s, keys[i], NULL, NULL, NULL, &row, &derr);
-		if (r == STORE_SEND_OWNED) {
-			log_info("send %.12s…: background try %d from state %s", row.key,
-			    row.attempts + 1, store_send_state_name(row.state));
-			billing_drive(s, mp, &row, NULL, BILLING_BACKGROUND, &out, &derr);
-			if (row.state >= SEND_SENT)
-				t->final++;
-			else
-				t->pending++;
-		} else if (r == STORE_SEND_FINAL)
-			t->final++;
-		else if (r == STORE_SEND_BUSY)
-			t->busy++;
-		else if (r == -1 && derr.status != 404)
-			t->failed++;
-		store_send_free(&row);
-	}
-	free(keys);
-	return n;
-}
-
-/*
- * The delivery threads of a process.  They sleep on `wake` between passes;
- * a request that queues a send wakes one, so its first retry does not wait
- * for the poll.
- */
-#define BILLING_DELIVER_THREADS_MAX	16
-
-static struct {
-	pthread_mutex_t			 lock;
-	pthread_cond_t			 wake;
-	pthread_t			 threads[BILLING_DELIVER_THREADS_MAX];
-	int				 nthreads, stopping;
-	const struct settings		*settings;
-	const struct mail_provider	*provider;
-} billing_deliverer = {
-	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.wake = PTHREAD_COND_INITIALIZER,
-};
-
-void
-billing_deliver_wake(void)
-{
-	pthread_mutex_lock(&billing_deliverer.lock);
-	pthread_cond_signal(&billing_deliverer.wake);
-	pthread_mutex_unlock(&billing_deliverer.lock);
-}
-
-static void *
-billing_deliver_loop(void *arg)
-{
-	struct billing_tally	t;
-	struct mk_err		err;
-	struct timespec		until;
-
-	(void)arg;
-	for (;;) {
-		pthread_mutex_lock(&billing_deliverer.lock);
-		if (billing_deliverer.stopping) {
-			pthread_mutex_unlock(&billing_deliverer.lock);
-			break;
-		}
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += BILLING_DELIVER_POLL_MS / 1000;
-		until.tv_nsec += (BILLING_DELIVER_POLL_MS % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&billing_deliverer.wake, &billing_deliverer.lock, &until);
-		if (billing_deliverer.stopping) {
-			pthread_mutex_unlock(&billing_deliverer.lock);
-			break;
-		}
-		pthread_mutex_unlock(&billing_deliverer.lock);
-		memset(&t, 0, sizeof t);
-		if (billing_deliver_due(billing_deliverer.settings, billing_deliverer.provider,
-		    time(NULL), BILLING_DELIVER_BATCH, &t, &err) == -1)
-			log_warn("delivery: cannot read the journal (%s)", err.msg);
-		else if (t.final + t.pending + t.failed > 0)
-			log_info("delivery: %d final, %d still pending, %d busy, %d failed",
-			    t.final, t.pending, t.busy, t.failed);
-	}
-	return NULL;
-}
-
-int
-billing_deliver_start(const struct settings *s, const struct mail_provider *mp)
-{
-	long	want = s->delivery_threads;
-
-	if (want > BILLING_DELIVER_THREADS_MAX)
-		want = BILLING_DELIVER_THREADS_MAX;
-	pthread_mutex_lock(&billing_deliverer.lock);
-	billing_deliverer.settings = s;
-	billing_deliverer.provider = mp;
-	billing_deliverer.stopping = 0;
-	while (billing_deliverer.nthreads < want &&
-	    pthread_create(&billing_deliverer.threads[billing_deliverer.nthreads], NULL,
-	    billing_deliver_loop, NULL) == 0)
-		billing_deliverer.nthreads++;
-	pthread_mutex_unlock(&billing_deliverer.lock);
-	if (want > 0 && billing_deliverer.nthreads == 0)
-		return -1;
-	return 0;
-}
-
-void
-billing_deliver_stop(void)
-{
-	int	n;
-
-	pthread_mutex_lock(&billing_deliverer.lock);
-	billing_deliverer.stopping = 1;
-	pthread_cond_broadcast(&billing_deliverer.wake);
-	n = billing_deliverer.nthreads;
-	billing_deliverer.nthreads = 0;
-	pthread_mutex_unlock(&billing_deliverer.lock);
-	for (int i = 0; i < n; i++)
-		pthread_join(billing_deliverer.threads[i], NULL);
-}
