@@ -486,62 +486,19 @@ out:
 	return result;
 }
 
-struct json_object *
-dodo_list_ledger(const struct settings *s, const char *customer_id, int page_size,
-    int page_number, struct mk_err *err)
-{
-	struct upstream_response	 resp = { .json = NULL };
-	json_object			*items, *result = NULL;
-	char				 path[DODO_PATH_MAX];
-	size_t				 n;
-	int				 len;
-
-	if (page_size < 1)
-		page_size = 1;
-	if (page_size > DODO_LEDGER_PAGE_MAX)
-		page_size = DODO_LEDGER_PAGE_MAX;
-	if (dodo_need_entitlement(s, err) == -1)
-		goto out;
-	if (url_path(path, sizeof path, "/credit-entitlements/{}/balances/{}/ledger",
-	    s->credit_entitlement_id, customer_id) == -1) {
-		mk_fail(err, 400, "customer_id too long");
-		goto out;
-	}
-	n = strlen(path);
-	if (page_number < 0)
-		page_number = 0;
-	len = snprintf(path + n, sizeof path - n, "?page_size=%d&page_number=%d", page_size,
-	    page_number);
-	if (len < 0 || (size_t)len >= sizeof path - n) {
-		mk_fail(err, 400, "customer_id too long");
-		goto out;
-	}
-	if (dodo_get(s, path, "list ledger", "unknown customer", &resp, err) == -1)
-		goto out;
-	if (resp.json == NULL || !json_object_object_get_ex(resp.json, "items", &items) ||
-	    !json_object_is_type(items, json_type_array)) {
-		dodo_unexpected("list ledger", err);
-		goto out;
-	}
-	result = resp.json;
-	resp.json = NULL;	/* ownership passes to the caller */
-out:
-	upstream_response_free(&resp);
-	return result;
-}
-
 /*
  * GET path and hand over the parsed answer when it is an object holding
- * an array `member` (NULL: any object).  what names the call in logs.
+ * an array `member` (NULL: any object).  what names the call in logs;
+ * notfound is the 404's message.
  */
 static json_object *
 dodo_get_checked(const struct settings *s, const char *path, const char *what,
-    const char *member, struct mk_err *err)
+    const char *notfound, const char *member, struct mk_err *err)
 {
 	struct upstream_response	 resp = { .json = NULL };
 	json_object			*v, *result = NULL;
 
-	if (dodo_get(s, path, what, "not found", &resp, err) == -1)
+	if (dodo_get(s, path, what, notfound, &resp, err) == -1)
 		goto out;
 	if (resp.json == NULL || !json_object_is_type(resp.json, json_type_object) ||
 	    (member != NULL && (!json_object_object_get_ex(resp.json, member, &v) ||
@@ -557,6 +514,37 @@ out:
 }
 
 struct json_object *
+dodo_list_ledger(const struct settings *s, const char *customer_id, int page_size,
+    int page_number, struct mk_err *err)
+{
+	char	path[DODO_PATH_MAX];
+	size_t	n;
+	int	len;
+
+	if (page_size < 1)
+		page_size = 1;
+	if (page_size > DODO_LEDGER_PAGE_MAX)
+		page_size = DODO_LEDGER_PAGE_MAX;
+	if (dodo_need_entitlement(s, err) == -1)
+		return NULL;
+	if (url_path(path, sizeof path, "/credit-entitlements/{}/balances/{}/ledger",
+	    s->credit_entitlement_id, customer_id) == -1) {
+		mk_fail(err, 400, "customer_id too long");
+		return NULL;
+	}
+	n = strlen(path);
+	if (page_number < 0)
+		page_number = 0;
+	len = snprintf(path + n, sizeof path - n, "?page_size=%d&page_number=%d", page_size,
+	    page_number);
+	if (len < 0 || (size_t)len >= sizeof path - n) {
+		mk_fail(err, 400, "customer_id too long");
+		return NULL;
+	}
+	return dodo_get_checked(s, path, "list ledger", "unknown customer", "items", err);
+}
+
+struct json_object *
 dodo_list_catalog(const struct settings *s, const char *what, int page_number,
     struct mk_err *err)
 {
@@ -569,7 +557,7 @@ dodo_list_catalog(const struct settings *s, const char *what, int page_number,
 		mk_fail(err, 500, "internal error");
 		return NULL;
 	}
-	return dodo_get_checked(s, path, what, "items", err);
+	return dodo_get_checked(s, path, what, "not found", "items", err);
 }
 
 struct json_object *
@@ -585,7 +573,7 @@ dodo_list_webhooks(const struct settings *s, const char *iterator, struct mk_err
 		mk_fail(err, 502, "payments service sent an unusable page iterator");
 		goto out;
 	}
-	result = dodo_get_checked(s, b.data, "list webhooks", "data", err);
+	result = dodo_get_checked(s, b.data, "list webhooks", "not found", "data", err);
 out:
 	buf_free(&b);
 	return result;
@@ -594,7 +582,7 @@ out:
 struct json_object *
 dodo_get_object(const struct settings *s, const char *path, struct mk_err *err)
 {
-	return dodo_get_checked(s, path, path, NULL, err);
+	return dodo_get_checked(s, path, path, "not found", NULL, err);
 }
 
 struct json_object *
@@ -647,7 +635,8 @@ dodo_plan_active(const struct settings *s, const char *email, const char *produc
 		mk_fail(err, 400, "email too long");
 		goto out;
 	}
-	if ((page = dodo_get_checked(s, b.data, "list customers", "items", err)) == NULL)
+	if ((page = dodo_get_checked(s, b.data, "list customers", "not found", "items",
+	    err)) == NULL)
 		goto out;
 	json_object_object_get_ex(page, "items", &customers);
 	n = json_object_array_length(customers);
@@ -664,7 +653,8 @@ dodo_plan_active(const struct settings *s, const char *email, const char *produc
 			mk_fail(err, 502, "payments service sent an unusable customer id");
 			goto out;
 		}
-		if ((subs = dodo_get_checked(s, b.data, "list subscriptions", "items", err)) == NULL)
+		if ((subs = dodo_get_checked(s, b.data, "list subscriptions", "not found",
+		    "items", err)) == NULL)
 			goto out;
 		json_object_object_get_ex(subs, "items", &items);
 		*active = json_object_array_length(items) > 0;
