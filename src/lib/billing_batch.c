@@ -2,27 +2,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <json-c/json.h>
 
 #include "billing.h"
 #include "billing_int.h"
+#include "clock.h"
 #include "digest.h"
 #include "dodo.h"
 #include "log.h"
 #include "settings.h"
 #include "store.h"
-
-/* Milliseconds since `t0` (CLOCK_MONOTONIC). */
-static long
-billing_ms_since(const struct timespec *t0)
-{
-	struct timespec	now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (long)((now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000);
-}
 
 /* One message of a batch in billing_send_batch(). */
 struct billing_item {
@@ -86,11 +76,10 @@ billing_send_batch(const struct settings *s, const struct mail_provider *mp,
 	json_object		*all;
 	char			 base[STORE_SEND_KEY_MAX], hash[STORE_SEND_KEY_MAX];
 	char			 key[STORE_SEND_KEY_MAX], index[32];
-	struct timespec		 start;
+	long long		 start = clock_ms();
 	int			 rc = -1, partial = 0;
 	size_t			 i;
 
-	clock_gettime(CLOCK_MONOTONIC, &start);
 	if (n == 0 || billing_key_base(customer_id, client_key, base, sizeof base) == -1)
 		return mk_fail(err, 500, "cannot derive an idempotency key");
 	if ((it = calloc(n, sizeof *it)) == NULL)
@@ -185,7 +174,7 @@ billing_send_batch(const struct settings *s, const struct mail_provider *mp,
 		if (it[i].done)
 			continue;
 		it[i].owned = 0;
-		if (s->request_timeout_ms > 0 && billing_ms_since(&start) >=
+		if (s->request_timeout_ms > 0 && clock_ms() - start >=
 		    s->request_timeout_ms / 4 * 3) {
 			billing_email_id(it[i].row.key, out[i].id);
 			billing_queue(s, &it[i].row, "queued: the batch's time was spent", 0,
