@@ -23,7 +23,7 @@
 
 static const char *const fault_targets[] = {
 	"checkout", "customer", "balance_read", "ledger_debit", "ledger_credit",
-	"email_send", "webhook", "catalog",
+	"email_send", "webhook", "catalog", "openai",
 };
 static const char *const fault_modes[] = {
 	"500", "429", "422", "stall", "drop", "late", "accept500",
@@ -230,6 +230,9 @@ fault_error_500(enum sandbox_api api, struct response *resp)
 		sendgrid_api_error(resp, 500, "Internal server error");
 	else if (api == SANDBOX_API_POSTMARK)
 		postmark_api_error(resp, 500, 0, "Internal server error");
+	else if (api == SANDBOX_API_OPENAI)
+		openai_api_error(resp, 500, "server_error", NULL, NULL, "The server had an error "
+		    "while processing your request. Sorry about that!");
 	else
 		dodo_api_error(resp, 500, "INTERNAL_SERVER_ERROR", "Internal server error");
 }
@@ -284,6 +287,9 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 		else if (api == SANDBOX_API_POSTMARK)	/* 300: invalid email request */
 			postmark_api_error(resp, 422, 300, "Injected refusal: the email was not "
 			    "sent.");
+		else if (api == SANDBOX_API_OPENAI)	/* OpenAI refuses with 400 */
+			openai_api_error(resp, 400, "invalid_request_error", NULL, NULL,
+			    "Injected refusal: nothing was generated.");
 		else
 			dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "Injected refusal");
 		return 1;
@@ -297,6 +303,9 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 			sendgrid_api_error(resp, 429, "too many requests");
 		else if (api == SANDBOX_API_POSTMARK)
 			postmark_api_error(resp, 429, 429, "Rate limit exceeded.");
+		else if (api == SANDBOX_API_OPENAI)
+			openai_api_error(resp, 429, "requests", NULL, "rate_limit_exceeded",
+			    "Rate limit reached for requests. Please try again in 1s.");
 		else
 			dodo_api_error(resp, 429, "TOO_MANY_REQUESTS", "Too many requests");
 		return 1;
@@ -411,7 +420,7 @@ faults_post(const struct request *req, struct response *resp)
 	}
 	if (target == NULL || !fault_known(target, fault_targets, FAULT_NELEMS(fault_targets))) {
 		admin_error(resp, 400, "target must be one of checkout, customer, balance_read,"
-		    " ledger_debit, ledger_credit, email_send, webhook");
+		    " ledger_debit, ledger_credit, email_send, webhook, catalog, openai");
 		goto out;
 	}
 	if (mode == NULL || !fault_known(mode, fault_modes, FAULT_NELEMS(fault_modes))) {

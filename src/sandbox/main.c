@@ -70,6 +70,10 @@ static const struct route routes[] = {
 	{ "GET", "/resend/emails/{}", resend_api_get },
 	{ "POST", "/sendgrid/v3/mail/send", sendgrid_api_send },
 	{ "POST", "/postmark/email", postmark_api_send },
+	/* OpenAI */
+	{ "POST", "/openai/v1/chat/completions", openai_api_chat },
+	{ "GET", "/openai/v1/models", openai_api_models_list },
+	{ "GET", "/openai/v1/models/{}", openai_api_model_get },
 	/* tests and operators */
 	{ "GET", "/admin/faults", faults_list },
 	{ "POST", "/admin/faults", faults_post },

@@ -104,7 +104,7 @@ int	 state_product_kind(const char *product_id);
 
 /* Replies shared by the emulated APIs. */
 enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND, SANDBOX_API_SENDGRID,
-	SANDBOX_API_POSTMARK };
+	SANDBOX_API_POSTMARK, SANDBOX_API_OPENAI };
 
 /* 1 when authorization is "Bearer <key>" with a non-empty key (both APIs
  * accept any key: only its presence is checked). */
@@ -375,6 +375,20 @@ void	 postmark_api_error(struct response *resp, int status, int code, const char
 	    __attribute__((format(printf, 4, 5)));
 /* POST /postmark/email: 200 {To, SubmittedAt, MessageID, ErrorCode: 0, Message}. */
 void	 postmark_api_send(const struct request *, struct response *);
+
+/* ------------------------------------------------------------ openai_api.c */
+
+/* {"error": {"message", "type", "param", "code"}} with status, as OpenAI's
+ * errors; param and code may be NULL (JSON null). */
+void	 openai_api_error(struct response *resp, int status, const char *type,
+	    const char *param, const char *code, const char *fmt, ...)
+	    __attribute__((format(printf, 6, 7)));
+/* POST /openai/v1/chat/completions: a deterministic completion with usage
+ * (README.md), or its SSE chunks with "stream": true; fault target "openai". */
+void	 openai_api_chat(const struct request *, struct response *);
+/* GET /openai/v1/models and /openai/v1/models/{model}. */
+void	 openai_api_models_list(const struct request *, struct response *);
+void	 openai_api_model_get(const struct request *, struct response *);
 
 /* ------------------------------------------------------------ pages.c */
 
