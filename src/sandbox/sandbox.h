@@ -14,7 +14,8 @@
 /*
  * Layout: main.c (settings, route table), state.c (SQLite schema, per-thread
  * handle, ids, clocks), ledger.c (grants, FIFO debits, expiry, low-balance),
- * dodo_api.c and resend_api.c (the two wire APIs), pages.c (dashboard,
+ * dodo_api.c and resend_api.c (the two wire APIs; openai_api.c OpenAI's
+ * chat completions), pages.c (dashboard,
  * hosted checkout, outbox), deliver.c (signed webhook deliveries),
  * faults.c (fault injection and the admin API), late.c (the thread that
  * applies the effects of "late" faults).  Every piece of state lives in
