@@ -308,7 +308,6 @@ upstream_loop_perform(struct upstream_handle *h)
 	}
 	upstream_job_link(&job);
 	/* start it here: resolve, connect or take a cached connection, send */
-	upstream_loop.timer_due = 0;
 	curl_multi_socket_action(upstream_loop.multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	upstream_loop_drive(NULL, 0);
 	while (!job.done) {

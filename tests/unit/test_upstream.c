@@ -564,6 +564,54 @@ Test(upstream, timeout_is_504_maybe_done)
 	cr_assert_lt(dt, 1.5, "%f", dt);
 }
 
+/* A stalled POST on a thread of its own: its result and how long it took. */
+struct stalled_call {
+	struct mk_err	err;
+	int		rc;
+	double		seconds;
+};
+
+static void *
+stalled_call_run(void *arg)
+{
+	struct stalled_call		*c = arg;
+	struct upstream_request		 req = {
+		.method = "POST", .base_url = base_url, .path = "/slow",
+		.body = "{}", .retry_safe = 0,
+	};
+	struct upstream_response	 resp;
+	double				 t0 = now_s();
+
+	c->rc = upstream_call(&req, &resp, &c->err);
+	c->seconds = now_s() - t0;
+	upstream_response_free(&resp);
+	return NULL;
+}
+
+Test(upstream, timeout_kept_while_other_calls_start)
+{
+	struct upstream_request		req = get_req("/later");
+	struct upstream_response	resp;
+	struct mk_err			err;
+	struct stalled_call		c = { .rc = 0 };
+	pthread_t			tid;
+
+	/* the server stalls the first call and, busy with it, answers no other */
+	S.timeout_ms = 500;
+	S.max_retries = 0;
+	upstream_configure(&S);
+	SCRIPT({ .status = 200, .stall_ms = 4000 });
+	cr_assert_eq(pthread_create(&tid, NULL, stalled_call_run, &c), 0);
+	usleep(150 * 1000);
+	/* a second transfer joining the shared multi handle must not lose the first one's timer */
+	(void)upstream_call(&req, &resp, &err);
+	upstream_response_free(&resp);
+	pthread_join(tid, NULL);
+	cr_assert_eq(c.rc, -1);
+	cr_assert_eq(c.err.status, 504, "%d %s", c.err.status, c.err.msg);
+	cr_assert_lt(c.seconds, 1.5, "the stalled call took %f s", c.seconds);
+}
+
 Test(upstream, connection_refused_is_502_not_done)
 {
 	struct upstream_request		req = get_req("/r");
