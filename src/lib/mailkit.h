@@ -29,6 +29,7 @@
 #include "fields.h"
 #include "upstream.h"
 #include "dodo.h"
+#include "customer_plan.h"
 #include "mail.h"
 #include "whsig.h"
 #include "apikey.h"

@@ -26,6 +26,8 @@
 #define SETTINGS_FILE_MAX	(256 * 1024)	/* a dotenv file is a few hundred bytes */
 #define SETTINGS_VALUE_MAX	4096		/* longest accepted value */
 #define SETTINGS_LIST_MAX	1024		/* the missing or malformed settings, named */
+#define SETTINGS_EXTRA_MAX	64		/* <NAME>_PLAN_* settings kept while loading */
+#define SETTINGS_CREDITS_MAX	1000000000000L	/* credits per cycle, top-up or overage */
 
 extern char **environ;
 
@@ -54,6 +56,14 @@ struct setting_def {
 #define S(field)	offsetof(struct settings, field)
 
 static const struct setting_def setting_defs[] = {
+	{ "MAILKIT_PRODUCT", NULL, SET_ID, S(product), SETTINGS_PRODUCT_MAILKIT, 0, 0, 0, 0 },
+	{ "PLANS", NULL, SET_PATH, S(plan_list), "", 0, 0, 0, 0 },
+	{ "OPENAI_API_KEY", NULL, SET_TEXT, S(openai_api_key), NULL, 0, 0, SETTINGS_NEED_AI, 1 },
+	{ "OPENAI_BASE_URL", NULL, SET_URL, S(openai_base_url), "https://api.openai.com/v1",
+	    0, 0, 0, 0 },
+	{ "OPENAI_MODEL", NULL, SET_TEXT, S(openai_model), "gpt-5-mini", 0, 0, 0, 0 },
+	{ "USAGE_EVENT_NAME", NULL, SET_TEXT, S(usage_event_name), "api.tokens_used", 0, 0,
+	    0, 0 },
 	{ "DODO_PAYMENTS_API_KEY", NULL, SET_TEXT, S(dodo_api_key), NULL, 0, 0,
 	    SETTINGS_NEED_DODO, 1 },
 	{ "DODO_PAYMENTS_BASE_URL", NULL, SET_URL, S(dodo_base_url),
@@ -62,8 +72,6 @@ static const struct setting_def setting_defs[] = {
 	    0, 0, SETTINGS_NEED_WEBHOOK, 1 },
 	{ "CREDIT_ENTITLEMENT_ID", NULL, SET_ID, S(credit_entitlement_id), NULL, 0, 0,
 	    SETTINGS_NEED_CREDITS, 0 },
-	{ "PLAN_PRODUCT_ID", NULL, SET_ID, S(plan_product_id), NULL, 0, 0,
-	    SETTINGS_NEED_PRODUCTS, 0 },
 	{ "TOPUP_PRODUCT_ID", NULL, SET_ID, S(topup_product_id), NULL, 0, 0,
 	    SETTINGS_NEED_PRODUCTS, 0 },
 	{ "MAIL_PROVIDER", NULL, SET_ID, S(mail_provider), "resend", 0, 0, 0, 0 },
@@ -94,7 +102,8 @@ static const struct setting_def setting_defs[] = {
 	    64L * 1024 * 1024, 0, 0 },
 	{ "MAILKIT_DB", NULL, SET_PATH, S(db_path), LOCALSTATEDIR "/lib/mailkit/mailkit.db",
 	    0, 0, 0, 0 },
-	{ "PLAN_CREDITS", NULL, SET_LONG, S(plan_credits), "5000", 1, 1000000000L, 0, 0 },
+	{ "TOPUP_CREDITS", NULL, SET_LONG, S(topup_credits), NULL, 1, SETTINGS_CREDITS_MAX,
+	    0, 0 },
 	{ "LOW_BALANCE_PERCENT", NULL, SET_LONG, S(low_balance_percent), "20", 0, 100,
 	    0, 0 },
 	{ "UPSTREAM_CONNECT_TIMEOUT_MS", NULL, SET_LONG, S(connect_timeout_ms), "3000",
@@ -119,7 +128,15 @@ static const struct setting_def setting_defs[] = {
 struct staging {
 	char	*value[NSETTINGS];
 	int	 from_alias[NSETTINGS];
+	char	*extra_key[SETTINGS_EXTRA_MAX];	/* plan settings: names are the plans' */
+	char	*extra_value[SETTINGS_EXTRA_MAX];
+	size_t	 nextra;
 	unsigned mode;		/* the file's permission bits */
+};
+
+/* The settings of one plan, after its key prefix ("" or "PRO_"). */
+static const char *const plan_suffixes[] = {
+	"PLAN_PRODUCT_ID", "PLAN_CREDITS", "PLAN_OVERAGE_LIMIT",
 };
 
 static int
@@ -154,6 +171,66 @@ settings_is_secret(const char *name)
 	return d != NULL && d->secret;
 }
 
+/* 1 if key is a plan's setting: [PREFIX_]PLAN_PRODUCT_ID, ..._CREDITS, ..._OVERAGE_LIMIT. */
+static int
+settings_plan_key(const char *key)
+{
+	size_t	klen = strlen(key);
+
+	for (size_t i = 0; i < sizeof plan_suffixes / sizeof plan_suffixes[0]; i++) {
+		size_t slen = strlen(plan_suffixes[i]);
+
+		if (klen >= slen && strcmp(key + klen - slen, plan_suffixes[i]) == 0 &&
+		    (klen == slen || key[klen - slen - 1] == '_'))
+			return 1;
+	}
+	return 0;
+}
+
+/* Keep a plan's setting (the plan names are known only once PLANS is read). */
+static int
+settings_stage_extra(struct staging *st, const char *key, const char *value)
+{
+	char	*k, *v;
+	size_t	 i;
+
+	if (!settings_plan_key(key))
+		return 0;	/* unknown keys belong to other tools: ignored on purpose */
+	for (i = 0; i < st->nextra; i++)
+		if (strcmp(st->extra_key[i], key) == 0)
+			break;
+	if (i == SETTINGS_EXTRA_MAX)
+		return 0;	/* more than any plan list can use: PLANS names the error */
+	if ((v = strdup(value)) == NULL)
+		return -1;
+	if (i < st->nextra) {
+		free(st->extra_value[i]);
+		st->extra_value[i] = v;
+		return 0;
+	}
+	if ((k = strdup(key)) == NULL) {
+		free(v);
+		return -1;
+	}
+	st->extra_key[i] = k;
+	st->extra_value[i] = v;
+	st->nextra++;
+	return 0;
+}
+
+/* A plan setting's raw value, the environment's before the file's, or NULL. */
+static const char *
+settings_extra(const struct staging *env, const struct staging *file, const char *key)
+{
+	const struct staging *src[2] = { env, file };
+
+	for (int k = 0; k < 2; k++)
+		for (size_t i = 0; i < src[k]->nextra; i++)
+			if (strcmp(src[k]->extra_key[i], key) == 0)
+				return src[k]->extra_value[i];
+	return NULL;
+}
+
 /* Store one raw value; the canonical name beats its alias from the same source. */
 static int
 settings_stage(const char *key, const char *value, void *arg)
@@ -165,7 +242,7 @@ settings_stage(const char *key, const char *value, void *arg)
 	char				*copy;
 
 	if ((d = settings_def(key, &alias)) == NULL)
-		return 0;	/* unknown keys belong to other tools: ignored on purpose */
+		return settings_stage_extra(st, key, value);
 	i = d - setting_defs;
 	if (alias && st->value[i] != NULL && !st->from_alias[i])
 		return 0;
@@ -388,6 +465,7 @@ settings_check_security(struct settings *s, char *err, size_t errlen)
 		{ "RESEND_BASE_URL", S(resend_base_url) },
 		{ "SENDGRID_BASE_URL", S(sendgrid_base_url) },
 		{ "POSTMARK_BASE_URL", S(postmark_base_url) },
+		{ "OPENAI_BASE_URL", S(openai_base_url) },
 	};
 
 	if (strcmp(s->auth_mode, SETTINGS_AUTH_API_KEY) == 0)
@@ -515,15 +593,204 @@ settings_list(char *buf, size_t len, const char *sep, const char *item)
 	snprintf(buf + used, len - used, "%s%s", used > 0 ? sep : "", item);
 }
 
+/* What each product sells when PLANS does not say, and its plans' defaults. */
+static const struct plan_default {
+	const char	*product;
+	const char	*name;
+	long		 credits;
+	long		 overage_limit;
+} plan_defaults[] = {
+	{ SETTINGS_PRODUCT_MAILKIT, "standard", 5000, 0 },
+	{ SETTINGS_PRODUCT_NEURALAPI, "starter", 10000000, 0 },
+	{ SETTINGS_PRODUCT_NEURALAPI, "pro", 40000000, 10000000 },
+};
+#define NPLAN_DEFAULTS	(sizeof plan_defaults / sizeof plan_defaults[0])
+
+/* Where a load's problems are gathered, to be named all at once. */
+struct settings_problems {
+	char	missing[SETTINGS_LIST_MAX];
+	char	bad[SETTINGS_LIST_MAX];
+	int	nmissing;
+};
+
+/* Read plan p's number setting key (NULL: not set, def used). */
+static void
+settings_plan_long(const char *key, const char *v, long def, long min, long *out,
+    struct settings_problems *pr)
+{
+	char	*end, why[256];
+
+	*out = def;
+	if (v == NULL)
+		return;
+	errno = 0;
+	*out = strtol(v, &end, 10);
+	if (!isdigit((unsigned char)v[0]) || *end != '\0' || errno != 0 || *out < min ||
+	    *out > SETTINGS_CREDITS_MAX) {
+		snprintf(why, sizeof why, "%s must be a whole number from %ld to %ld", key, min,
+		    SETTINGS_CREDITS_MAX);
+		settings_list(pr->bad, sizeof pr->bad, "; ", why);
+	}
+}
+
+/* One plan: its name checked, its settings read under prefix ("" or "PRO_"). */
+static void
+settings_plan_load(struct settings *s, const char *name, size_t namelen, const char *prefix,
+    const struct staging *env, const struct staging *file, unsigned need,
+    struct settings_problems *pr)
+{
+	struct settings_plan	*p = &s->plans[s->nplans];
+	const struct plan_default *d = NULL;
+	char			 key[128], why[256];
+	const char		*v;
+
+	if (namelen == 0 || namelen >= SETTINGS_PLAN_NAME_MAX) {
+		settings_list(pr->bad, sizeof pr->bad, "; ", "PLANS must name each plan in "
+		    "1-31 characters, separated by commas");
+		return;
+	}
+	for (size_t i = 0; i < namelen; i++)
+		if (!(islower((unsigned char)name[i]) || isdigit((unsigned char)name[i]) ||
+		    name[i] == '_' || name[i] == '-')) {
+			settings_list(pr->bad, sizeof pr->bad, "; ", "PLANS may only hold "
+			    "lower-case letters, digits, '_', '-' and commas");
+			return;
+		}
+	memcpy(p->name, name, namelen);
+	p->name[namelen] = '\0';
+	if (settings_plan_find(s, p->name) != NULL) {
+		snprintf(why, sizeof why, "PLANS names %s twice", p->name);
+		settings_list(pr->bad, sizeof pr->bad, "; ", why);
+		return;
+	}
+	for (size_t i = 0; i < NPLAN_DEFAULTS; i++)
+		if (strcmp(plan_defaults[i].product, s->product) == 0 &&
+		    strcmp(plan_defaults[i].name, p->name) == 0)
+			d = &plan_defaults[i];
+
+	snprintf(key, sizeof key, "%sPLAN_PRODUCT_ID", prefix);
+	if ((v = settings_extra(env, file, key)) == NULL) {
+		if (need & SETTINGS_NEED_PRODUCTS) {
+			settings_list(pr->missing, sizeof pr->missing, ", ", key);
+			pr->nmissing++;
+		}
+	} else if (*v == '\0' || !valid_customer_id(v) || settings_placeholder(v)) {
+		snprintf(why, sizeof why, "%s %s", key, *v == '\0' ? "is empty" :
+		    settings_placeholder(v) ? "still holds the tutorial's placeholder value" :
+		    "may only contain letters, digits, '_' and '-'");
+		settings_list(pr->bad, sizeof pr->bad, "; ", why);
+	} else if ((p->product_id = strdup(v)) == NULL)
+		settings_list(pr->bad, sizeof pr->bad, "; ", "out of memory");
+
+	snprintf(key, sizeof key, "%sPLAN_CREDITS", prefix);
+	if ((v = settings_extra(env, file, key)) == NULL && d == NULL) {
+		settings_list(pr->missing, sizeof pr->missing, ", ", key);
+		pr->nmissing++;
+	}
+	settings_plan_long(key, v, d != NULL ? d->credits : 0, 1, &p->credits, pr);
+	snprintf(key, sizeof key, "%sPLAN_OVERAGE_LIMIT", prefix);
+	settings_plan_long(key, settings_extra(env, file, key), d != NULL ? d->overage_limit : 0,
+	    0, &p->overage_limit, pr);
+	s->nplans++;
+}
+
+/*
+ * The product and its plans: PLANS, else the product's default plans
+ * (README "Plans").  Problems go into pr.
+ */
+static void
+settings_plans_load(struct settings *s, const struct staging *env, const struct staging *file,
+    unsigned need, struct settings_problems *pr)
+{
+	const char	*list = s->plan_list, *p, *comma;
+	int		 neural;
+	char		 prefix[SETTINGS_PLAN_NAME_MAX + 1];
+
+	if (s->product == NULL)
+		return;		/* MAILKIT_PRODUCT malformed: named already */
+	neural = strcmp(s->product, SETTINGS_PRODUCT_NEURALAPI) == 0;
+	if (!neural && strcmp(s->product, SETTINGS_PRODUCT_MAILKIT) != 0) {
+		settings_list(pr->bad, sizeof pr->bad, "; ", "MAILKIT_PRODUCT must be "
+		    SETTINGS_PRODUCT_MAILKIT " or " SETTINGS_PRODUCT_NEURALAPI);
+		return;
+	}
+	if (s->topup_credits == 0)
+		s->topup_credits = neural ? 5000000 : 5000;
+	if (list == NULL || *list == '\0') {
+		if (!neural) {
+			/* the tutorial's one plan, under its unprefixed names */
+			settings_plan_load(s, "standard", 8, "", env, file, need, pr);
+			goto done;
+		}
+		list = "starter,pro";
+	}
+	for (p = list; ; p = comma + 1) {
+		size_t	n;
+
+		while (*p == ' ')
+			p++;
+		comma = strchr(p, ',');
+		n = comma != NULL ? (size_t)(comma - p) : strlen(p);
+		while (n > 0 && p[n - 1] == ' ')
+			n--;
+		if (s->nplans == SETTINGS_PLANS_MAX) {
+			settings_list(pr->bad, sizeof pr->bad, "; ", "PLANS names more than 8 plans");
+			break;
+		}
+		if (n < sizeof prefix - 1) {
+			for (size_t i = 0; i < n; i++)
+				prefix[i] = p[i] == '-' ? '_' : (char)toupper((unsigned char)p[i]);
+			prefix[n] = '_';
+			prefix[n + 1] = '\0';
+		}
+		settings_plan_load(s, p, n, prefix, env, file, need, pr);
+		if (comma == NULL)
+			break;
+	}
+done:
+	if (s->nplans > 0) {
+		s->plan_product_id = s->plans[0].product_id;
+		s->plan_credits = s->plans[0].credits;
+	}
+}
+
+const struct settings_plan *
+settings_plan_find(const struct settings *s, const char *name)
+{
+	if (name == NULL || *name == '\0')
+		return s->nplans > 0 ? &s->plans[0] : NULL;
+	for (size_t i = 0; i < s->nplans; i++)
+		if (strcmp(s->plans[i].name, name) == 0)
+			return &s->plans[i];
+	return NULL;
+}
+
+const struct settings_plan *
+settings_plan_by_product(const struct settings *s, const char *product_id)
+{
+	if (product_id == NULL)
+		return NULL;
+	for (size_t i = 0; i < s->nplans; i++)
+		if (s->plans[i].product_id != NULL && strcmp(s->plans[i].product_id, product_id) == 0)
+			return &s->plans[i];
+	return NULL;
+}
+
+int
+settings_is_neuralapi(const struct settings *s)
+{
+	return s->product != NULL && strcmp(s->product, SETTINGS_PRODUCT_NEURALAPI) == 0;
+}
+
 int
 settings_load_from(struct settings *s, const char *path, char *const *env, unsigned need,
     char *err, size_t errlen)
 {
 	struct staging		 file = { 0 }, envst = { 0 };
 	const struct mail_provider *mp;
-	char			 missing[SETTINGS_LIST_MAX] = "", bad[SETTINGS_LIST_MAX] = "";
+	struct settings_problems pr = { .nmissing = 0 };
 	char			 why[256];
-	int			 rc = -1, nmissing = 0;
+	int			 rc = -1;
 
 	memset(s, 0, sizeof *s);
 	if (path != NULL && settings_read_file(path, &file, err, errlen) == -1)
@@ -552,26 +819,29 @@ settings_load_from(struct settings *s, const char *path, char *const *env, unsig
 			v = d->def;
 		if (v == NULL) {
 			if (d->need & need) {
-				settings_list(missing, sizeof missing, ", ", d->name);
-				nmissing++;
+				settings_list(pr.missing, sizeof pr.missing, ", ", d->name);
+				pr.nmissing++;
 			}
 			continue;
 		}
 		if (settings_convert(s, d, v, why, sizeof why) == -1)
-			settings_list(bad, sizeof bad, "; ", why);
+			settings_list(pr.bad, sizeof pr.bad, "; ", why);
 	}
+	settings_plans_load(s, &envst, &file, need, &pr);
 	if ((mp = mail_provider_find(s->mail_provider)) == NULL) {
 		if (s->mail_provider != NULL)
-			settings_list(bad, sizeof bad, "; ", "MAIL_PROVIDER names no known provider");
+			settings_list(pr.bad, sizeof pr.bad, "; ",
+			    "MAIL_PROVIDER names no known provider");
 	} else if ((need & SETTINGS_NEED_MAIL) && mp->check(s, why, sizeof why) == -1)
-		settings_list(bad, sizeof bad, "; ", why);
-	if (nmissing > 0 || bad[0] != '\0') {
-		if (nmissing > 0)
+		settings_list(pr.bad, sizeof pr.bad, "; ", why);
+	if (pr.nmissing > 0 || pr.bad[0] != '\0') {
+		if (pr.nmissing > 0)
 			snprintf(err, errlen, "%s %s not set (put %s in the environment or the "
-			    "settings file)%s%s", missing, nmissing > 1 ? "are" : "is",
-			    nmissing > 1 ? "them" : "it", bad[0] != '\0' ? "; " : "", bad);
+			    "settings file)%s%s", pr.missing, pr.nmissing > 1 ? "are" : "is",
+			    pr.nmissing > 1 ? "them" : "it", pr.bad[0] != '\0' ? "; " : "",
+			    pr.bad);
 		else
-			snprintf(err, errlen, "%s", bad);
+			snprintf(err, errlen, "%s", pr.bad);
 		goto out;
 	}
 	if (settings_check_security(s, err, errlen) == -1)
@@ -586,6 +856,12 @@ out:
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		free(file.value[i]);
 		free(envst.value[i]);
+	}
+	for (size_t i = 0; i < SETTINGS_EXTRA_MAX; i++) {
+		free(file.extra_key[i]);
+		free(file.extra_value[i]);
+		free(envst.extra_key[i]);
+		free(envst.extra_value[i]);
 	}
 	if (rc == -1)
 		settings_free(s);
@@ -649,6 +925,12 @@ settings_free(struct settings *s)
 {
 	free(s->env_file);
 	s->env_file = NULL;
+	for (size_t i = 0; i < s->nplans; i++) {
+		free(s->plans[i].product_id);
+		s->plans[i].product_id = NULL;
+	}
+	s->nplans = 0;
+	s->plan_product_id = NULL;
 	for (size_t i = 0; i < NSETTINGS; i++) {
 		const struct setting_def *d = &setting_defs[i];
 

@@ -13,13 +13,43 @@
  * ~/mailkit.env ($HOME, else the account's home directory), and
  * SYSCONFDIR/mailkit/mailkit.env; with none, the environment alone.
  */
+#define SETTINGS_PLANS_MAX	8	/* plans one product sells */
+#define SETTINGS_PLAN_NAME_MAX	32	/* a plan's name, NUL included */
+
+#define SETTINGS_PRODUCT_MAILKIT	"mailkit"	/* emails, one credit per recipient */
+#define SETTINGS_PRODUCT_NEURALAPI	"neuralapi"	/* AI tokens, one credit per token */
+
+/*
+ * A plan a customer subscribes to (README "Plans").  PLANS names them, in
+ * the order the page lists them; plan NAME reads <NAME>_PLAN_PRODUCT_ID,
+ * <NAME>_PLAN_CREDITS and <NAME>_PLAN_OVERAGE_LIMIT (NAME upper-cased, '-'
+ * as '_').  Without PLANS, MailKit sells one plan, "standard", from the
+ * tutorial's PLAN_PRODUCT_ID, PLAN_CREDITS and PLAN_OVERAGE_LIMIT, and
+ * NeuralAPI sells "starter" (10,000,000 tokens, blocked at zero) and "pro"
+ * (40,000,000 tokens, 10,000,000 of overage) from STARTER_PLAN_* and
+ * PRO_PLAN_*, the tutorial's names.
+ */
+struct settings_plan {
+	char	 name[SETTINGS_PLAN_NAME_MAX];	/* [a-z0-9_-]: POST /checkout/subscribe's plan */
+	char	*product_id;	/* the Dodo product (subscription); NULL if not set */
+	long	 credits;	/* credits issued per billing cycle */
+	long	 overage_limit;	/* credits a customer may run past zero (billed at the
+				   next invoice); 0: blocked at zero */
+};
+
 struct settings {
+	/* the product sold */
+	char	*product;		/* MAILKIT_PRODUCT: SETTINGS_PRODUCT_MAILKIT or _NEURALAPI */
+	char	*plan_list;		/* PLANS: plan names, comma-separated ("" = the default) */
+	struct settings_plan plans[SETTINGS_PLANS_MAX];	/* plans[0] is the default plan */
+	size_t	 nplans;
+	long	 topup_credits;		/* TOPUP_CREDITS: what one top-up pack grants (the page) */
 	/* Dodo Payments */
 	char	*dodo_api_key;		/* DODO_PAYMENTS_API_KEY (secret) */
 	char	*dodo_base_url;		/* DODO_PAYMENTS_BASE_URL */
 	char	*webhook_key;		/* DODO_WEBHOOK_KEY or DODO_PAYMENTS_WEBHOOK_KEY (secret, whsec_...) */
 	char	*credit_entitlement_id;	/* CREDIT_ENTITLEMENT_ID */
-	char	*plan_product_id;	/* PLAN_PRODUCT_ID */
+	char	*plan_product_id;	/* the default plan's product id: plans[0].product_id */
 	char	*topup_product_id;	/* TOPUP_PRODUCT_ID */
 	/* mail */
 	char	*mail_provider;		/* MAIL_PROVIDER: resend, postmark, sendgrid, smtp */
@@ -35,6 +65,11 @@ struct settings {
 	char	*smtp_password;		/* SMTP_PASSWORD (secret) */
 	char	*smtp_tls;		/* SMTP_TLS, "starttls" (required) or "none" (loopback) */
 	char	*smtp_ca_file;		/* SMTP_CA_FILE, CA bundle for the relay; "" = libcurl's */
+	/* the AI model (NeuralAPI) */
+	char	*openai_api_key;	/* OPENAI_API_KEY (secret) */
+	char	*openai_base_url;	/* OPENAI_BASE_URL, the name the official SDK reads */
+	char	*openai_model;		/* OPENAI_MODEL, the tutorial's gpt-5-mini by default */
+	char	*usage_event_name;	/* USAGE_EVENT_NAME, the meter's event (api.tokens_used) */
 	/* the app */
 	char	*base_url;		/* BASE_URL, where the page is served */
 	long	 port;			/* PORT */
@@ -47,7 +82,7 @@ struct settings {
 					   database's write lock before 503 + Retry-After */
 	long	 max_body;		/* MAX_BODY_BYTES, request body ceiling (413 above) */
 	char	*db_path;		/* MAILKIT_DB, SQLite file shared by the workers */
-	long	 plan_credits;		/* PLAN_CREDITS, emails per cycle (the page's bar) */
+	long	 plan_credits;		/* the default plan's credits per cycle: plans[0].credits */
 	long	 low_balance_percent;	/* LOW_BALANCE_PERCENT, Dodo's threshold setting */
 	/* outbound HTTP */
 	long	 connect_timeout_ms;	/* UPSTREAM_CONNECT_TIMEOUT_MS */
@@ -83,6 +118,7 @@ struct settings {
 #define SETTINGS_NEED_PRODUCTS	0x04	/* plan and top-up product ids */
 #define SETTINGS_NEED_MAIL	0x08	/* the mail provider's key and the sender */
 #define SETTINGS_NEED_WEBHOOK	0x10	/* the webhook signing secret */
+#define SETTINGS_NEED_AI	0x20	/* the OpenAI key */
 
 /*
  * Load and check every setting.  On failure returns -1 with a message in
@@ -132,6 +168,16 @@ int	settings_loopback_host(const char *authority);
  * Called by server_main and mailkit-admin once the log is open.
  */
 void	settings_log_warnings(const struct settings *s);
+
+/* The plan named name (NULL or "": the default plan, plans[0]), or NULL. */
+const struct settings_plan *settings_plan_find(const struct settings *s, const char *name);
+
+/* The plan sold as product_id, or NULL. */
+const struct settings_plan *settings_plan_by_product(const struct settings *s,
+	    const char *product_id);
+
+/* 1 when the settings sell NeuralAPI (MAILKIT_PRODUCT=neuralapi). */
+int	settings_is_neuralapi(const struct settings *s);
 
 /* 1 if the named setting is a secret that must never be logged. */
 int	settings_is_secret(const char *name);

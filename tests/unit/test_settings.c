@@ -416,3 +416,105 @@ Test(settings, smtp_provider_rules)
 	cr_expect(settings_is_secret("POSTMARK_SERVER_TOKEN"));
 	cr_expect(!settings_is_secret("SMTP_USERNAME"));
 }
+
+Test(settings, mailkit_sells_its_one_plan_by_default)
+{
+	struct settings			 s;
+	const struct settings_plan	*p;
+	char				 err[256];
+	char *const			 env[] = { "PLAN_PRODUCT_ID=pdt_plan", "PLAN_CREDITS=250",
+					    "TOPUP_PRODUCT_ID=pdt_topup", NULL };
+
+	cr_assert_eq(settings_load_from(&s, NULL, env, SETTINGS_NEED_PRODUCTS, err,
+	    sizeof err), 0, "%s", err);
+	cr_expect_str_eq(s.product, "mailkit");
+	cr_assert_eq(s.nplans, 1);
+	p = settings_plan_find(&s, NULL);
+	cr_assert_not_null(p);
+	cr_expect_str_eq(p->name, "standard");
+	cr_expect_str_eq(p->product_id, "pdt_plan");
+	cr_expect_eq(p->credits, 250);
+	cr_expect_eq(p->overage_limit, 0);
+	cr_expect_eq(s.plan_credits, 250);
+	cr_expect_str_eq(s.plan_product_id, "pdt_plan");
+	cr_expect_eq(s.topup_credits, 5000);
+	cr_expect_eq(settings_plan_by_product(&s, "pdt_plan"), p);
+	cr_expect_null(settings_plan_by_product(&s, "pdt_topup"));
+	cr_expect_null(settings_plan_find(&s, "pro"));
+	cr_expect_eq(settings_is_neuralapi(&s), 0);
+	settings_free(&s);
+}
+
+Test(settings, neuralapi_sells_starter_and_pro_under_the_tutorial_names)
+{
+	struct settings			 s;
+	const struct settings_plan	*starter, *pro;
+	char				 err[256];
+	char *const			 env[] = { "MAILKIT_PRODUCT=neuralapi",
+					    "STARTER_PLAN_PRODUCT_ID=pdt_s", "PRO_PLAN_PRODUCT_ID=pdt_p",
+					    "PRO_PLAN_OVERAGE_LIMIT=500", "TOPUP_PRODUCT_ID=pdt_t",
+					    "OPENAI_API_KEY=sk-test", NULL };
+
+	cr_assert_eq(settings_load_from(&s, NULL, env, SETTINGS_NEED_PRODUCTS |
+	    SETTINGS_NEED_AI, err, sizeof err), 0, "%s", err);
+	cr_expect_eq(settings_is_neuralapi(&s), 1);
+	cr_assert_eq(s.nplans, 2);
+	starter = settings_plan_find(&s, "starter");
+	pro = settings_plan_find(&s, "pro");
+	cr_assert(starter != NULL && pro != NULL);
+	cr_expect_eq(settings_plan_find(&s, ""), starter);
+	cr_expect_eq(starter->credits, 10000000);
+	cr_expect_eq(starter->overage_limit, 0);
+	cr_expect_eq(pro->credits, 40000000);
+	cr_expect_eq(pro->overage_limit, 500);
+	cr_expect_eq(settings_plan_by_product(&s, "pdt_p"), pro);
+	cr_expect_eq(s.topup_credits, 5000000);
+	cr_expect_str_eq(s.openai_base_url, "https://api.openai.com/v1");
+	cr_expect_str_eq(s.openai_model, "gpt-5-mini");
+	cr_expect_str_eq(s.usage_event_name, "api.tokens_used");
+	cr_expect_eq(settings_is_secret("OPENAI_API_KEY"), 1);
+	settings_free(&s);
+
+	/* without the key, an AI program names it */
+	char *const env2[] = { "MAILKIT_PRODUCT=neuralapi", NULL };
+	cr_expect_eq(settings_load_from(&s, NULL, env2, SETTINGS_NEED_AI, err, sizeof err), -1);
+	cr_expect_not_null(strstr(err, "OPENAI_API_KEY"), "%s", err);
+}
+
+Test(settings, a_plan_list_names_each_plans_settings)
+{
+	struct settings	s;
+	char		err[1024];
+	char *const	env[] = { "PLANS=basic, business-plus", "BASIC_PLAN_PRODUCT_ID=pdt_b",
+			    "BASIC_PLAN_CREDITS=1000", "BUSINESS_PLUS_PLAN_PRODUCT_ID=pdt_bp",
+			    "BUSINESS_PLUS_PLAN_CREDITS=20000",
+			    "BUSINESS_PLUS_PLAN_OVERAGE_LIMIT=2000", NULL };
+
+	cr_assert_eq(settings_load_from(&s, NULL, env, SETTINGS_NEED_PRODUCTS, err,
+	    sizeof err), -1);
+	cr_expect_not_null(strstr(err, "TOPUP_PRODUCT_ID"), "%s", err);
+	cr_expect_null(strstr(err, "PLAN_PRODUCT_ID,"), "%s", err);
+	cr_assert_eq(settings_load_from(&s, NULL, env, 0, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(s.nplans, 2);
+	cr_expect_str_eq(s.plans[0].name, "basic");
+	cr_expect_str_eq(s.plans[1].name, "business-plus");
+	cr_expect_eq(s.plans[1].credits, 20000);
+	cr_expect_eq(s.plans[1].overage_limit, 2000);
+	cr_expect_str_eq(s.plans[1].product_id, "pdt_bp");
+	settings_free(&s);
+
+	/* a plan of no product's defaults needs its credits; bad names and numbers are named */
+	char *const bad[] = { "PLANS=gold,Gold,gold", "GOLD_PLAN_OVERAGE_LIMIT=-5",
+	    "MAILKIT_PRODUCT=mailkit", NULL };
+	cr_assert_eq(settings_load_from(&s, NULL, bad, SETTINGS_NEED_PRODUCTS, err,
+	    sizeof err), -1);
+	cr_expect_not_null(strstr(err, "GOLD_PLAN_PRODUCT_ID"), "%s", err);
+	cr_expect_not_null(strstr(err, "GOLD_PLAN_CREDITS"), "%s", err);
+	cr_expect_not_null(strstr(err, "GOLD_PLAN_OVERAGE_LIMIT must be"), "%s", err);
+	cr_expect_not_null(strstr(err, "PLANS may only hold"), "%s", err);
+	cr_expect_not_null(strstr(err, "PLANS names gold twice"), "%s", err);
+
+	char *const product[] = { "MAILKIT_PRODUCT=video", NULL };
+	cr_expect_eq(settings_load_from(&s, NULL, product, 0, err, sizeof err), -1);
+	cr_expect_not_null(strstr(err, "MAILKIT_PRODUCT must be"), "%s", err);
+}
