@@ -1,4 +1,6 @@
 /* mail_smtp.c: the SMTP mail provider — your own relay, through libcurl's SMTP client. */
+#include <sys/socket.h>
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +13,7 @@
 #include "mail.h"
 #include "mime.h"
 #include "settings.h"
+#include "upstream.h"
 #include "valid.h"
 
 #define SMTP_REPLY_LOG_MAX	200	/* a relay's reply text is cut here in logs */
@@ -146,6 +149,22 @@ smtp_fail_transfer(CURLcode rc, long code, const struct smtp_transfer *t,
 	return mail_fail(err, 503, 0, "mail server busy, try again");
 }
 
+
+/*
+ * After a timeout the relay is silent: close our side now, or the
+ * cleanup's QUIT would wait for it (libcurl's response timeout, 120 s)
+ * and the answer with it.
+ */
+static void
+smtp_hang_up(CURL *h)
+{
+	curl_socket_t	sock;
+
+	if (curl_easy_getinfo(h, CURLINFO_ACTIVESOCKET, &sock) == CURLE_OK &&
+	    sock != CURL_SOCKET_BAD)
+		(void)shutdown(sock, SHUT_RDWR);
+}
+
 static int
 smtp_send(const struct settings *s, const struct mail_message *msg,
     struct mail_result *out, struct mk_err *err)
@@ -158,7 +177,7 @@ smtp_send(const struct settings *s, const struct mail_message *msg,
 	char			 from[EMAIL_MAX + 1], path[SMTP_PATH_MAX], errbuf[CURL_ERROR_SIZE];
 	const char		*ca = s->smtp_ca_file != NULL && s->smtp_ca_file[0] != '\0' ?
 				    s->smtp_ca_file : s->ca_file;
-	long			 code = 0;
+	long			 code = 0, left;
 	int			 result = -1;
 
 	memset(out, 0, sizeof *out);
@@ -195,8 +214,14 @@ smtp_send(const struct settings *s, const struct mail_message *msg,
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, s->connect_timeout_ms);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, s->timeout_ms);
+	/* the request's bound (REQUEST_TIMEOUT_MS) holds for the relay too */
+	if ((left = upstream_remaining_ms()) <= 0) {
+		mk_fail(err, 504, "no time left to reach the mail server: not sent");
+		goto out;
+	}
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, left < s->connect_timeout_ms ? left :
+	    s->connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, left < s->timeout_ms ? left : s->timeout_ms);
 	/* STARTTLS is required, not tried: a relay that does not offer it fails the send */
 	curl_easy_setopt(h, CURLOPT_USE_SSL, strcmp(s->smtp_tls, "none") == 0 ?
 	    (long)CURLUSESSL_NONE : (long)CURLUSESSL_ALL);
@@ -218,6 +243,8 @@ smtp_send(const struct settings *s, const struct mail_message *msg,
 	curl_easy_setopt(h, CURLOPT_DEBUGDATA, &t);
 	rc = curl_easy_perform(h);
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+	if (rc == CURLE_OPERATION_TIMEDOUT)
+		smtp_hang_up(h);
 	if (rc != CURLE_OK) {
 		smtp_fail_transfer(rc, code, &t, err);
 		goto out;

@@ -93,8 +93,7 @@ upstream_deadline_start(long ms)
 	upstream_deadline = ms > 0 ? clock_ms() + ms : 0;
 }
 
-/* Milliseconds left of this thread's deadline (<= 0: passed); LONG_MAX if none. */
-static long
+long
 upstream_remaining_ms(void)
 {
 	long long	left;

@@ -70,6 +70,12 @@ int	upstream_call(const struct upstream_request *req, struct upstream_response *
 void	upstream_deadline_start(long ms);
 
 /*
+ * Milliseconds left of this thread's bound (<= 0: passed), LONG_MAX when
+ * there is none: for calls made outside upstream_call (SMTP) to keep it.
+ */
+long	upstream_remaining_ms(void);
+
+/*
  * At exit, once no thread calls any more: stop the transfer loop, close
  * its connections and free the pooled handles.  A later upstream_call
  * still works (on the calling thread).

@@ -337,5 +337,31 @@ for (const server of ['lighttpd', 'apache']) {
 				}
 			});
 		}
+
+		// REQUEST_TIMEOUT_MS bounds the relay as it bounds every HTTP upstream:
+		// a relay silent after "." for 6 s, a per-call timeout of 8 s, a request
+		// bound of 1.5 s: the answer comes at the bound, unconfirmed (without the
+		// bound it would wait for the relay and answer 200 after 6 s).
+		test('the request\'s time bound holds for the relay', { timeout: 60_000 }, async () => {
+			const bounded = await startStack({ server, env: { UPSTREAM_TIMEOUT_MS: 8000,
+			    REQUEST_TIMEOUT_MS: 1500, MAIL_PROVIDER: 'smtp', SMTP_TLS: 'none',
+			    SMTP_URL: `smtp://127.0.0.1:${sinkPort}/mailkit.test`,
+			    MAIL_FROM: 'notify@mailkit.test' } });
+			const sink = await startSink(sinkPort, sinkDir, ['-W', '.:6']);
+			try {
+				const c = await keyedCustomer(bounded, 'smtp-bound');
+				const before = await balance(bounded, c), t0 = Date.now();
+				const r = await send(bounded, c, randomUUID(), { to: 'ada@example.com',
+				    subject: 'bounded', text: 'x' });
+				const ms = Date.now() - t0;
+				assert.equal(r.status, 202, r.text);
+				assert.equal(r.json.status, 'unconfirmed', r.text);
+				assert.ok(ms < 5000, `answered after ${ms} ms`);
+				assert.equal(await balance(bounded, c), before - 1);
+			} finally {
+				await sink.stop();
+				await bounded.stop();
+			}
+		});
 	});
 }
