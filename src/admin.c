@@ -29,7 +29,8 @@ static const struct mail_provider *provider;
  */
 struct recon_row {
 	struct store_send	 row;		/* message not kept */
-	int			 debits, refunds;
+	int			 debits, refunds;	/* ledger entries */
+	long			 debited, refunded;	/* their credits (one per recipient) */
 };
 
 struct recon {
@@ -90,6 +91,7 @@ recon_find(struct recon_row *rows, size_t n, const char *ref)
 struct recon_customer {
 	int	sent, failed, pending, debits, refunds;
 	int	repaired, unattributed;
+	long	net_credits;	/* credits debited less refunded, final rows */
 };
 
 /* 1 when the journal holds ref as a key of customer_id's (a row newer than the snapshot). */
@@ -157,10 +159,16 @@ recon_read_ledger(const char *customer_id, struct recon_row *rows, size_t n, tim
 			json_object_object_get_ex(e, "is_credit", &v);
 			credit = json_object_get_boolean(v);
 			if ((r = recon_find(rows, n, ref)) != NULL) {
-				if (credit)
+				long amount = json_object_object_get_ex(e, "amount", &v) ?
+				    strtol(json_object_get_string(v), NULL, 10) : 0;
+
+				if (credit) {
 					r->refunds++;
-				else
+					r->refunded += amount;
+				} else {
 					r->debits++;
+					r->debited += amount;
+				}
 			} else if (!recon_row_exists(customer_id, ref)) {
 				c->unattributed++;
 				printf("  %s: %s entry %s with mailkit_ref %.64s matches no journal "
@@ -213,6 +221,7 @@ recon_judge(struct recon_row *r, struct recon_customer *c)
 			printf("  %s: send %.12s… (%s): refunded a debit that stood\n",
 			    row->customer_id, row->key, store_send_state_name(row->state));
 			r->refunds++;
+			r->refunded = r->debited;
 			c->repaired++;
 			return;
 		}
@@ -240,7 +249,8 @@ cmd_reconcile(int argc, char **argv)
 	struct mk_err		 err;
 	long			 min_age = RECONCILE_MIN_AGE_SEC, hours = RECONCILE_WINDOW_HOURS;
 	int			 resume = 1, quiet = 0, ch, drift = 0, pending = 0, repaired = 0;
-	int			 sent = 0, net = 0, ncustomers = 0;
+	int			 sent = 0, ncustomers = 0;
+	long			 net = 0;
 	time_t			 now = time(NULL), since;
 
 	while ((ch = getopt_long(argc, argv, "nqa:H:", opts, NULL)) != -1) {
@@ -283,8 +293,8 @@ cmd_reconcile(int argc, char **argv)
 	/* 3. per customer: Dodo's entries against the rows, repairs, report */
 	qsort(snap.rows, snap.n, sizeof snap.rows[0], recon_by_customer);
 	if (!quiet)
-		printf("%-28s %6s %6s %7s %7s %7s %8s  %s\n", "customer", "sent", "failed",
-		    "pending", "debits", "refunds", "repaired", "verdict");
+		printf("%-28s %6s %6s %7s %7s %7s %7s %8s  %s\n", "customer", "sent", "failed",
+		    "pending", "debits", "refunds", "credits", "repaired", "verdict");
 	for (size_t i = 0, j; i < snap.n; i = j) {
 		struct recon_customer	 c = { 0 };
 		const char		*cus = snap.rows[i].row.customer_id, *verdict = "ok";
@@ -302,6 +312,8 @@ cmd_reconcile(int argc, char **argv)
 				if (snap.rows[k].row.state >= SEND_SENT) {
 					c.debits += snap.rows[k].debits;
 					c.refunds += snap.rows[k].refunds;
+					c.net_credits += snap.rows[k].debited -
+					    snap.rows[k].refunded;
 				}
 			}
 			if (c.unattributed > 0) {
@@ -314,13 +326,13 @@ cmd_reconcile(int argc, char **argv)
 		}
 		pending += c.pending;
 		sent += c.sent;
-		net += c.debits - c.refunds;
+		net += c.net_credits;
 		repaired += c.repaired;
 		if (!quiet || c.unattributed > 0 || c.repaired > 0)
-			printf("%-28s %6d %6d %7d %7d %7d %8d  %s\n", cus, c.sent, c.failed, c.pending,
-			    c.debits, c.refunds, c.repaired, verdict);
+			printf("%-28s %6d %6d %7d %7d %7d %7ld %8d  %s\n", cus, c.sent, c.failed,
+			    c.pending, c.debits, c.refunds, c.net_credits, c.repaired, verdict);
 	}
-	printf("reconcile: %d customer%s, %d email%s sent, %d credit%s debited (net), "
+	printf("reconcile: %d customer%s, %d email%s sent, %ld credit%s debited (net), "
 	    "%d pending; resumed %d (%d still pending, %d failed); repaired %d; %s\n",
 	    ncustomers, ncustomers == 1 ? "" : "s", sent, sent == 1 ? "" : "s", net,
 	    net == 1 ? "" : "s", pending, rt.final, rt.pending, rt.failed, repaired,

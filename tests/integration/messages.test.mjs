@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 
 import {
-	QUICK_UPSTREAM, balance, emailStatus, keyedCustomer, missingPrerequisite, postJson,
+	QUICK_UPSTREAM, admin, balance, emailStatus, keyedCustomer, missingPrerequisite, postJson,
 	sandboxEmails, sandboxFault, setBalance, skipFile, startStack,
 } from './harness.mjs';
 
@@ -106,6 +106,18 @@ for (const server of ['lighttpd', 'apache']) {
 			assert.equal(await balance(stack, c), before - 4);
 			const e = await emailStatus(stack, c, r.json.id, 'sent');
 			assert.deepEqual(e.ledger.map((l) => [l.type, l.amount]), [['debit', '4']]);
+			// reconcile counts credits, not ledger entries: a customer of its own
+			const d = await keyedCustomer(stack, 'recon-credits');
+			assert.equal((await postJson(stack, '/send', { to: 'delivered@resend.dev',
+			    cc: 'cc@example.com', subject: 'two', text: 'x' }, { key: d.key,
+			    headers: { 'Idempotency-Key': randomUUID() } })).status, 200);
+			const rec = await admin(stack, ['reconcile', '--min-age', '0']);
+			const row = rec.stdout.split('\n').find((l) => l.startsWith(d.id));
+			assert.ok(row, rec.stdout);
+			// customer sent failed pending debits refunds credits repaired verdict
+			assert.deepEqual(row.split(/\s+/).slice(1, 8), ['1', '0', '0', '1', '0', '2', '0'],
+			    row);
+			assert.match(rec.stdout, /credits? debited \(net\)/);
 		});
 
 		test('a refusal gives all of them back', { timeout: 60_000 }, async () => {
