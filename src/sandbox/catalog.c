@@ -361,7 +361,8 @@ catalog_entitlement_known(sqlite3 *db, const char *id, json_object *mapping)
 {
 	json_object	*e;
 
-	const char	*name = SANDBOX_ENTITLEMENT_NAME, *unit = "email";
+	const char	*name = sandbox.entitlement_name, *unit = sandbox.neuralapi ? "token" :
+	    "email";
 
 	e = NULL;
 	if (strcmp(id, sandbox.entitlement_id) != 0) {
