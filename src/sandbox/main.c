@@ -66,6 +66,12 @@ static const struct route routes[] = {
 	{ "POST", "/dodo/credit-entitlements/{}/balances/{}/ledger-entries", dodo_api_ledger_post },
 	{ "GET", "/dodo/credit-entitlements/{}/balances/{}/ledger", dodo_api_ledger_list },
 	{ "GET", "/dodo/credit-entitlements/{}/balances/{}/grants", dodo_api_grants_list },
+	{ "POST", "/dodo/events/ingest", usage_ingest },
+	{ "GET", "/dodo/events", usage_event_list },
+	{ "GET", "/dodo/events/{}", usage_event_get },
+	{ "POST", "/dodo/meters", catalog_meter_create },
+	{ "GET", "/dodo/meters", catalog_meter_list },
+	{ "GET", "/dodo/meters/{}", catalog_meter_get },
 	/* Resend */
 	{ "POST", "/resend/emails", resend_api_send },
 	{ "GET", "/resend/emails/{}", resend_api_get },
@@ -270,7 +276,7 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot open SANDBOX_DB %s", sandbox.db_path);
 		return -1;
 	}
-	if (state_clock_load(state_db()) == -1) {
+	if (state_clock_load(state_db()) == -1 || catalog_meter_builtin(state_db()) == -1) {
 		snprintf(err, errlen, "cannot read the test clock from SANDBOX_DB %s",
 		    sandbox.db_path);
 		return -1;

@@ -473,7 +473,7 @@ state_reset(sqlite3 *db)
 		return -1;
 	}
 	state_clock_offset = 0;
-	return 0;
+	return catalog_meter_builtin(db);
 }
 
 const struct sandbox_plan *

@@ -219,3 +219,111 @@ test('ledger: Starter and top-up only stop at zero; Pro runs into overage up to 
 	const row = new RegExp(`data-customer="${pro.customer}">.*?</tr>`).exec(dash.text)?.[0];
 	assert.match(row, /class="balance">0 tokens<\/td><td class="overage">10,000,000 of 10,000,000<\/td><td class="plan">NeuralAPI Pro</);
 });
+
+// ------------------------------------------------------------- usage events
+
+const EVENT = 'api.tokens_used';
+let evSeq = 0;
+const eventId = (tag) => `evt-${tag}-${Date.now()}-${++evSeq}`;
+const usage = (customer, tokens, extra = {}) => ({ event_id: eventId('u'), customer_id: customer,
+    event_name: EVENT, metadata: { tokens }, ...extra });
+
+test('events: ingest with Dodo\'s limits, replays ignored, lookups and lists', async () => {
+	const customer = (await buy(NEURAL.STARTER_PLAN_PRODUCT_ID)).customer;
+	const first = [usage(customer, 10), usage(customer, '20', { timestamp:
+	    new Date(Date.now() - 30 * 60_000).toISOString() }), usage(customer, 30)];
+	assert.deepEqual(await dodo.usageEvents.ingest({ events: first }), { ingested_count: 3 });
+	assert.deepEqual(await dodo.usageEvents.ingest({ events: first }), { ingested_count: 0 },
+	    'a replay is ignored');
+	const more = usage(customer, 40);
+	assert.deepEqual(await dodo.usageEvents.ingest({ events: [first[0], more] }),
+	    { ingested_count: 1 }, 'only the new one counts');
+
+	const got = await dodo.usageEvents.retrieve(first[1].event_id);
+	assert.deepEqual({ ...got, timestamp: Date.parse(got.timestamp) }, {
+		event_id: first[1].event_id, customer_id: customer, event_name: EVENT,
+		timestamp: Date.parse(first[1].timestamp), metadata: { tokens: '20' },
+		business_id: got.business_id,
+	});
+	await assert.rejects(dodo.usageEvents.retrieve('evt-never-ingested'),
+	    (e) => e instanceof DodoPayments.NotFoundError && e.error?.code === 'NOT_FOUND');
+
+	const page = await dodo.usageEvents.list({ customer_id: customer, page_size: 10 });
+	assert.deepEqual(new Set(page.items.map((e) => e.event_id)),
+	    new Set([...first, more].map((e) => e.event_id)));
+	const none = await dodo.usageEvents.list({ customer_id: customer, event_name: 'other' });
+	assert.equal(none.items.length, 0);
+	const byMeter = await dodo.usageEvents.list({ customer_id: customer,
+	    meter_id: 'mtr_sandbox_usage' });
+	assert.equal(byMeter.items.length, 4);
+
+	// refused whole, before anything is stored
+	const refused = async (events, code = 400) => {
+		const r = await refusal(dodo.usageEvents.ingest({ events }));
+		assert.equal(r.status, code, JSON.stringify(events).slice(0, 200));
+		for (const e of events.slice(0, 3))
+			assert.equal((await request(stack, 'GET', `/sandbox/dodo/events/${e.event_id}`,
+			    { key: 'k' })).status, 404, 'nothing of a refused request is stored');
+	};
+	await refused(Array.from({ length: 1001 }, () => usage(customer, 1)));
+	const dup = usage(customer, 1);
+	await refused([usage(customer, 1), dup, { ...dup, metadata: { tokens: 2 } }]);
+	await refused([usage(customer, 1), usage(customer, 1,
+	    { timestamp: new Date(Date.now() - 61 * 60_000).toISOString() })]);
+	await refused([usage(customer, 1, { timestamp: new Date(Date.now() + 6 * 60_000)
+	    .toISOString() })]);
+	await refused([usage(customer, 1, { metadata: { tokens: { n: 1 } } })]);
+	await refused([usage(customer, 1, { metadata: { ['k'.repeat(101)]: 1 } })]);
+	await refused([{ event_id: eventId('x'), customer_id: customer }], 422);
+	// 1000 is the limit, not past it
+	const thousand = Array.from({ length: 1000 }, () => usage(customer, 0));
+	assert.deepEqual(await dodo.usageEvents.ingest({ events: thousand }),
+	    { ingested_count: 1000 });
+});
+
+test('events: fault target events_ingest: 500, accept500 (applied, answer lost) and late', async () => {
+	const customer = (await buy(NEURAL.STARTER_PLAN_PRODUCT_ID)).customer;
+	const landed = async (e) => (await request(stack, 'GET', `/sandbox/dodo/events/${e.event_id}`,
+	    { key: 'k' })).status === 200;
+
+	await sandboxFault(stack, { target: 'events_ingest', mode: '500' });
+	const a = usage(customer, 5);
+	assert.equal((await refusal(dodo.usageEvents.ingest({ events: [a] }))).status, 500);
+	assert.equal(await landed(a), false, 'a 500 stored nothing');
+
+	await sandboxFault(stack, { target: 'events_ingest', mode: 'accept500' });
+	assert.equal((await refusal(dodo.usageEvents.ingest({ events: [a] }))).status, 500);
+	assert.equal(await landed(a), true, 'accept500 stored it');
+	assert.deepEqual(await dodo.usageEvents.ingest({ events: [a] }), { ingested_count: 0 },
+	    'the retry is a replay');
+
+	const b = usage(customer, 6);
+	await sandboxFault(stack, { target: 'events_ingest', mode: 'late', stall_ms: 100,
+	    late_ms: 600 });
+	const r = await postJson(stack, '/sandbox/dodo/events/ingest', { events: [b] },
+	    { key: 'k' });
+	assert.notEqual(r.status, 200, 'the late request has no answer');
+	assert.equal(await landed(b), false, 'not yet');
+	const deadline = Date.now() + WAIT_MS;
+	while (!await landed(b) && Date.now() < deadline)
+		await sleep(POLL_MS);
+	assert.equal(await landed(b), true, 'the late effect landed');
+});
+
+// ------------------------------------------------------------- meters
+
+test('meters: the built-in meter and meters made through the SDK', async () => {
+	const all = await dodo.meters.list();
+	const builtin = all.items.find((m) => m.id === 'mtr_sandbox_usage');
+	assert.deepEqual([builtin.event_name, builtin.aggregation, builtin.measurement_unit],
+	    [EVENT, { type: 'sum', key: 'tokens' }, 'tokens']);
+	const made = await dodo.meters.create({ name: 'Requests', event_name: 'api.request',
+	    measurement_unit: 'requests', aggregation: { type: 'count' } });
+	assert.match(made.id, /^mtr_/);
+	assert.deepEqual(await dodo.meters.retrieve(made.id), made);
+	assert.ok((await dodo.meters.list()).items.some((m) => m.id === made.id));
+	await assert.rejects(dodo.meters.create({ name: 'x', event_name: 'y',
+	    measurement_unit: 'z', aggregation: { type: 'sum' } }),
+	(e) => e.status === 422, 'sum needs a key');
+	await assert.rejects(dodo.meters.retrieve('mtr_nope'), (e) => e.status === 404);
+});
