@@ -453,3 +453,74 @@ test('meter: the worker runs every SANDBOX_METER_INTERVAL_MS by itself', async (
 		await quick.stop();
 	}
 });
+
+// ------------------------------------------------------------- the test clock
+
+const advance = async (days) => {
+	const r = await postJson(stack, '/sandbox/admin/clock', { advance_days: days });
+	assert.equal(r.status, 200, r.text);
+	return r.json;
+};
+
+test('test clock: a cycle end expires or rolls over the plan grant, resets overage, grants anew', async () => {
+	await meterRun();
+	const pro = (await buy(NEURAL.PRO_PLAN_PRODUCT_ID)).customer;
+	const starter = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const s = starter.customer;
+	await buy(NEURAL.TOPUP_PRODUCT_ID, { customer: s });
+	await dodo.usageEvents.ingest({ events: [usage(pro, 40_000_500), usage(s, 4_000_000)] });
+	assert.deepEqual(await meterRun(), result(2, 2, 44_000_000, 500, 0));
+	const before = (await getJson(stack, '/sandbox/admin/clock')).json;
+	assert.equal(before.offset_ms, 0);
+
+	// refused before anything moves
+	assert.equal((await postJson(stack, '/sandbox/admin/clock', { advance_days: -1 })).status, 400);
+
+	const moved = await advance(30);
+	assert.equal(moved.offset_ms, 30 * DAY_MS);
+	assert.ok(moved.renewed >= 2, `renewed ${moved.renewed}`);
+	assert.ok(Math.abs(Date.parse(moved.now) - Date.now() - 30 * DAY_MS) < 60_000);
+
+	// Pro: overage reset, a new grant
+	const reset = await settledHooks('credit.overage_reset', pro, 1);
+	assert.deepEqual(reset.map((d) => [d.amount, d.overage_before, d.overage_after]),
+	    [['500', '500', '0']]);
+	let bal = await balanceOf(pro);
+	assert.deepEqual([bal.balance, bal.overage], ['40000000', '0']);
+	const added = await settledHooks('credit.added', pro, 2);
+	assert.deepEqual(added.map((d) => [d.amount, d.reference_type]),
+	    [['40000000', 'subscription'], ['40000000', 'subscription']]);
+
+	// Starter: half of the 6,000,000 left rolls over, half is forfeited; the top-up stays
+	assert.deepEqual((await settledHooks('credit.rolled_over', s, 1)).map((d) => d.amount),
+	    ['3000000']);
+	assert.deepEqual((await settledHooks('credit.rollover_forfeited', s, 1))
+	    .map((d) => d.amount), ['3000000']);
+	assert.equal((await balanceOf(s)).balance, String(3_000_000 + 10_000_000 + 5_000_000));
+	let grants = (await dodo.creditEntitlements.balances.listGrants(s,
+	    { credit_entitlement_id: cent(), status: 'active' })).items;
+	const rolled = grants.find((g) => g.is_rolled_over);
+	assert.deepEqual([rolled.remaining_amount, rolled.rollover_count, rolled.source_type],
+	    ['3000000', 1, 'rollover']);
+	assert.match(rolled.parent_grant_id, /^cgr_/);
+
+	// the next cycle: a grant rolled once expires; the unused new one rolls half
+	await advance(30);
+	const expired = await settledHooks('credit.expired', s, 1);
+	assert.deepEqual(expired.map((d) => [d.amount, d.grant_id]), [['3000000', rolled.id]]);
+	assert.deepEqual((await settledHooks('credit.rolled_over', s, 2)).map((d) => d.amount),
+	    ['3000000', '5000000']);
+	assert.equal((await balanceOf(s)).balance, String(5_000_000 + 10_000_000 + 5_000_000));
+	grants = (await dodo.creditEntitlements.balances.listGrants(s,
+	    { credit_entitlement_id: cent(), status: 'active' })).items;
+	assert.deepEqual(grants.map((g) => [g.source_type, g.remaining_amount]).sort(),
+	    [['one_time', '5000000'], ['rollover', '5000000'], ['subscription', '10000000']]);
+
+	const sub = await dodo.subscriptions.retrieve(starter.subscription);
+	assert.equal(Date.parse(sub.next_billing_date) - Date.parse(sub.created_at), 90 * DAY_MS);
+	assert.equal((await getJson(stack, '/sandbox/admin/clock')).json.offset_ms, 60 * DAY_MS);
+	assert.equal((await settledHooks('credit.overage_reset', pro, 1)).length, 1,
+	    'no overage, no second reset');
+	const dash = await getJson(stack, '/sandbox/');
+	assert.match(dash.text, /test clock 60 days ahead/);
+});
