@@ -120,6 +120,8 @@ static const struct db_migration state_migrations[] = {
 	  "  WHERE processed = 0;"
 	  "CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1),"
 	  "  offset_ms INTEGER NOT NULL);" },
+	/* every ledger write looks up the customer's plan (overage limit) */
+	{ "CREATE INDEX subscriptions_customer ON subscriptions (customer_id, created_at);" },
 };
 
 /*

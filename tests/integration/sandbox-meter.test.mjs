@@ -427,6 +427,34 @@ test('meter: Pro runs into overage up to its limit; webhooks once each', async (
 	    { status: 400, code: 'OVERAGE_LIMIT_EXCEEDED' });
 });
 
+test('meter: concurrent ingests, replays and passes bill every token exactly once', async () => {
+	await meterRun();
+	const { customer } = await buy(NEURAL.PRO_PLAN_PRODUCT_ID);
+	const batches = Array.from({ length: 20 }, () =>
+	    Array.from({ length: 50 }, () => usage(customer, 50_000)));
+	const totals = result(0, 0, 0, 0, 0);
+	const add = (r) => { for (const k of Object.keys(totals)) totals[k] += r[k]; };
+	// each batch twice at once (a client's retry racing its original), passes between
+	const ingests = batches.flatMap((events) => [dodo.usageEvents.ingest({ events }),
+	    dodo.usageEvents.ingest({ events })]);
+	const passes = Array.from({ length: 8 }, async (_, i) => {
+		await sleep(i * 15);
+		add(await meterRun());
+	});
+	const counts = await Promise.all(ingests);
+	await Promise.all(passes);
+	add(await meterRun());
+	assert.equal(counts.reduce((n, c) => n + c.ingested_count, 0), 1000, 'each event once');
+	assert.equal(totals.events, 1000);
+	assert.deepEqual([totals.deducted, totals.overage, totals.unbilled],
+	    [40_000_000, 10_000_000, 0]);
+	const bal = await balanceOf(customer);
+	assert.deepEqual([bal.balance, bal.overage], ['0', '10000000']);
+	const entries = await meterEntries(customer);
+	assert.equal(entries.reduce((n, e) => n + Number(e[1]), 0), 50_000_000);
+	assert.ok(entries.length <= 9 * 2, `${entries.length} entries: at most two per pass`);
+});
+
 test('meter: the worker runs every SANDBOX_METER_INTERVAL_MS by itself', async () => {
 	const quick = await startStack({ env: { ...NEURAL, SANDBOX_METER_INTERVAL_MS: 300 } });
 	try {
