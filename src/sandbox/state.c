@@ -492,6 +492,18 @@ state_plan_of(const char *product_id)
 	return NULL;
 }
 
+void
+state_product_title(const struct sandbox_plan *plan, char *out, size_t len)
+{
+	if (plan == NULL) {
+		snprintf(out, len, "%s", sandbox.neuralapi ? "Token Top-Up" : "Top-Up Pack");
+		return;
+	}
+	snprintf(out, len, "%s %c%s", sandbox.product_name,
+	    plan->name[0] >= 'a' && plan->name[0] <= 'z' ? plan->name[0] - 'a' + 'A' :
+	    plan->name[0], plan->name + 1);
+}
+
 int
 state_product_kind(const char *product_id)
 {

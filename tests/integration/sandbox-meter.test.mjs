@@ -179,6 +179,21 @@ test('catalogue: the settings\' plans and the top-up, priced and credited in tok
 	assert.equal(ents.items[0].unit, 'tokens');
 	assert.equal(ents.items[0].overage, '0');
 
+	// the products as Dodo answers them (what the page reads prices from)
+	const product = async (id) => {
+		const p = await dodo.products.retrieve(id);
+		const ce = p.credit_entitlements[0];
+		return [p.name, p.is_recurring, p.price.price, ce.credit_entitlement_id,
+		    ce.credits_amount, ce.overage_limit ?? null, ce.expires_after_days];
+	};
+	assert.deepEqual(await product(NEURAL.PRO_PLAN_PRODUCT_ID),
+	    ['NeuralAPI Pro', true, 9900, cent(), '40000000', '10000000', 30]);
+	assert.deepEqual(await product(NEURAL.STARTER_PLAN_PRODUCT_ID),
+	    ['NeuralAPI Starter', true, 2900, cent(), '10000000', null, 30]);
+	assert.deepEqual(await product(NEURAL.TOPUP_PRODUCT_ID),
+	    ['Token Top-Up', false, 1900, cent(), '5000000', null, 365]);
+	await assert.rejects(dodo.products.retrieve('pdt_nope'), (e) => e.status === 404);
+
 	const dash = await getJson(stack, '/sandbox/');
 	assert.match(dash.text, /NeuralAPI Starter<\/td><td><code>pdt_sandbox_starter<\/code><\/td><td>\$29\.00 \/ month<\/td><td class="credits">10,000,000 tokens every month<\/td><td>blocked at zero/);
 	assert.match(dash.text, /NeuralAPI Pro<\/td>.*up to 10,000,000 tokens/);
