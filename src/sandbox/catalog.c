@@ -361,7 +361,8 @@ catalog_entitlement_known(sqlite3 *db, const char *id, json_object *mapping)
 {
 	json_object	*e;
 
-	const char	*name = SANDBOX_ENTITLEMENT_NAME, *unit = "email";
+	const char	*name = sandbox.entitlement_name, *unit = sandbox.neuralapi ? "token" :
+	    "email";
 
 	e = NULL;
 	if (strcmp(id, sandbox.entitlement_id) != 0) {
@@ -545,11 +546,86 @@ catalog_product_list(const struct request *req, struct response *resp)
 	dodo_api_list(db, req, resp, st, 2, catalog_product_row);
 }
 
-/* GET /dodo/products/{id} */
+/* The Product of a plan or the top-up the settings sell (plan NULL). */
+static json_object *
+catalog_configured_product(const struct sandbox_plan *plan)
+{
+	json_object	*o = json_object_new_object(), *price = json_object_new_object();
+	json_object	*ents = json_object_new_array(), *m = json_object_new_object();
+	char		 title[SANDBOX_TITLE_MAX], n[SANDBOX_AMOUNT_MAX];
+	long		 days = plan != NULL ? sandbox.expiry_days : sandbox.topup_expiry_days;
+
+	state_product_title(plan, title, sizeof(title));
+	json_object_object_add(price, "type", json_object_new_string(plan != NULL ?
+	    "recurring_price" : "one_time_price"));
+	json_object_object_add(price, "currency", json_object_new_string("USD"));
+	json_object_object_add(price, "price", json_object_new_int64(plan != NULL ? plan->price :
+	    sandbox.topup_price));
+	json_object_object_add(price, "discount", json_object_new_int(0));
+	json_object_object_add(price, "purchasing_power_parity", json_object_new_boolean(0));
+	json_object_object_add(price, "tax_inclusive", json_object_new_boolean(0));
+	if (plan != NULL) {
+		json_object_object_add(price, "payment_frequency_count", json_object_new_int(1));
+		json_object_object_add(price, "payment_frequency_interval",
+		    json_object_new_string("Month"));
+		json_object_object_add(price, "subscription_period_count", json_object_new_int(10));
+		json_object_object_add(price, "subscription_period_interval",
+		    json_object_new_string("Year"));
+	}
+	json_object_object_add(m, "credit_entitlement_id",
+	    json_object_new_string(sandbox.entitlement_id));
+	json_object_object_add(m, "credit_entitlement_name",
+	    json_object_new_string(sandbox.entitlement_name));
+	json_object_object_add(m, "credit_entitlement_unit", json_object_new_string(sandbox.unit));
+	snprintf(n, sizeof(n), "%ld", plan != NULL ? plan->credits : sandbox.topup_credits);
+	json_object_object_add(m, "credits_amount", json_object_new_string(n));
+	json_object_object_add(m, "expires_after_days", days > 0 ? json_object_new_int64(days) :
+	    NULL);
+	json_object_object_add(m, "overage_enabled", json_object_new_boolean(plan != NULL &&
+	    plan->overage_limit > 0));
+	snprintf(n, sizeof(n), "%ld", plan != NULL ? plan->overage_limit : 0L);
+	json_object_object_add(m, "overage_limit", plan != NULL && plan->overage_limit > 0 ?
+	    json_object_new_string(n) : NULL);
+	json_object_array_add(ents, m);
+	json_object_object_add(o, "product_id", json_object_new_string(plan != NULL ?
+	    plan->product_id : sandbox.topup_product_id));
+	json_object_object_add(o, "business_id", json_object_new_string(SANDBOX_BUSINESS_ID));
+	json_object_object_add(o, "brand_id", json_object_new_string(SANDBOX_BUSINESS_ID));
+	json_object_object_add(o, "name", json_object_new_string(title));
+	json_object_object_add(o, "description", NULL);
+	json_object_object_add(o, "tax_category", json_object_new_string("saas"));
+	json_object_object_add(o, "is_recurring", json_object_new_boolean(plan != NULL));
+	json_object_object_add(o, "license_key_enabled", json_object_new_boolean(0));
+	json_object_object_add(o, "price", price);
+	json_object_object_add(o, "credit_entitlements", ents);
+	json_object_object_add(o, "entitlements", json_object_new_array());
+	json_object_object_add(o, "addons", json_object_new_array());
+	json_object_object_add(o, "metadata", json_object_new_object());
+	json_object_object_add(o, "created_at", catalog_now());
+	json_object_object_add(o, "updated_at", catalog_now());
+	return o;
+}
+
+/* GET /dodo/products/{id}: one made here, or a plan or the top-up the settings sell. */
 void
 catalog_product_get(const struct request *req, struct response *resp)
 {
-	catalog_get(req, resp, "product", "Product");
+	const struct sandbox_plan *plan;
+	sqlite3		*db;
+	json_object	*o;
+
+	if ((db = catalog_enter(req, resp)) == NULL)
+		return;
+	if ((o = catalog_find(db, "product", req->params[0])) != NULL) {
+		response_json(resp, 200, o);
+		return;
+	}
+	plan = state_plan_of(req->params[0]);
+	if (plan != NULL || strcmp(req->params[0], sandbox.topup_product_id) == 0) {
+		response_json(resp, 200, catalog_configured_product(plan));
+		return;
+	}
+	dodo_api_error(resp, 404, "NOT_FOUND", "Product %.*s not found", 80, req->params[0]);
 }
 
 int
@@ -778,4 +854,126 @@ catalog_endpoint_get(sqlite3 *db, const char *id, struct catalog_endpoint *out)
 		ok = catalog_endpoint_row(st, NULL, out);
 	state_done(st);
 	return ok ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ meters */
+
+/* Dodo's MeterAggregation types. */
+static const char *const catalog_aggregations[] = { "count", "sum", "max", "last" };
+
+/* A Meter object with the common members; aggregation and filter are taken. */
+static json_object *
+catalog_meter_json(const char *id, const char *name, const char *event_name,
+    json_object *aggregation, const char *unit, const char *desc, json_object *filter)
+{
+	json_object	*o = json_object_new_object();
+
+	json_object_object_add(o, "id", json_object_new_string(id));
+	json_object_object_add(o, "business_id", json_object_new_string(SANDBOX_BUSINESS_ID));
+	json_object_object_add(o, "name", json_object_new_string(name));
+	json_object_object_add(o, "event_name", json_object_new_string(event_name));
+	json_object_object_add(o, "aggregation", aggregation);
+	json_object_object_add(o, "measurement_unit", json_object_new_string(unit));
+	json_object_object_add(o, "description", desc != NULL ? json_object_new_string(desc) :
+	    NULL);
+	json_object_object_add(o, "filter", filter);
+	json_object_object_add(o, "created_at", catalog_now());
+	json_object_object_add(o, "updated_at", catalog_now());
+	return o;
+}
+
+int
+catalog_meter_builtin(sqlite3 *db)
+{
+	json_object	*agg = json_object_new_object(), *o;
+	char		 desc[CATALOG_DESC_MAX], now[24];
+	int		 rc;
+
+	json_object_object_add(agg, "type", json_object_new_string("sum"));
+	json_object_object_add(agg, "key", json_object_new_string("tokens"));
+	snprintf(desc, sizeof(desc), "Built into the sandbox: deducts the sum of metadata.tokens "
+	    "from %s (%s), one credit per unit", sandbox.entitlement_id, sandbox.entitlement_name);
+	o = catalog_meter_json(CATALOG_METER_BUILTIN, sandbox.neuralapi ? "Token usage" : "Usage",
+	    sandbox.usage_event_name, agg, sandbox.unit, desc, NULL);
+	snprintf(now, sizeof(now), "%lld", (long long)state_now_ms());
+	/* USAGE_EVENT_NAME may differ from the last start's: the row follows it */
+	rc = state_exec(db, "INSERT INTO catalog (kind, id, json, created_at) VALUES ('meter', ?1,"
+	    " ?2, CAST(?3 AS INTEGER)) ON CONFLICT (id) DO UPDATE SET json = excluded.json", 3,
+	    CATALOG_METER_BUILTIN, json_object_to_json_string_ext(o, CATALOG_JSON_FLAGS), now);
+	json_object_put(o);
+	return rc;
+}
+
+json_object *
+catalog_meter(sqlite3 *db, const char *id)
+{
+	return catalog_find(db, "meter", id);
+}
+
+/* POST /dodo/meters {name, event_name, measurement_unit, aggregation: {type, key?},
+ * description?, filter?} */
+void
+catalog_meter_create(const struct request *req, struct response *resp)
+{
+	struct mk_err	 err;
+	sqlite3		*db;
+	json_object	*root, *agg, *out, *filter = NULL;
+	const char	*name, *event, *unit, *desc, *type, *key = NULL;
+	char		 id[SANDBOX_ID_MAX];
+
+	if ((db = catalog_enter(req, resp)) == NULL)
+		return;
+	if ((root = request_json(req, &err)) == NULL) {
+		dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "%s", err.msg);
+		return;
+	}
+	if (!json_object_object_get_ex(root, "aggregation", &agg) ||
+	    !json_object_is_type(agg, json_type_object))
+		agg = NULL;
+	type = agg != NULL ? catalog_string(agg, "type", 16) : NULL;
+	if ((name = catalog_string(root, "name", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required", "name");
+	else if ((event = catalog_string(root, "event_name", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required", "event_name");
+	else if ((unit = catalog_string(root, "measurement_unit", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required", "measurement_unit");
+	else if (!CATALOG_ONE_OF(type, catalog_aggregations))
+		catalog_bad(resp, "%s is required: {type: count, sum, max or last, key}",
+		    "aggregation");
+	else if (strcmp(type, "count") != 0 &&
+	    (key = catalog_string(agg, "key", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required when the type is not count", "aggregation.key");
+	else if (dodo_api_opt_string(root, "description", CATALOG_DESC_MAX, &desc) == -1)
+		catalog_bad(resp, "%s must be a string", "description");
+	else if (json_object_object_get_ex(root, "filter", &filter) && filter != NULL &&
+	    !json_object_is_type(filter, json_type_object))
+		catalog_bad(resp, "%s must be an object {conjunction, clauses}", "filter");
+	else {
+		out = json_object_new_object();
+		json_object_object_add(out, "type", json_object_new_string(type));
+		json_object_object_add(out, "key", key != NULL ? json_object_new_string(key) : NULL);
+		state_id("mtr_", id, sizeof(id));
+		catalog_store(db, resp, "meter", id, req->idempotency_key, catalog_meter_json(id,
+		    name, event, out, unit, desc, json_object_get(filter)), NULL);
+	}
+	json_object_put(root);
+}
+
+/* GET /dodo/meters: the built-in meter first, then those made, oldest first. */
+void
+catalog_meter_list(const struct request *req, struct response *resp)
+{
+	sqlite3	*db;
+
+	if ((db = catalog_enter(req, resp)) == NULL)
+		return;
+	dodo_api_list(db, req, resp, state_prepare(db, "SELECT json FROM catalog"
+	    " WHERE kind = 'meter' ORDER BY seq LIMIT ?1 OFFSET ?2"), 1, catalog_row);
+}
+
+/* GET /dodo/meters/{id} */
+void
+catalog_meter_get(const struct request *req, struct response *resp)
+{
+	catalog_get(req, resp, "meter", "Meter");
 }
