@@ -6,7 +6,8 @@
 // left" of a 10,000,000 allowance → top-up +5,000,000 → a debit on the
 // sandbox dashboard brings the low-balance banner → (with generate.fcgi)
 // a prompt answered with its cost, then the 402 at zero shown as such →
-// Forget → subscribe Pro: 40,000,000 tokens and its overage limit.
+// Forget → subscribe Pro: 40,000,000 tokens and its overage limit → a
+// debit past zero shows the overage used of that limit.
 // Screenshots go to $MAILKIT_BUILDDIR/tests/output/neuralapi-browser/<server>/.
 //
 // MAILKIT_BROWSER_URL=http://127.0.0.1:8080 runs the flow once against an
@@ -202,6 +203,18 @@ async function neuralFlow({ server, baseUrl, contextDir, outDir }) {
         new RegExp(`^Overage: 0 tokens of ${fmt(PRO_OVERAGE)} tokens allowed past zero`));
       assert.equal(await page.getAttribute('#overageMeter', 'aria-valuemax'), String(PRO_OVERAGE));
       await expectHidden(page, '#lowBalance');
+    });
+
+    await step('pro-into-overage', async () => {
+      // past zero, Pro runs into overage (up to its limit): 5,000,000 over
+      const proCus = await page.evaluate(() => localStorage.getItem('neuralapi.customer_id'));
+      await adjustOnDashboard(page, origin, proCus, 'debit', PRO + 5_000_000);
+      await loadClean(`${origin}/`);
+      await expectText(page, '#balanceText', /^0 tokens left$/);
+      await expectText(page, '#overageText',
+        new RegExp(`^Overage: ${fmt(5_000_000)} tokens of ${fmt(PRO_OVERAGE)} tokens`));
+      assert.equal(await page.getAttribute('#overageMeter', 'aria-valuenow'), String(5_000_000));
+      await expectText(page, '#lowBalance', /used up: requests now run into overage, up to 10,000,000 tokens/);
     });
 
     assert.deepEqual(jsErrors, [], 'no JavaScript errors on the page');
