@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import {
-	BUILDDIR, getJson, missingPrerequisite, postJson, request, sandboxStats, skipFile,
+	BUILDDIR, admin, getJson, missingPrerequisite, postJson, request, sandboxStats, skipFile,
 	startStack, subscribeWithKey, waitForBalance, completeCheckout,
 } from './harness.mjs';
 
@@ -113,6 +113,48 @@ describe('NeuralAPI stack (lighttpd)', { timeout: TIMEOUT_MS * 4 }, () => {
 		    (b) => b === String(STARTER + PACK), { key: starter.api_key });
 		assert.equal(j.balance, String(STARTER + PACK), JSON.stringify(j));
 		assert.equal(j.allowance, STARTER, 'the allowance is the plan\'s, top-ups aside');
+	});
+
+	// mailkit-admin setup, NeuralAPI's catalogue through the sandbox's Dodo API.
+	// The sandbox sells usage-based products only once it emulates Dodo's
+	// usage_based_price; until then it refuses Starter (422) and setup must
+	// stop there, saying so, with no settings printed.
+	it('mailkit-admin setup: "API Tokens", the meter, usage-based Starter and Pro, the 365-day top-up',
+	    { timeout: TIMEOUT_MS }, async () => {
+		const dodo = async (p) => (await request(stack, 'GET', `/sandbox/dodo${p}`,
+		    { headers: { Authorization: `Bearer ${stack.settings.DODO_PAYMENTS_API_KEY}` } })).json;
+		const r = await admin(stack, ['setup']);
+		assert.ok(!r.stderr.includes(stack.settings.DODO_PAYMENTS_API_KEY), 'no API key shown');
+		const ents = (await dodo('/credit-entitlements?page_size=100')).items;
+		const ent = ents.find((e) => e.name === 'API Tokens');
+		assert.deepEqual([ent?.unit, ent?.precision, ent?.expires_after_days], ['token', 0, 30]);
+		const meters = (await dodo('/meters?page_size=100')).items;
+		const meter = meters.find((m) => m.event_name === 'api.tokens_used');
+		assert.deepEqual([meter?.aggregation?.type, meter?.aggregation?.key], ['sum', 'tokens']);
+		if (r.code !== 0) {
+			assert.equal(r.code, 1, r.stderr);
+			assert.match(r.stderr, /\/products: HTTP 422 .*no usage-based prices/, r.stderr);
+			assert.match(r.stderr, /setup against .* failed: payments service refused/);
+			assert.equal(r.stdout, '', 'no settings printed after a failure');
+			return;
+		}
+		assert.match(r.stderr, new RegExp(`credit entitlement\\s+created ${ent.id}`), r.stderr);
+		assert.match(r.stderr, new RegExp(`meter\\s+(found|created)\\s+${meter.id}`), r.stderr);
+		const m = /^CREDIT_ENTITLEMENT_ID=(\S+)\nSTARTER_PLAN_PRODUCT_ID=(\S+)\nPRO_PLAN_PRODUCT_ID=(\S+)\nTOPUP_PRODUCT_ID=(\S+)\nDODO_WEBHOOK_KEY=whsec_\S+\n$/
+		    .exec(r.stdout);
+		assert.ok(m, r.stdout);
+		for (const [id, credits, overage] of [[m[2], '10000000', 0], [m[3], '40000000', 1]]) {
+			const p = await dodo(`/products/${id}`);
+			assert.equal(p.price.type, 'usage_based_price');
+			assert.deepEqual(p.price.meters.map((x) => [x.meter_id, x.credit_entitlement_id,
+			    x.meter_units_per_credit]), [[meter.id, m[1], '1']]);
+			const a = p.credit_entitlements[0];
+			assert.deepEqual([a.credit_entitlement_id, a.credits_amount, a.overage_enabled],
+			    [m[1], credits, overage === 1]);
+		}
+		const t = await dodo(`/products/${m[4]}`);
+		assert.deepEqual([t.price.price, t.credit_entitlements[0].credits_amount,
+		    t.credit_entitlements[0].expires_after_days], [1900, '5000000', 365]);
 	});
 });
 
