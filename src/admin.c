@@ -456,6 +456,29 @@ admin_number(const char *name, const char *text, long *out)
 	return 0;
 }
 
+/*
+ * --plan-price CENTS (the first plan) or NAME=CENTS: where the number
+ * goes (*num) and, for NAME=, the text after '='.  0 / -1 (said).
+ */
+static int
+admin_tier_price(struct setup_plan *plan, char *arg, long **num)
+{
+	char	*eq = strchr(arg, '=');
+
+	*num = &plan->plan_price;
+	if (eq == NULL)
+		return 0;
+	*eq = '\0';
+	for (size_t i = 0; i < plan->ntiers; i++)
+		if (strcmp(plan->tiers[i].name, arg) == 0) {
+			*num = i == 0 ? &plan->plan_price : &plan->tiers[i].price;
+			memmove(arg, eq + 1, strlen(eq + 1) + 1);
+			return 0;
+		}
+	fprintf(stderr, "mailkit-admin: --plan-price %s=: no such plan (PLANS)\n", arg);
+	return -1;
+}
+
 static void
 setup_say(const char *what, const struct setup_object *o)
 {
@@ -505,7 +528,10 @@ cmd_setup(int argc, char **argv)
 		case 'c': plan.currency = optarg; break;
 		case 'p': num = &plan.precision; break;
 		case 'e': num = &plan.expiry_days; break;
-		case 'P': num = &plan.plan_price; break;
+		case 'P':
+			if (admin_tier_price(&plan, optarg, &num) == -1)
+				return 2;
+			break;
 		case 'C': num = &plan.plan_credits; break;
 		case 'T': num = &plan.topup_price; break;
 		case 'K': num = &plan.topup_credits; break;
@@ -541,7 +567,14 @@ cmd_setup(int argc, char **argv)
 		goto out;
 	}
 	setup_say("credit entitlement", &r.entitlement);
-	setup_say("plan product", &r.plan);
+	if (plan.metered)
+		setup_say("meter", &r.meter);
+	for (size_t i = 0; i < r.nplans; i++) {
+		char what[64];
+
+		snprintf(what, sizeof what, "plan product %s", plan.tiers[i].name);
+		setup_say(r.nplans > 1 || plan.metered ? what : "plan product", &r.plans[i]);
+	}
 	setup_say("top-up product", &r.topup);
 	setup_say("webhook endpoint", &r.webhook);
 	if (setup_format(&r, lines, sizeof lines) == -1) {
@@ -553,9 +586,11 @@ cmd_setup(int argc, char **argv)
 			fprintf(stderr, "mailkit-admin: %s\n", err.msg);
 			goto out;
 		}
-		fprintf(stderr, "wrote CREDIT_ENTITLEMENT_ID, PLAN_PRODUCT_ID, TOPUP_PRODUCT_ID "
-		    "and DODO_WEBHOOK_KEY into %s (mode 0600); restart MailKit to use them\n",
-		    write_to);
+		fprintf(stderr, "wrote CREDIT_ENTITLEMENT_ID, ");
+		for (size_t i = 0; i < r.nplans; i++)
+			fprintf(stderr, "%s, ", r.plan_keys[i]);
+		fprintf(stderr, "TOPUP_PRODUCT_ID and DODO_WEBHOOK_KEY into %s (mode 0600); "
+		    "restart MailKit to use them\n", write_to);
 	} else
 		fputs(lines, stdout);
 	rc = 0;
@@ -574,7 +609,7 @@ usage(void)
 	    "       mailkit-admin keys revoke CUSTOMER_ID\n"
 	    "       mailkit-admin keys list [CUSTOMER_ID]\n"
 	    "       mailkit-admin setup [--write [FILE]] [--name N] [--unit U] [--precision P]\n"
-	    "           [--expiry-days D] [--currency C] [--plan-price CENTS] [--plan-credits N]\n"
+	    "           [--expiry-days D] [--currency C] [--plan-price [NAME=]CENTS] [--plan-credits N]\n"
 	    "           [--topup-price CENTS] [--topup-credits N] [--low-balance-percent P]\n"
 	    "\n"
 	    "  reconcile   drive every due send on (same idempotency keys), then compare\n"

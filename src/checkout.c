@@ -1,4 +1,5 @@
-/* checkout.c: checkout.fcgi — hosted checkout sessions for the plan and top-ups. */
+/* checkout.c: checkout.fcgi — hosted checkout sessions for the plans and top-ups, and the plans on sale. */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -6,12 +7,16 @@
 #include <openssl/crypto.h>
 
 #include "mailkit.h"
+#include "clock.h"
 #include "store.h"
 
 #define NAME_MAX_BYTES		200	/* a person's name; Dodo stores it as given */
 #define PURCHASE_ID_MAX		64	/* sub_... / pay_... */
 #define CLAIM_TTL_SEC		(30 * 60)	/* paying on the hosted checkout takes minutes */
 #define CHECKOUT_CLAIMS_RETRY_S	"60"	/* Retry-After when CLAIMS_PER_EMAIL are open */
+#define PLAN_NAME_MAX_BYTES	64	/* a plan named in a request (settings' are shorter) */
+#define PRICE_CACHE_MS		(10 * 60 * 1000)	/* a product's price, reused this long */
+#define PRICE_RETRY_MS		(60 * 1000)	/* a failed price lookup, not retried sooner */
 
 static struct settings			 settings;
 static const struct mail_provider	*mailer;
@@ -108,27 +113,56 @@ checkout_rate(const struct request *req, const char *route, struct response *res
 	    "per address", resp);
 }
 
-/* POST /checkout/subscribe {email, name} */
+/* The product's name in what a buyer reads. */
+static const char *
+checkout_product_name(void)
+{
+	return settings_is_neuralapi(&settings) ? "NeuralAPI" : "MailKit";
+}
+
+/*
+ * Whether email already has an active subscription to any plan: one plan
+ * per buyer, whichever tier (a second would charge a month twice; a change
+ * of tier is a plan change, not a second subscription).  0 / -1 with err.
+ */
+static int
+checkout_any_plan_active(const char *email, int *active, struct mk_err *err)
+{
+	*active = 0;
+	for (size_t i = 0; i < settings.nplans && !*active; i++)
+		if (dodo_plan_active(&settings, email, settings.plans[i].product_id, active,
+		    err) == -1)
+			return -1;
+	return 0;
+}
+
+/* POST /checkout/subscribe {[plan], email, name}: plan absent = the default plan */
 static void
 checkout_subscribe(const struct request *req, struct response *resp)
 {
 	static const struct field_spec specs[] = {
 		{ "email", FIELD_EMAIL, 1, EMAIL_MAX },
 		{ "name", FIELD_HEADER_TEXT, 0, NAME_MAX_BYTES },
+		{ "plan", FIELD_HEADER_TEXT, 0, PLAN_NAME_MAX_BYTES },
 	};
-	struct field_value	 v[2];
+	struct field_value	 v[3];
 	struct mk_err		 err;
 	json_object		*root;
+	const struct settings_plan *plan;
 	long long		 pending;
 	int			 active;
 
 	if (checkout_rate(req, "subscribe", resp) == -1)
 		return;
 	if ((root = request_json(req, &err)) == NULL ||
-	    fields_read(root, specs, 2, v, &err) == -1) {
+	    fields_read(root, specs, 3, v, &err) == -1) {
 		response_fail(resp, &err);
 		json_object_put(root);
 		return;
+	}
+	if ((plan = settings_plan_find(&settings, v[2].str)) == NULL) {
+		response_error(resp, 400, "Unknown plan: %s", v[2].str);
+		goto out;
 	}
 	/* each subscribe is a Dodo session and a claim: a few at a time per buyer */
 	if (settings.claims_per_email > 0) {
@@ -143,19 +177,18 @@ checkout_subscribe(const struct request *req, struct response *resp)
 			goto out;
 		}
 	}
-	/* one plan per buyer: a second would charge $19 a month twice */
-	if (dodo_plan_active(&settings, v[0].str, settings.plan_product_id, &active, &err) == -1) {
+	if (checkout_any_plan_active(v[0].str, &active, &err) == -1) {
 		response_fail(resp, &err);
 		goto out;
 	}
 	if (active) {
-		response_error(resp, 409, "this email already has an active MailKit plan: sign in "
+		response_error(resp, 409, "this email already has an active %s plan: sign in "
 		    "with its API key (emailed when you subscribed) and buy a top-up pack for more "
+		    "%s", checkout_product_name(), settings_is_neuralapi(&settings) ? "tokens" :
 		    "emails");
 		goto out;
 	}
-	checkout_start(resp, settings.plan_product_id, NULL, v[0].str, v[1].str,
-	    "subscribed=1");
+	checkout_start(resp, plan->product_id, NULL, v[0].str, v[1].str, "subscribed=1");
 out:
 	json_object_put(root);
 }
@@ -312,6 +345,106 @@ checkout_return(const struct request *req, struct response *resp)
 	response_json(resp, 200, out);
 }
 
+/*
+ * Prices for GET /plans, read from each product at Dodo (the catalogue is
+ * the one truth about what a buyer pays) and kept PRICE_CACHE_MS per
+ * process; a failed lookup is retried after PRICE_RETRY_MS, and meanwhile
+ * the plan is listed without its price.  Slot i is plans[i], the last the
+ * top-up.
+ */
+static struct checkout_price {
+	long long	 at;		/* clock_ms() of the lookup; 0: never */
+	long		 amount;	/* minor units; -1: unknown */
+	char		 currency[8];
+} prices[SETTINGS_PLANS_MAX + 1];
+static pthread_mutex_t prices_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A Product's price: price.price, or price.fixed_price for a usage-based one. */
+static void
+checkout_price_read(json_object *product, struct checkout_price *out)
+{
+	json_object	*price, *v;
+
+	out->amount = -1;
+	out->currency[0] = '\0';
+	if (!json_object_object_get_ex(product, "price", &price) ||
+	    !json_object_is_type(price, json_type_object))
+		return;
+	if ((json_object_object_get_ex(price, "price", &v) ||
+	    json_object_object_get_ex(price, "fixed_price", &v)) &&
+	    json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0)
+		out->amount = (long)json_object_get_int64(v);
+	if (json_object_object_get_ex(price, "currency", &v) &&
+	    json_object_is_type(v, json_type_string) && json_object_get_string_len(v) == 3)
+		snprintf(out->currency, sizeof out->currency, "%s", json_object_get_string(v));
+	if (out->currency[0] == '\0')
+		out->amount = -1;
+}
+
+/* Add "price" and "currency" of product_id (slot) to o when known. */
+static void
+checkout_add_price(json_object *o, size_t slot, const char *product_id)
+{
+	struct checkout_price	 p;
+	struct mk_err		 err;
+	json_object		*product;
+	char			 path[DODO_ID_MAX + 32];
+	long long		 now = clock_ms();
+
+	pthread_mutex_lock(&prices_lock);
+	p = prices[slot];
+	pthread_mutex_unlock(&prices_lock);
+	if (p.at == 0 || now - p.at >= (p.amount >= 0 ? PRICE_CACHE_MS : PRICE_RETRY_MS)) {
+		p.amount = -1;
+		if (url_path(path, sizeof path, "/products/{}", product_id) == 0) {
+			if ((product = dodo_get_object(&settings, path, &err)) != NULL) {
+				checkout_price_read(product, &p);
+				json_object_put(product);
+			} else
+				log_warn("price of product %s unavailable: %s", product_id,
+				    err.msg);
+		}
+		p.at = now > 0 ? now : 1;
+		pthread_mutex_lock(&prices_lock);
+		prices[slot] = p;
+		pthread_mutex_unlock(&prices_lock);
+	}
+	if (p.amount >= 0) {
+		json_object_object_add(o, "price", json_object_new_int64(p.amount));
+		json_object_object_add(o, "currency", json_object_new_string(p.currency));
+	}
+}
+
+/*
+ * GET /plans: what is sold, for the page's plan picker: {product, plans:
+ * [{name, credits, overage_limit[, price, currency]}], topup: {credits[,
+ * price, currency]}}, prices in minor units.
+ */
+static void
+checkout_plans(const struct request *req, struct response *resp)
+{
+	json_object	*out = json_object_new_object(), *list = json_object_new_array(), *o;
+
+	(void)req;
+	for (size_t i = 0; i < settings.nplans; i++) {
+		const struct settings_plan *p = &settings.plans[i];
+
+		o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(p->name));
+		json_object_object_add(o, "credits", json_object_new_int64(p->credits));
+		json_object_object_add(o, "overage_limit", json_object_new_int64(p->overage_limit));
+		checkout_add_price(o, i, p->product_id);
+		json_object_array_add(list, o);
+	}
+	json_object_object_add(out, "product", json_object_new_string(settings.product));
+	json_object_object_add(out, "plans", list);
+	o = json_object_new_object();
+	json_object_object_add(o, "credits", json_object_new_int64(settings.topup_credits));
+	checkout_add_price(o, SETTINGS_PLANS_MAX, settings.topup_product_id);
+	json_object_object_add(out, "topup", o);
+	response_json(resp, 200, out);
+}
+
 /* Find the mail provider (keys are mailed) and open the state now. */
 static int
 checkout_init(const struct settings *s, char *errbuf, size_t errlen)
@@ -327,6 +460,7 @@ static const struct route routes[] = {
 	{ "POST", "/checkout/subscribe", checkout_subscribe },
 	{ "POST", "/checkout/topup", checkout_topup },
 	{ "GET", "/checkout/return", checkout_return },
+	{ "GET", "/plans", checkout_plans },
 };
 
 int

@@ -11,6 +11,19 @@
 
 static struct settings settings;
 
+/*
+ * The credits a customer's cycle grants: their plan's, or with no plan
+ * (top-up credits only) none.  The low-balance threshold is
+ * LOW_BALANCE_PERCENT of the plan's credits, or of one top-up pack.
+ */
+static void
+credits_allowance(const struct settings_plan *plan, long *allowance, long *threshold)
+{
+	*allowance = plan != NULL ? plan->credits : 0;
+	*threshold = (plan != NULL ? plan->credits : settings.topup_credits) *
+	    settings.low_balance_percent / 100;
+}
+
 /* GET /credits, /credits/me or /credits/{customer_id}: the customer from auth.h */
 static void
 credits_balance(const struct request *req, struct response *resp)
@@ -19,17 +32,20 @@ credits_balance(const struct request *req, struct response *resp)
 	struct dodo_balance	 bal;
 	struct store_low_balance low;
 	struct mk_err		 err;
+	const struct settings_plan *plan;
 	json_object		*out, *notice = NULL;
-	long			 threshold = settings.plan_credits * settings.low_balance_percent / 100;
+	long			 allowance, threshold;
 	int			 has_low;
 
 	if (auth_customer(&settings, req, req->nparams > 0 ? req->params[0] : NULL,
 	    customer_id, sizeof customer_id, resp) == -1)
 		return;
-	if (dodo_get_balance(&settings, customer_id, &bal, &err) == -1) {
+	if (dodo_get_balance(&settings, customer_id, &bal, &err) == -1 ||
+	    customer_plan(&settings, customer_id, &plan, &err) == -1) {
 		response_fail(resp, &err);
 		return;
 	}
+	credits_allowance(plan, &allowance, &threshold);
 	/*
 	 * The notice matters only while the balance is under the threshold (a
 	 * top-up above it means it is over, whether or not its webhook came
@@ -54,7 +70,12 @@ credits_balance(const struct request *req, struct response *resp)
 	json_object_object_add(out, "overage", json_object_new_string(bal.overage));
 	json_object_object_add(out, "last_transaction_at", bal.last_transaction_at[0] ?
 	    json_object_new_string(bal.last_transaction_at) : NULL);
-	json_object_object_add(out, "allowance", json_object_new_int64(settings.plan_credits));
+	json_object_object_add(out, "plan", plan != NULL ? json_object_new_string(plan->name) :
+	    NULL);
+	json_object_object_add(out, "allowance", json_object_new_int64(allowance));
+	if (plan != NULL && plan->overage_limit > 0)
+		json_object_object_add(out, "overage_limit",
+		    json_object_new_int64(plan->overage_limit));
 	json_object_object_add(out, "low_balance_threshold", json_object_new_int64(threshold));
 	json_object_object_add(out, "low_balance", notice);
 	response_json(resp, 200, out);

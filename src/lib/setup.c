@@ -1,6 +1,7 @@
 /* setup.c: `mailkit-admin setup`: find or create the Dodo catalog MailKit needs, and write its settings. */
 #include <sys/stat.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,17 +27,26 @@
 #define SETUP_LINES_MAX		4096	/* lines of that file */
 #define SETUP_JSON_FLAGS	(JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
 
-/* The events webhook.c handles (its table): the endpoint gets these only. */
+/*
+ * The events webhook.c handles (its table): the endpoint gets these only.
+ * Every credit.* event (NeuralAPI's meter deducts, runs into overage and
+ * resets it), and the subscription changes that move a customer's plan.
+ */
 static const char *const setup_events[] = {
 	"credit.added", "credit.deducted", "credit.expired", "credit.rolled_over",
-	"credit.overage_charged", "credit.balance_low", "subscription.active",
-	"payment.succeeded",
+	"credit.rollover_forfeited", "credit.overage_charged", "credit.overage_reset",
+	"credit.balance_low", "subscription.active", "subscription.renewed",
+	"subscription.plan_changed", "subscription.on_hold", "subscription.cancelled",
+	"subscription.expired", "subscription.failed", "payment.succeeded",
 };
 
-/* The settings setup writes, in the order printed. */
-static const char *const setup_keys[] = {
-	"CREDIT_ENTITLEMENT_ID", "PLAN_PRODUCT_ID", "TOPUP_PRODUCT_ID", "DODO_WEBHOOK_KEY",
+/* NeuralAPI's plans as its tutorial prices them (cents a month); others need a price. */
+static const struct { const char *name; long price; } setup_tier_prices[] = {
+	{ "standard", 1900 }, { "starter", 2900 }, { "pro", 9900 },
 };
+#define SETUP_NEURAL_TOPUP_PRICE	1900	/* the token top-up pack, $19 */
+#define SETUP_NEURAL_TOPUP_EXPIRY	365	/* days: prepaid tokens outlast the cycle */
+#define SETUP_NEURAL_OVERAGE_PRICE	"0.000005"	/* per token past zero: $0.005 per 1K */
 
 int
 setup_plan_defaults(struct setup_plan *p, const struct settings *s, struct mk_err *err)
@@ -56,6 +66,41 @@ setup_plan_defaults(struct setup_plan *p, const struct settings *s, struct mk_er
 	p->topup_price = 900;
 	p->topup_credits = 5000;
 	p->low_balance_percent = s->low_balance_percent;
+	if (settings_is_neuralapi(s)) {
+		p->entitlement_name = "API Tokens";
+		p->unit = "token";
+		p->topup_price = SETUP_NEURAL_TOPUP_PRICE;
+		p->topup_credits = s->topup_credits;
+		p->topup_expiry_days = SETUP_NEURAL_TOPUP_EXPIRY;
+		p->metered = 1;
+		p->usage_event = s->usage_event_name;
+		p->overage_price = SETUP_NEURAL_OVERAGE_PRICE;
+	}
+	for (size_t i = 0; i < s->nplans && i < SETTINGS_PLANS_MAX; i++) {
+		struct setup_tier		*t = &p->tiers[p->ntiers++];
+		const struct settings_plan	*sp = &s->plans[i];
+		size_t				 k;
+
+		snprintf(t->name, sizeof t->name, "%s", sp->name);
+		/* MailKit's one default plan keeps the tutorial's unprefixed names */
+		if (!settings_is_neuralapi(s) && (s->plan_list == NULL || *s->plan_list == '\0'))
+			snprintf(t->key, sizeof t->key, "PLAN_PRODUCT_ID");
+		else {
+			for (k = 0; sp->name[k] != '\0' && k + 1 < sizeof t->key; k++)
+				t->key[k] = sp->name[k] == '-' ? '_' : (char)toupper(
+				    (unsigned char)sp->name[k]);
+			snprintf(t->key + k, sizeof t->key - k, "_PLAN_PRODUCT_ID");
+		}
+		t->credits = sp->credits;
+		t->overage_limit = sp->overage_limit;
+		for (k = 0; k < sizeof setup_tier_prices / sizeof setup_tier_prices[0]; k++)
+			if (strcmp(setup_tier_prices[k].name, sp->name) == 0)
+				t->price = setup_tier_prices[k].price;
+	}
+	if (p->ntiers > 0) {
+		p->plan_price = p->tiers[0].price;
+		p->plan_credits = p->tiers[0].credits;
+	}
 	while (n > 0 && base[n - 1] == '/')
 		n--;
 	len = snprintf(p->webhook_url, sizeof p->webhook_url, "%.*s%s", (int)n, base,
@@ -97,6 +142,13 @@ setup_plan_check(const struct setup_plan *p, struct mk_err *err)
 	if (p->plan_credits < 1 || p->topup_credits < 1 || p->plan_credits > 1000000000L ||
 	    p->topup_credits > 1000000000L)
 		return mk_fail(err, 400, "credit amounts must be 1..1000000000");
+	for (size_t i = 1; i < p->ntiers; i++)
+		if (p->tiers[i].price < 1 || p->tiers[i].credits < 1 ||
+		    p->tiers[i].credits > 1000000000L)
+			return mk_fail(err, 400, "plan %s needs a price (--plan-price %s=CENTS) "
+			    "and 1..1000000000 credits", p->tiers[i].name, p->tiers[i].name);
+	if (p->topup_expiry_days < 0 || p->topup_expiry_days > 3650)
+		return mk_fail(err, 400, "the top-up's expiry must be 0..3650 days");
 	if (p->low_balance_percent < 0 || p->low_balance_percent > 100)
 		return mk_fail(err, 400, "--low-balance-percent must be 0..100");
 	if (c == NULL || strlen(c) != 3 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' ||
@@ -303,59 +355,176 @@ setup_product_check(const struct settings *s, const char *entitlement_id, int pl
 	return 0;
 }
 
-/* The product kind ("plan" or "topup") granting credits of entitlement_id. */
 static int
-setup_product(const struct settings *s, const struct setup_plan *p, const char *kind,
-    const char *entitlement_id, struct setup_object *o, struct mk_err *err)
+setup_is_meter(json_object *item, const void *arg)
 {
-	json_object	*found, *body, *price, *cart, *grant;
-	int		 plan = strcmp(kind, "plan") == 0, rc;
-	char		 amount[32], desc[160];
+	return strcmp(setup_str(item, "event_name"), (const char *)arg) == 0;
+}
 
+/*
+ * The meter of p->usage_event (the tutorial's "Token Usage Meter": the sum
+ * of each event's metadata "tokens"), which the plans bill in credits.
+ */
+static int
+setup_meter(const struct settings *s, const struct setup_plan *p, struct setup_object *o,
+    struct mk_err *err)
+{
+	json_object	*found, *body, *agg;
+	int		 rc;
+
+	if ((rc = setup_scan(s, "meters", setup_is_meter, p->usage_event, &found, err)) == -1)
+		return -1;
+	if (rc == 1) {
+		rc = setup_take_id(found, "id", "meter", o, err);
+		json_object_put(found);
+		return rc;
+	}
+	if ((body = json_object_new_object()) == NULL || (agg = json_object_new_object()) == NULL)
+		return mk_fail(err, 500, "out of memory");	/* a process that ends now */
+	json_object_object_add(agg, "type", json_object_new_string("sum"));
+	json_object_object_add(agg, "key", json_object_new_string("tokens"));
+	json_object_object_add(body, "name", json_object_new_string("Token Usage Meter"));
+	json_object_object_add(body, "event_name", json_object_new_string(p->usage_event));
+	json_object_object_add(body, "aggregation", agg);
+	json_object_object_add(body, "measurement_unit", json_object_new_string("tokens"));
+	json_object_object_add(body, "description", json_object_new_string(
+	    "Tokens used per request, as NeuralAPI reports them"));
+	rc = setup_create(s, "/meters", body, "id", "meter", o, err);
+	json_object_put(body);
+	return rc;
+}
+
+/*
+ * The price of a product: one-time (the top-up), monthly (a plan), or for
+ * a metered plan usage-based, its fixed monthly fee plus the meter, which
+ * bills in credits of entitlement_id, one credit per unit.
+ */
+static json_object *
+setup_price(const struct setup_plan *p, const struct setup_tier *tier, const char *meter_id,
+    const char *entitlement_id)
+{
+	json_object	*price = json_object_new_object(), *meters, *m;
+
+	json_object_object_add(price, "currency", json_object_new_string(p->currency));
+	json_object_object_add(price, "discount", json_object_new_int(0));
+	json_object_object_add(price, "purchasing_power_parity", json_object_new_boolean(0));
+	if (tier == NULL) {
+		json_object_object_add(price, "type", json_object_new_string("one_time_price"));
+		json_object_object_add(price, "price", json_object_new_int64(p->topup_price));
+		return price;
+	}
+	if (meter_id != NULL) {
+		json_object_object_add(price, "type", json_object_new_string("usage_based_price"));
+		json_object_object_add(price, "fixed_price", json_object_new_int64(tier->price));
+		meters = json_object_new_array();
+		m = json_object_new_object();
+		json_object_object_add(m, "meter_id", json_object_new_string(meter_id));
+		json_object_object_add(m, "credit_entitlement_id",
+		    json_object_new_string(entitlement_id));
+		json_object_object_add(m, "meter_units_per_credit", json_object_new_string("1"));
+		json_object_object_add(m, "free_threshold", json_object_new_int(0));
+		json_object_array_add(meters, m);
+		json_object_object_add(price, "meters", meters);
+	} else {
+		json_object_object_add(price, "type", json_object_new_string("recurring_price"));
+		json_object_object_add(price, "price", json_object_new_int64(tier->price));
+	}
+	json_object_object_add(price, "payment_frequency_count", json_object_new_int(1));
+	json_object_object_add(price, "payment_frequency_interval", json_object_new_string("Month"));
+	/* how long the subscription runs before it ends by itself */
+	json_object_object_add(price, "subscription_period_count", json_object_new_int(10));
+	json_object_object_add(price, "subscription_period_interval", json_object_new_string("Year"));
+	return price;
+}
+
+/*
+ * The credits a product grants: a plan's per cycle (with its overage
+ * rule: none, or up to overage_limit billed at the next invoice), the
+ * top-up's once.
+ */
+static json_object *
+setup_grant(const struct setup_plan *p, const struct setup_tier *tier,
+    const char *entitlement_id)
+{
+	json_object	*grant = json_object_new_object();
+	char		 amount[32];
+	long		 expiry = p->expiry_days;
+
+	if (tier == NULL && p->topup_expiry_days > 0)
+		expiry = p->topup_expiry_days;
+	snprintf(amount, sizeof amount, "%ld", tier != NULL ? tier->credits : p->topup_credits);
+	json_object_object_add(grant, "credit_entitlement_id",
+	    json_object_new_string(entitlement_id));
+	json_object_object_add(grant, "credits_amount", json_object_new_string(amount));
+	json_object_object_add(grant, "expires_after_days",
+	    expiry > 0 ? json_object_new_int64(expiry) : NULL);
+	json_object_object_add(grant, "low_balance_threshold_percent",
+	    json_object_new_int64(p->low_balance_percent));
+	json_object_object_add(grant, "overage_enabled",
+	    json_object_new_boolean(tier != NULL && tier->overage_limit > 0));
+	if (tier != NULL && tier->overage_limit > 0) {
+		snprintf(amount, sizeof amount, "%ld", tier->overage_limit);
+		json_object_object_add(grant, "overage_limit", json_object_new_string(amount));
+		json_object_object_add(grant, "overage_behavior",
+		    json_object_new_string("invoice_at_billing"));
+		if (p->overage_price != NULL)
+			json_object_object_add(grant, "price_per_unit",
+			    json_object_new_string(p->overage_price));
+	}
+	return grant;
+}
+
+/*
+ * The product of tier (NULL: the top-up) granting credits of
+ * entitlement_id, metered by meter_id when not NULL.  Its metadata kind:
+ * "topup", "plan" for MailKit's one default plan (PLAN_PRODUCT_ID), else
+ * "plan:NAME".
+ */
+static int
+setup_product(const struct settings *s, const struct setup_plan *p,
+    const struct setup_tier *tier, const char *meter_id, const char *entitlement_id,
+    struct setup_object *o, struct mk_err *err)
+{
+	json_object	*found, *body, *cart;
+	const char	*product = p->metered ? "NeuralAPI" : "MailKit";
+	char		 kind[SETTINGS_PLAN_NAME_MAX + 8], name[SETTINGS_PLAN_NAME_MAX + 32];
+	char		 desc[160];
+	int		 rc;
+
+	if (tier == NULL)
+		snprintf(kind, sizeof kind, "topup");
+	else if (strcmp(tier->key, "PLAN_PRODUCT_ID") == 0)
+		snprintf(kind, sizeof kind, "plan");
+	else
+		snprintf(kind, sizeof kind, "plan:%s", tier->name);
 	if ((rc = setup_scan(s, "products", setup_is_product, kind, &found, err)) == -1)
 		return -1;
 	if (rc == 1) {
 		rc = setup_take_id(found, "product_id", "product", o, err);
 		json_object_put(found);
 		if (rc == 0)
-			rc = setup_product_check(s, entitlement_id, plan, o, err);
+			rc = setup_product_check(s, entitlement_id, tier != NULL, o, err);
 		return rc;
 	}
-	if ((body = json_object_new_object()) == NULL || (price = json_object_new_object()) == NULL ||
-	    (cart = json_object_new_array()) == NULL || (grant = json_object_new_object()) == NULL)
+	if (tier == NULL) {
+		snprintf(name, sizeof name, "%s Top-up", product);
+		snprintf(desc, sizeof desc, "%ld more %s credits, once", p->topup_credits, p->unit);
+	} else {
+		if (strcmp(kind, "plan") == 0)
+			snprintf(name, sizeof name, "%s Plan", product);
+		else
+			snprintf(name, sizeof name, "%s %c%s", product,
+			    toupper((unsigned char)tier->name[0]), tier->name + 1);
+		snprintf(desc, sizeof desc, "%ld %s credits every month%s", tier->credits, p->unit,
+		    tier->overage_limit > 0 ? ", with overage" : "");
+	}
+	if ((body = json_object_new_object()) == NULL || (cart = json_object_new_array()) == NULL)
 		return mk_fail(err, 500, "out of memory");	/* a process that ends now */
-	snprintf(amount, sizeof amount, "%ld", plan ? p->plan_credits : p->topup_credits);
-	snprintf(desc, sizeof desc, plan ? "%s %s credits every month" :
-	    "%s more %s credits, once", amount, p->unit);
-	json_object_object_add(body, "name", json_object_new_string(plan ? "MailKit Plan" :
-	    "MailKit Top-up"));
+	json_object_object_add(body, "name", json_object_new_string(name));
 	json_object_object_add(body, "description", json_object_new_string(desc));
 	json_object_object_add(body, "tax_category", json_object_new_string("saas"));
-	json_object_object_add(price, "currency", json_object_new_string(p->currency));
-	json_object_object_add(price, "price", json_object_new_int64(plan ? p->plan_price :
-	    p->topup_price));
-	json_object_object_add(price, "discount", json_object_new_int(0));
-	json_object_object_add(price, "purchasing_power_parity", json_object_new_boolean(0));
-	if (plan) {
-		json_object_object_add(price, "type", json_object_new_string("recurring_price"));
-		json_object_object_add(price, "payment_frequency_count", json_object_new_int(1));
-		json_object_object_add(price, "payment_frequency_interval",
-		    json_object_new_string("Month"));
-		/* how long the subscription runs before it ends by itself */
-		json_object_object_add(price, "subscription_period_count", json_object_new_int(10));
-		json_object_object_add(price, "subscription_period_interval",
-		    json_object_new_string("Year"));
-	} else
-		json_object_object_add(price, "type", json_object_new_string("one_time_price"));
-	json_object_object_add(body, "price", price);
-	json_object_object_add(grant, "credit_entitlement_id",
-	    json_object_new_string(entitlement_id));
-	json_object_object_add(grant, "credits_amount", json_object_new_string(amount));
-	json_object_object_add(grant, "expires_after_days",
-	    p->expiry_days > 0 ? json_object_new_int64(p->expiry_days) : NULL);
-	json_object_object_add(grant, "low_balance_threshold_percent",
-	    json_object_new_int64(p->low_balance_percent));
-	json_object_array_add(cart, grant);
+	json_object_object_add(body, "price", setup_price(p, tier, meter_id, entitlement_id));
+	json_object_array_add(cart, setup_grant(p, tier, entitlement_id));
 	json_object_object_add(body, "credit_entitlements", cart);
 	json_object_object_add(body, "metadata", setup_metadata(kind));
 	rc = setup_create(s, "/products", body, "product_id", "product", o, err);
@@ -449,34 +618,60 @@ setup_run(const struct settings *s, const struct setup_plan *p, struct setup_res
 		return -1;
 	if (setup_entitlement(s, p, &r->entitlement, err) == -1)
 		return -1;
-	if (setup_product(s, p, "plan", r->entitlement.id, &r->plan, err) == -1)
+	if (p->metered && setup_meter(s, p, &r->meter, err) == -1)
 		return -1;
-	if (setup_product(s, p, "topup", r->entitlement.id, &r->topup, err) == -1)
+	for (size_t i = 0; i < p->ntiers; i++) {
+		struct setup_tier t = p->tiers[i];
+
+		if (i == 0) {	/* the flags' */
+			t.price = p->plan_price;
+			t.credits = p->plan_credits;
+		}
+		snprintf(r->plan_keys[i], sizeof r->plan_keys[i], "%s", t.key);
+		if (setup_product(s, p, &t, p->metered ? r->meter.id : NULL, r->entitlement.id,
+		    &r->plans[i], err) == -1)
+			return -1;
+		r->nplans = i + 1;
+	}
+	if (setup_product(s, p, NULL, NULL, r->entitlement.id, &r->topup, err) == -1)
 		return -1;
 	return setup_webhook(s, p, &r->webhook, r->webhook_secret, sizeof r->webhook_secret, err);
 }
 
-/* The value of setup_keys[i] in r. */
+/*
+ * The settings setup writes, in the order printed: the entitlement, each
+ * plan's product, the top-up, the webhook key.  setup_key(r, i) is the
+ * name of the i-th, setup_value(r, i) its value.
+ */
+#define SETUP_NKEYS(r)	(3 + (r)->nplans)
+
+static const char *
+setup_key(const struct setup_result *r, size_t i)
+{
+	if (i == 0)
+		return "CREDIT_ENTITLEMENT_ID";
+	if (i <= r->nplans)
+		return r->plan_keys[i - 1];
+	return i == r->nplans + 1 ? "TOPUP_PRODUCT_ID" : "DODO_WEBHOOK_KEY";
+}
+
 static const char *
 setup_value(const struct setup_result *r, size_t i)
 {
-	switch (i) {
-	case 0: return r->entitlement.id;
-	case 1: return r->plan.id;
-	case 2: return r->topup.id;
-	default: return r->webhook_secret;
-	}
+	if (i == 0)
+		return r->entitlement.id;
+	if (i <= r->nplans)
+		return r->plans[i - 1].id;
+	return i == r->nplans + 1 ? r->topup.id : r->webhook_secret;
 }
-
-#define SETUP_NKEYS	(sizeof setup_keys / sizeof setup_keys[0])
 
 int
 setup_format(const struct setup_result *r, char *out, size_t outlen)
 {
 	size_t	used = 0;
 
-	for (size_t i = 0; i < SETUP_NKEYS; i++) {
-		int n = snprintf(out + used, outlen - used, "%s=%s\n", setup_keys[i],
+	for (size_t i = 0; i < SETUP_NKEYS(r); i++) {
+		int n = snprintf(out + used, outlen - used, "%s=%s\n", setup_key(r, i),
 		    setup_value(r, i));
 
 		if (n < 0 || (size_t)n >= outlen - used)
@@ -486,9 +681,9 @@ setup_format(const struct setup_result *r, char *out, size_t outlen)
 	return 0;
 }
 
-/* Which of setup_keys line sets (SETUP_NKEYS + 0 for the webhook alias), or -1. */
+/* Which of r's settings line sets (SETUP_NKEYS(r) for the webhook alias), or -1. */
 static int
-setup_line_key(const char *line, size_t len)
+setup_line_key(const struct setup_result *r, const char *line, size_t len)
 {
 	size_t	i = 0, k;
 
@@ -500,12 +695,13 @@ setup_line_key(const char *line, size_t len)
 		;
 	if (k >= len || line[k] != '=')
 		return -1;
-	for (size_t j = 0; j < SETUP_NKEYS; j++)
-		if (strlen(setup_keys[j]) == k - i && strncmp(line + i, setup_keys[j], k - i) == 0)
+	for (size_t j = 0; j < SETUP_NKEYS(r); j++)
+		if (strlen(setup_key(r, j)) == k - i && strncmp(line + i, setup_key(r, j),
+		    k - i) == 0)
 			return (int)j;
 	if (k - i == strlen("DODO_PAYMENTS_WEBHOOK_KEY") &&
 	    strncmp(line + i, "DODO_PAYMENTS_WEBHOOK_KEY", k - i) == 0)
-		return (int)SETUP_NKEYS;
+		return (int)SETUP_NKEYS(r);
 	return -1;
 }
 
@@ -539,7 +735,7 @@ int
 setup_write_env(const char *path, const struct setup_result *r, struct mk_err *err)
 {
 	struct buf	 in, out;
-	int		 done[SETUP_NKEYS + 1] = { 0 }, fd = -1, result = -1, lines = 0;
+	int		 done[SETTINGS_PLANS_MAX + 4] = { 0 }, fd = -1, result = -1, lines = 0;
 	char		*tmp = NULL;
 	const char	*p, *end;
 
@@ -551,7 +747,7 @@ setup_write_env(const char *path, const struct setup_result *r, struct mk_err *e
 	for (p = in.data != NULL ? in.data : "", end = p + in.len; p < end; lines++) {
 		const char	*nl = memchr(p, '\n', (size_t)(end - p));
 		size_t		 len = nl != NULL ? (size_t)(nl - p) : (size_t)(end - p);
-		int		 k = setup_line_key(p, len);
+		int		 k = setup_line_key(r, p, len);
 
 		if (lines >= SETUP_LINES_MAX) {
 			mk_fail(err, 500, "%s has more than %d lines", path, SETUP_LINES_MAX);
@@ -560,15 +756,16 @@ setup_write_env(const char *path, const struct setup_result *r, struct mk_err *e
 		if (k == -1) {
 			if (buf_append(&out, p, len) == -1 || buf_puts(&out, "\n") == -1)
 				goto toolong;
-		} else if (k < (int)SETUP_NKEYS && !done[k]) {
-			if (buf_printf(&out, "%s=%s\n", setup_keys[k], setup_value(r, (size_t)k)) == -1)
+		} else if (k < (int)SETUP_NKEYS(r) && !done[k]) {
+			if (buf_printf(&out, "%s=%s\n", setup_key(r, (size_t)k),
+			    setup_value(r, (size_t)k)) == -1)
 				goto toolong;
 			done[k] = 1;
 		}	/* else: a repeat, or the alias DODO_WEBHOOK_KEY replaces: dropped */
 		p += len + (nl != NULL);
 	}
-	for (size_t k = 0; k < SETUP_NKEYS; k++)
-		if (!done[k] && buf_printf(&out, "%s=%s\n", setup_keys[k], setup_value(r, k)) == -1)
+	for (size_t k = 0; k < SETUP_NKEYS(r); k++)
+		if (!done[k] && buf_printf(&out, "%s=%s\n", setup_key(r, k), setup_value(r, k)) == -1)
 			goto toolong;
 	/* beside the file, so that rename() replaces it in one step */
 	if ((tmp = malloc(strlen(path) + sizeof ".setup-XXXXXX")) == NULL) {

@@ -24,101 +24,16 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import {
+  BUILDDIR, EXTERNAL_URL, adjustOnDashboard, eventually, expectHidden, expectText, harness,
+  openBrowser, sleep, visibleText,
+} from './browser-lib.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const SRCDIR = process.env.MAILKIT_SRCDIR || path.resolve(HERE, '..', '..');
-const BUILDDIR = process.env.MAILKIT_BUILDDIR || SRCDIR;
-const CHROMIUM = process.env.MAILKIT_CHROMIUM || '/usr/bin/chromium';
-const EXTERNAL_URL = process.env.MAILKIT_BROWSER_URL || '';
-
-const EXPECT_MS = 15000;        // one expectation: what a person waits for, at most
-const POLL_MS = 200;            // how often an expectation is re-checked
 const FLOW_TIMEOUT_MS = 240000; // the whole flow for one server
 const NARROW_WIDTH = 375;       // phone width the page must fit without side-scrolling
 const LOW_BALANCE_TEXT = /low balance/i;
 const NO_CREDITS =
   'No email credits remaining. Buy a top-up pack to keep sending.';
-
-/* ---------------------------------------------------------------- prerequisites */
-function findPlaywright() {
-  const roots = [path.join(SRCDIR, 'tests'), path.join(BUILDDIR, 'tests'), path.resolve(HERE, '..')];
-  for (const root of roots) {
-    try {
-      return createRequire(path.join(root, 'package.json')).resolve('playwright-core');
-    } catch { /* try the next */ }
-  }
-  return null;
-}
-
-const missing = [];
-const playwrightPath = findPlaywright();
-if (!playwrightPath) missing.push('playwright-core not installed (npm ci --prefix tests)');
-if (!fs.existsSync(CHROMIUM)) missing.push(`${CHROMIUM} not found (apt-get install chromium)`);
-if (!EXTERNAL_URL && !fs.existsSync(path.join(HERE, 'harness.mjs')))
-  missing.push('tests/integration/harness.mjs not found');
-if (missing.length) {
-  const why = missing.join('; ');
-  if (process.env.MAILKIT_REQUIRE_ALL_TESTS === '1') {
-    console.log(`1..1\nnot ok 1 - browser prerequisites missing: ${why}`);
-    process.exit(1);
-  }
-  console.log(`1..0 # SKIP ${why}`);
-  process.exit(0);
-}
-
-// playwright-core is CommonJS: its exports arrive as the default export.
-const playwright = await import(pathToFileURL(playwrightPath).href);
-const { chromium } = playwright.default ?? playwright;
-const harness = EXTERNAL_URL ? null : await import(pathToFileURL(path.join(HERE, 'harness.mjs')).href);
-
-// The flags the machine needs (machines/c.md): no sandbox as root, no GPU,
-// and none of Chromium's own background traffic on this offline machine.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-
-/* ---------------------------------------------------------------- helpers */
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Polls until check() returns a truthy value or EXPECT_MS passes; the
-// error says what was expected and what was last seen.
-async function eventually(what, check, seen) {
-  const deadline = Date.now() + EXPECT_MS;
-  let last = '';
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (e) { last = `(${e.message.split('\n')[0]})`; }
-    if (Date.now() > deadline) {
-      if (seen) { try { last = await seen(); } catch (e) { /* keep previous */ } }
-      throw new Error(`expected ${what} within ${EXPECT_MS / 1000}s; saw: ${JSON.stringify(last)}`);
-    }
-    await sleep(POLL_MS);
-  }
-}
-
-async function visibleText(page, selector) {
-  const loc = page.locator(selector);
-  if ((await loc.count()) === 0 || !(await loc.first().isVisible())) return null;
-  return (await loc.first().innerText()).trim();
-}
-
-async function expectText(page, selector, re) {
-  return eventually(`${selector} to show ${re}`, async () => {
-    const t = await visibleText(page, selector);
-    return t !== null && re.test(t) ? t : null;
-  }, async () => (await visibleText(page, selector)) ?? `${selector} hidden`);
-}
-
-async function expectHidden(page, selector) {
-  return eventually(`${selector} to be hidden`, async () =>
-    (await visibleText(page, selector)) === null,
-  async () => visibleText(page, selector));
-}
 
 // What the page says right now, for failure messages.
 async function pageSummary(page) {
@@ -140,75 +55,10 @@ function balanceRe(n) {
   return new RegExp(`^${n.toLocaleString('en-US')} emails? left$`);
 }
 
-// Fills and submits the sandbox dashboard's "Adjust balance" form for cus.
-async function adjustOnDashboard(page, sandboxBase, cus, entryType, amount) {
-  await page.goto(new URL('/sandbox/', sandboxBase).href);
-  const form = page.locator(`form[action*="${cus}"][action*="adjust"]`);
-  await eventually(`an Adjust balance form for ${cus} on the dashboard`,
-    async () => (await form.count()) > 0,
-    async () => (await page.locator('body').innerText()).slice(0, 600));
-  const f = form.first();
-  const type = f.locator('[name="entry_type"]');
-  const tag = await type.first().evaluate((el) => `${el.tagName}:${el.type || ''}`);
-  if (tag.startsWith('SELECT')) await type.first().selectOption(entryType);
-  else if (/radio/.test(tag)) await f.locator(`[name="entry_type"][value="${entryType}"]`).check();
-  else await type.first().fill(entryType);
-  await f.locator('[name="amount"]').fill(String(amount));
-  const submit = f.locator('button[type="submit"], button:not([type]), input[type="submit"]').first();
-  // The form answers 303 back to the dashboard.
-  await Promise.all([page.waitForNavigation(), submit.click()]);
-}
-
 /* ---------------------------------------------------------------- the flow */
 async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
-  fs.mkdirSync(outDir, { recursive: true });
-  const context = await chromium.launchPersistentContext(contextDir, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1000, height: 900 },
-    locale: 'en-US',
-  });
-  const page = context.pages()[0] ?? await context.newPage();
-  page.setDefaultTimeout(EXPECT_MS);
-  page.setDefaultNavigationTimeout(EXPECT_MS);
-
-  const origin = new URL(baseUrl).origin;
-  const jsErrors = [];
-  const foreign = [];
-  // Console errors, as a person with the developer tools open sees them
-  // (Chromium logs every failed load there: a 404 favicon, a 405 probe).
-  const consoleErrors = [];
-  page.on('pageerror', (e) => jsErrors.push(e.message));
-  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(`${page.url()}: ${m.text()}`); });
-  // Load url and assert that loading it logged no console error.
-  async function loadClean(url) {
-    consoleErrors.length = 0;
-    await page.goto(url, { waitUntil: 'networkidle' });
-    assert.deepEqual(consoleErrors, [], `no console errors loading ${url}`);
-  }
-  context.on('request', (r) => {
-    const u = new URL(r.url());
-    if (!['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname) && u.protocol !== 'data:')
-      foreign.push(r.url());
-  });
-
-  let n = 0;
-  async function step(name, fn) {
-    n += 1;
-    const tag = `${String(n).padStart(2, '0')}-${name}`;
-    try {
-      await fn();
-      await page.screenshot({ path: path.join(outDir, `${tag}.png`), fullPage: true });
-    } catch (e) {
-      try {
-        await page.screenshot({ path: path.join(outDir, `${tag}-FAILED.png`), fullPage: true });
-      } catch { /* the page may be gone */ }
-      const summary = await pageSummary(page);
-      e.message = `[${server}] step ${tag} failed: ${e.message}\n  page: ${summary}`;
-      throw e;
-    }
-  }
+  const { context, page, origin, jsErrors, foreign, loadClean, step } =
+    await openBrowser({ server, baseUrl, contextDir, outDir, summary: pageSummary });
 
   const email = `browser-${server}-${Date.now()}@example.com`;
   let cus = '';

@@ -29,6 +29,16 @@ const SANDBOX_SETTINGS = {
 	PLAN_PRODUCT_ID: 'pdt_sandbox_plan',
 	TOPUP_PRODUCT_ID: 'pdt_sandbox_topup',
 };
+// ... and for a NeuralAPI stack (MAILKIT_PRODUCT=neuralapi).
+const NEURALAPI_SANDBOX_SETTINGS = {
+	DODO_PAYMENTS_API_KEY: 'sandbox_dodo_key',
+	RESEND_API_KEY: 're_sandbox_key',
+	CREDIT_ENTITLEMENT_ID: 'cde_sandbox_tokens',
+	STARTER_PLAN_PRODUCT_ID: 'pdt_sandbox_starter',
+	PRO_PLAN_PRODUCT_ID: 'pdt_sandbox_pro',
+	TOPUP_PRODUCT_ID: 'pdt_sandbox_token_topup',
+	OPENAI_API_KEY: 'sk-sandbox',
+};
 
 // The suites subscribe many buyers from 127.0.0.1 within a minute: the
 // per-address limit of the unauthenticated checkout routes and the cap on
@@ -162,7 +172,8 @@ export async function freePort() {
 function stackEnv(extra) {
 	const env = {};
 	for (const [k, v] of Object.entries(process.env)) {
-		if (/^(DODO_|RESEND_|SENDGRID_|POSTMARK_|SMTP_|SANDBOX_|MAILKIT_(?!REQUIRE_ALL_TESTS$))/.test(k))
+		if (/^(DODO_|RESEND_|SENDGRID_|POSTMARK_|SMTP_|SANDBOX_|OPENAI_|MAILKIT_(?!REQUIRE_ALL_TESTS$))/.test(k) ||
+		    /_PLAN_/.test(k) || k === 'PLANS')
 			continue;
 		if (['PORT', 'BASE_URL', 'MAIL_FROM', 'MAIL_PROVIDER', 'CREDIT_ENTITLEMENT_ID',
 		    'PLAN_PRODUCT_ID', 'TOPUP_PRODUCT_ID', 'MAX_BODY_BYTES'].includes(k) ||
@@ -223,7 +234,8 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 			sandboxUrl: `${baseUrl}/sandbox`,
 			stateDir,
 			settings: {
-				...SANDBOX_SETTINGS,
+				...(env.MAILKIT_PRODUCT === 'neuralapi' ? NEURALAPI_SANDBOX_SETTINGS :
+				    SANDBOX_SETTINGS),
 				PORT: String(port),
 				BASE_URL: baseUrl,
 				DODO_PAYMENTS_BASE_URL: `${baseUrl}/sandbox/dodo`,
@@ -649,13 +661,14 @@ export async function completeCheckout(stack, checkoutUrl, { claimToken } = {}) 
  * Subscribe a new customer through the whole flow, as the page does: keep
  * the claim token from POST /checkout/subscribe and present it on the
  * return, which answers the account's API key once.  Returns
- * { customer_id, api_key, email }.  With topup, also buys one top-up pack
- * (with the key).
+ * { customer_id, api_key, email }.  plan names the plan (none: the default
+ * plan).  With topup, also buys one top-up pack (with the key).
  */
-export async function subscribeWithKey(stack, { email, name, topup = false } = {}) {
+export async function subscribeWithKey(stack, { email, name, plan, topup = false } = {}) {
 	email ??= `it-${randomUUID().slice(0, 8)}@example.org`;
 	name ??= 'Integration Test';
-	const sub = await postJson(stack, '/checkout/subscribe', { email, name });
+	const sub = await postJson(stack, '/checkout/subscribe',
+	    plan === undefined ? { email, name } : { plan, email, name });
 	if (sub.status !== 200 || !sub.json?.checkout_url)
 		throw new Error(`POST /checkout/subscribe: ${sub.status} ${sub.text}`);
 	const done = await completeCheckout(stack, sub.json.checkout_url,

@@ -166,8 +166,8 @@ function defineSecurityTests(server) {
 			    new RegExp(`^unknown field: ${f}$`), `unknown field ${f}`);
 		}
 		assertRefused(await request(stack, 'POST', '/checkout/subscribe', {
-		    json: { email: `u-${uniq()}@example.org`, plan: 'gold' } }), 400,
-		    /^unknown field: plan$/, 'unknown field on subscribe');
+		    json: { email: `u-${uniq()}@example.org`, tier: 'gold' } }), 400,
+		    /^unknown field: tier$/, 'unknown field on subscribe');
 		// lighttpd drops a header with a blank value before FastCGI: through it
 		// the request arrives with no key at all, which the program cannot tell
 		if (server === 'apache') {

@@ -69,7 +69,10 @@ test('setup creates the catalog with the tutorial\'s values and prints the setti
 	assert.equal(c.webhooks[0].url, `${stack.baseUrl}/webhooks/dodo`);
 	assert.deepEqual([...c.webhooks[0].filter_types].sort(), ['credit.added',
 	    'credit.balance_low', 'credit.deducted', 'credit.expired', 'credit.overage_charged',
-	    'credit.rolled_over', 'payment.succeeded', 'subscription.active']);
+	    'credit.overage_reset', 'credit.rolled_over', 'credit.rollover_forfeited',
+	    'payment.succeeded', 'subscription.active', 'subscription.cancelled',
+	    'subscription.expired', 'subscription.failed', 'subscription.on_hold',
+	    'subscription.plan_changed', 'subscription.renewed']);
 });
 
 test('a second run creates nothing and prints the same settings', async () => {

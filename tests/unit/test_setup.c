@@ -16,7 +16,9 @@ result(void)
 
 	memset(&r, 0, sizeof r);
 	snprintf(r.entitlement.id, sizeof r.entitlement.id, "cde_1");
-	snprintf(r.plan.id, sizeof r.plan.id, "pdt_p");
+	r.nplans = 1;
+	snprintf(r.plan_keys[0], sizeof r.plan_keys[0], "PLAN_PRODUCT_ID");
+	snprintf(r.plans[0].id, sizeof r.plans[0].id, "pdt_p");
 	snprintf(r.topup.id, sizeof r.topup.id, "pdt_t");
 	snprintf(r.webhook_secret, sizeof r.webhook_secret, "whsec_c2VjcmV0c2VjcmV0c2VjcmV0");
 	return r;
