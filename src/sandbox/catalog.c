@@ -17,6 +17,7 @@
 #define CATALOG_DESC_MAX	2048
 #define CATALOG_KEY_MAX		256	/* idempotency keys */
 #define CATALOG_PRICE_MAX	100000000	/* minor units: $1,000,000 */
+#define CATALOG_PRICE_METERS_MAX 10		/* meters of one usage-based price */
 #define CATALOG_ATTACH_MAX	20	/* credit entitlements on one product */
 #define CATALOG_FILTERS_MAX	100	/* filter_types of one endpoint */
 #define CATALOG_TYPE_MAX	64	/* one event type name */
@@ -303,13 +304,56 @@ catalog_entitlement_get(const struct request *req, struct response *resp)
 
 /* ------------------------------------------------------------ products */
 
+/*
+ * A usage-based price's meters: 1..CATALOG_PRICE_METERS_MAX of {meter_id (a
+ * meter of the sandbox's), credit_entitlement_id? (a known one: billing in
+ * its credits), meter_units_per_credit?, free_threshold?}.  0 / -1 (422 set).
+ */
+static int
+catalog_price_meters(sqlite3 *db, json_object *price, struct response *resp)
+{
+	json_object	*meters, *m, *known;
+	const char	*id, *cent;
+	size_t		 n;
+
+	if (!json_object_object_get_ex(price, "meters", &meters) ||
+	    !json_object_is_type(meters, json_type_array) ||
+	    (n = json_object_array_length(meters)) == 0 || n > CATALOG_PRICE_METERS_MAX) {
+		catalog_bad(resp, "%s must list 1 to 10 meters", "price.meters");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		m = json_object_array_get_idx(meters, i);
+		if (!json_object_is_type(m, json_type_object) ||
+		    (id = catalog_string(m, "meter_id", SANDBOX_ID_MAX)) == NULL) {
+			catalog_bad(resp, "%s needs a meter_id", "each of price.meters");
+			return -1;
+		}
+		if ((known = catalog_meter(db, id)) == NULL) {
+			dodo_api_error(resp, 404, "NOT_FOUND", "meter %s not found", id);
+			return -1;
+		}
+		json_object_put(known);
+		cent = catalog_string(m, "credit_entitlement_id", SANDBOX_ID_MAX);
+		if (cent != NULL && strcmp(cent, sandbox.entitlement_id) != 0 &&
+		    (known = catalog_find(db, "entitlement", cent)) == NULL) {
+			dodo_api_error(resp, 404, "NOT_FOUND", "credit entitlement %s not found",
+			    cent);
+			return -1;
+		} else if (cent != NULL && strcmp(cent, sandbox.entitlement_id) != 0)
+			json_object_put(known);
+	}
+	return 0;
+}
+
 /* The price object checked and copied (NULL: 422 set). */
 static json_object *
-catalog_price(json_object *root, struct response *resp, int *recurring)
+catalog_price(sqlite3 *db, json_object *root, struct response *resp, int *recurring)
 {
 	json_object	*in, *out;
 	const char	*type, *currency, *iv1, *iv2;
 	int64_t		 price = 0, n1 = 0, n2 = 0;
+	int		 usage_based;
 
 	if (!json_object_object_get_ex(root, "price", &in) ||
 	    !json_object_is_type(in, json_type_object)) {
@@ -319,20 +363,25 @@ catalog_price(json_object *root, struct response *resp, int *recurring)
 	type = catalog_string(in, "type", 32);
 	currency = catalog_string(in, "currency", 3);
 	if (type == NULL || (strcmp(type, "one_time_price") != 0 &&
-	    strcmp(type, "recurring_price") != 0)) {
-		catalog_bad(resp, "%s must be one_time_price or recurring_price (the sandbox has "
-		    "no usage-based prices)", "price.type");
+	    strcmp(type, "recurring_price") != 0 && strcmp(type, "usage_based_price") != 0)) {
+		catalog_bad(resp, "%s must be one_time_price, recurring_price or "
+		    "usage_based_price", "price.type");
 		return NULL;
 	}
 	if (currency == NULL || strlen(currency) != 3) {
 		catalog_bad(resp, "%s is required: an ISO 4217 code", "price.currency");
 		return NULL;
 	}
-	if (catalog_int(in, "price", 0, CATALOG_PRICE_MAX, &price) != 1) {
-		catalog_bad(resp, "%s is required: an integer of minor units", "price.price");
+	usage_based = strcmp(type, "usage_based_price") == 0;
+	if (catalog_int(in, usage_based ? "fixed_price" : "price", 0, CATALOG_PRICE_MAX,
+	    &price) != 1) {
+		catalog_bad(resp, "%s is required: an integer of minor units", usage_based ?
+		    "price.fixed_price" : "price.price");
 		return NULL;
 	}
-	*recurring = strcmp(type, "recurring_price") == 0;
+	if (usage_based && catalog_price_meters(db, in, resp) == -1)
+		return NULL;
+	*recurring = !(strcmp(type, "one_time_price") == 0);
 	if (*recurring) {
 		iv1 = catalog_string(in, "payment_frequency_interval", 8);
 		iv2 = catalog_string(in, "subscription_period_interval", 8);
@@ -476,7 +525,7 @@ catalog_product_create(const struct request *req, struct response *resp)
 		catalog_bad(resp, "%s must be a string", "description");
 	else if (dodo_api_metadata(root, &meta, why, sizeof(why)) == -1)
 		dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "%s", why);
-	else if ((price = catalog_price(root, resp, &recurring)) != NULL &&
+	else if ((price = catalog_price(db, root, resp, &recurring)) != NULL &&
 	    (attached = catalog_attachments(db, root, resp)) != NULL) {
 		state_id("pdt_", id, sizeof(id));
 		o = json_object_new_object();
