@@ -7,8 +7,10 @@
 
 #include <openssl/crypto.h>
 
+#include "customer_plan.h"
 #include "mailkit.h"
 #include "store.h"
+#include "usage.h"
 
 #define WH_FIELD_MAX		256	/* bytes kept of any text field we log or use */
 #define WH_NOTICE_MAX		(16 * 1024)	/* the low-balance email body */
@@ -323,6 +325,46 @@ wh_ledger_logged(const struct wh_event *ev)
 }
 
 /*
+ * credit.deducted / credit.overage_charged: logged; when the meter made it
+ * (reference_type "meter"), its amount clears the customer's oldest usage
+ * still counted as unsettled (usage.h), once per ledger entry id, whichever
+ * of this webhook and the outbox's ledger poll sees it first.
+ */
+static enum wh_outcome
+wh_deducted(const struct wh_event *ev)
+{
+	char		 customer[WH_FIELD_MAX], amount[WH_FIELD_MAX], ref[WH_FIELD_MAX];
+	char		 entry[WH_FIELD_MAX];
+	struct mk_err	 err;
+
+	(void)wh_ledger_logged(ev);
+	wh_text(ev->data, "customer_id", customer, sizeof customer);
+	wh_text(ev->data, "amount", amount, sizeof amount);
+	wh_text(ev->data, "reference_type", ref, sizeof ref);
+	wh_text(ev->data, "id", entry, sizeof entry);
+	if (strcmp(ref, "meter") != 0 || wh_other_entitlement(ev->data) ||
+	    !valid_customer_id(customer) || entry[0] == '\0')
+		return WH_DONE;
+	if (usage_meter_deduction(&settings, customer, entry, amount, &err) == -1)
+		return WH_RETRY;
+	return WH_DONE;
+}
+
+/* subscription.*: the customer's plan may have changed (overage room). */
+static enum wh_outcome
+wh_subscription(const struct wh_event *ev)
+{
+	char customer[WH_FIELD_MAX], status[WH_FIELD_MAX];
+
+	wh_text(wh_object(ev->data, "customer"), "customer_id", customer, sizeof customer);
+	wh_text(ev->data, "status", status, sizeof status);
+	log_info("[subscription] %s: %s (status %s)", customer, ev->type, status);
+	if (valid_customer_id(customer))
+		customer_plan_forget(customer);
+	return WH_DONE;
+}
+
+/*
  * subscription.active / payment.succeeded: the customer is paying, so they
  * need an API key: their first one.  A customer who has or had one (a
  * top-up, a renewal, the other event of the same purchase, a key an
@@ -347,6 +389,8 @@ wh_purchase(const struct wh_event *ev)
 	wh_text(ev->data, sub ? "subscription_id" : "payment_id", id, sizeof id);
 	wh_text(ev->data, "status", status, sizeof status);
 	log_info("[purchase] %s: %s %s (status %s)", customer, ev->type, id, status);
+	if (sub && valid_customer_id(customer))
+		customer_plan_forget(customer);	/* a new plan: its overage room */
 	/* the payload is the latest state: a delayed event may be stale */
 	if (!valid_customer_id(customer) ||
 	    strcmp(status, sub ? "active" : "succeeded") != 0)
@@ -380,7 +424,12 @@ wh_purchase(const struct wh_event *ev)
 	return WH_DONE;
 }
 
-/* log_only: events MailKit only logs, per delivery and without the store */
+/*
+ * log_only: events MailKit only logs, per delivery and without the store.
+ * Every credit.* event is handled once (a meter deduction clears usage);
+ * subscription changes drop the customer's cached plan in this process
+ * (other processes' caches lapse within CUSTOMER_PLAN_CACHE_MS).
+ */
 static const struct {
 	const char	*type;
 	enum wh_outcome	(*handle)(const struct wh_event *);
@@ -388,11 +437,19 @@ static const struct {
 } wh_handlers[] = {
 	{ "credit.balance_low",		wh_balance_low,		0 },
 	{ "credit.added",		wh_credit_added,	0 },
-	{ "credit.deducted",		wh_ledger_logged,	1 },
-	{ "credit.expired",		wh_ledger_logged,	1 },
-	{ "credit.rolled_over",		wh_ledger_logged,	1 },
-	{ "credit.overage_charged",	wh_ledger_logged,	1 },
+	{ "credit.deducted",		wh_deducted,		0 },
+	{ "credit.overage_charged",	wh_deducted,		0 },
+	{ "credit.expired",		wh_ledger_logged,	0 },
+	{ "credit.rolled_over",		wh_ledger_logged,	0 },
+	{ "credit.rollover_forfeited",	wh_ledger_logged,	0 },
+	{ "credit.overage_reset",	wh_ledger_logged,	0 },
 	{ "subscription.active",	wh_purchase,		0 },
+	{ "subscription.renewed",	wh_subscription,	1 },
+	{ "subscription.plan_changed",	wh_subscription,	1 },
+	{ "subscription.on_hold",	wh_subscription,	1 },
+	{ "subscription.cancelled",	wh_subscription,	1 },
+	{ "subscription.expired",	wh_subscription,	1 },
+	{ "subscription.failed",	wh_subscription,	1 },
 	{ "payment.succeeded",		wh_purchase,		0 },
 };
 

@@ -1,0 +1,227 @@
+// generate.test.mjs: POST /api/generate (generate.fcgi), billed in tokens: holds that
+// stop at zero, Idempotency-Key replays, nothing billed when the model fails, and
+// (with the sandbox's events ingest and meter) usage billed exactly once.
+// generate.fcgi runs on its own socket beside a sandbox stack (startGenerate), and
+// is spoken to in FastCGI, as the web server would.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
+import { BUILDDIR, fcgiRequest, getJson, keyedCustomer, missingPrerequisite, postJson,
+    sandboxFault, clearSandboxFaults, setBalance, balance, skipFile, startStack }
+    from './harness.mjs';
+
+{
+	const why = missingPrerequisite('lighttpd') ??
+	    (existsSync(path.join(BUILDDIR, 'generate.fcgi')) ? null : 'generate.fcgi not built');
+	if (why)
+		skipFile(why);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const HOLD_OVERHEAD = 16;	// usage.h: 2 * USAGE_MESSAGE_OVERHEAD
+const holdOf = (prompt, maxTokens) => Buffer.byteLength(prompt) + HOLD_OVERHEAD + maxTokens;
+
+// generate.fcgi on STATE/generate-N.sock with the stack's settings; returns
+// { call(method, path, {json, key, headers}), kill(signal), exited }.
+let generation = 0;
+function startGenerate(stack, env = {}) {
+	const sock = path.join(stack.stateDir, `generate-${++generation}.sock`);
+	const childEnv = {
+		PATH: process.env.PATH, HOME: process.env.HOME,
+		...stack.settings,
+		MAILKIT_ENV_FILE: path.join(stack.stateDir, 'test.env'),
+		MAILKIT_SOCKET: sock,
+		MAILKIT_LOG_FILE: path.join(stack.stateDir, 'log', `generate-${generation}.log`),
+		OPENAI_BASE_URL: `${stack.sandboxUrl}/openai/v1`,
+		OPENAI_API_KEY: 'sk-sandbox',
+		...Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v)])),
+	};
+	const child = spawn(path.join(BUILDDIR, 'generate.fcgi'), [], { env: childEnv,
+	    stdio: ['ignore', 'ignore', 'pipe'] });
+	let stderr = '';
+	child.stderr.on('data', (d) => { stderr += d; });
+	const exited = new Promise((r) => child.on('exit', (code, sig) => r({ code, sig })));
+	const prog = {
+		child, sock, exited, stderr: () => stderr,
+		async ready() {
+			for (let i = 0; i < 100 && !existsSync(sock); i++)
+				await sleep(50);
+			if (!existsSync(sock))
+				throw new Error(`generate.fcgi did not start: ${stderr}`);
+		},
+		async call(method, uri, { json, key, headers = {} } = {}) {
+			const body = json === undefined ? '' : JSON.stringify(json);
+			const params = {
+				REQUEST_METHOD: method, REQUEST_URI: uri, SCRIPT_NAME: '',
+				SERVER_PROTOCOL: 'HTTP/1.1', REMOTE_ADDR: '127.0.0.1',
+				CONTENT_LENGTH: String(Buffer.byteLength(body)),
+				CONTENT_TYPE: json === undefined ? '' : 'application/json',
+			};
+			if (key)
+				params.HTTP_AUTHORIZATION = `Bearer ${key}`;
+			for (const [k, v] of Object.entries(headers))
+				params[`HTTP_${k.toUpperCase().replace(/-/g, '_')}`] = v;
+			const r = await fcgiRequest(sock, params, { stdin: body, timeoutMs: 60_000 });
+			const text = r.stdout.split(/\r?\n\r?\n/).slice(1).join('\n\n');
+			let parsed;
+			try { parsed = JSON.parse(text); } catch { parsed = undefined; }
+			return { status: r.status, json: parsed, text };
+		},
+		kill(sig = 'SIGTERM') { child.kill(sig); return exited; },
+	};
+	return prog;
+}
+
+let stack, gen;
+before(async () => {
+	stack = await startStack({ server: 'lighttpd' });
+	gen = startGenerate(stack);
+	await gen.ready();
+});
+after(async () => {
+	if (gen)
+		await gen.kill();
+	await stack?.stop();
+});
+
+const openaiCalls = async () => (await getJson(stack, '/sandbox/admin/stats')).json.calls.openai;
+const generate = (customer, json, headers) => gen.call('POST', '/api/generate',
+    { json, key: customer.key, headers });
+
+test('a completion is answered with its text, its tokens and its billing', async () => {
+	const c = await keyedCustomer(stack, 'gen-basic');
+	await setBalance(stack, c, 1000);
+	const r = await generate(c, { prompt: 'Hello there, model!', max_tokens: 50 });
+	assert.equal(r.status, 200, r.text);
+	assert.match(r.json.id, /^gen_[0-9a-f]{32}$/);
+	assert.equal(r.json.text, 'You said: Hello there, model!');
+	assert.equal(r.json.model, 'gpt-5-mini');
+	assert.equal(r.json.usage.total_tokens, r.json.usage.prompt_tokens + r.json.usage.completion_tokens);
+	assert.equal(r.json.tokens_used, r.json.usage.total_tokens);
+	assert.ok(r.json.tokens_used > 0);
+	assert.equal(r.json.billing.hold, holdOf('Hello there, model!', 50));
+	assert.ok(r.json.tokens_used <= r.json.billing.hold, 'the hold bounds the cost');
+	assert.match(r.json.billing.event_id, /^mk-gen-[0-9a-f]{32}$/);
+	const g = await gen.call('GET', `/api/generate/${r.json.id}`, { key: c.key });
+	assert.equal(g.status, 200, g.text);
+	assert.equal(g.json.text, r.json.text);
+	assert.equal(g.json.tokens_used, r.json.tokens_used);
+	// another customer cannot see it
+	const other = await keyedCustomer(stack, 'gen-other');
+	assert.equal((await gen.call('GET', `/api/generate/${r.json.id}`, { key: other.key })).status, 404);
+});
+
+test('bad input is a 400 before any upstream call', async () => {
+	const c = await keyedCustomer(stack, 'gen-bad');
+	const before = await openaiCalls();
+	for (const body of [{}, { prompt: '' }, { prompt: 5 }, { prompt: 'x', max_tokens: 0 },
+	    { prompt: 'x', max_tokens: 1.5 }, { prompt: 'x', max_tokens: 'ten' },
+	    { prompt: 'x', max_tokens: 10_000_000 }, { prompt: 'x', tools: [] },
+	    { prompt: 'x'.repeat(64 * 1024 + 1) }]) {
+		const r = await generate(c, body);
+		assert.equal(r.status, 400, `${JSON.stringify(body).slice(0, 60)}: ${r.text}`);
+		assert.equal(typeof r.json.error, 'string');
+	}
+	assert.equal(await openaiCalls(), before);
+	assert.equal((await gen.call('POST', '/api/generate', { json: { prompt: 'x' } })).status, 401);
+});
+
+test('Starter at zero gets 402, and a hold the balance cannot cover is refused', async () => {
+	const c = await keyedCustomer(stack, 'gen-zero');
+	await setBalance(stack, c, 0);
+	const before = await openaiCalls();
+	let r = await generate(c, { prompt: 'hi', max_tokens: 10 });
+	assert.equal(r.status, 402, r.text);
+	assert.match(r.json.error, /Not enough tokens/);
+	await setBalance(stack, c, holdOf('hi', 10) - 1);
+	r = await generate(c, { prompt: 'hi', max_tokens: 10 });
+	assert.equal(r.status, 402, r.text);
+	assert.equal(await openaiCalls(), before, 'no model call for a refused hold');
+	await setBalance(stack, c, holdOf('hi', 10));
+	r = await generate(c, { prompt: 'hi', max_tokens: 10 });
+	assert.equal(r.status, 200, r.text);
+	// its usage now counts until the meter deducts it: the next one is refused
+	r = await generate(c, { prompt: 'hi', max_tokens: 10 });
+	assert.equal(r.status, 402, r.text);
+});
+
+test('50 concurrent requests at the edge of zero never overspend', async () => {
+	const c = await keyedCustomer(stack, 'gen-race');
+	const prompt = 'race to the bottom';
+	const hold = holdOf(prompt, 40);
+	const bal = hold * 7 + hold / 2 | 0;	// room for 7 holds, not 8
+	await setBalance(stack, c, bal);
+	const rs = await Promise.all(Array.from({ length: 50 },
+	    () => generate(c, { prompt, max_tokens: 40 })));
+	const ok = rs.filter((r) => r.status === 200);
+	assert.deepEqual(rs.filter((r) => r.status !== 200 && r.status !== 402).map((r) => r.text), []);
+	// each admitted request settles to its real count (below its hold), which
+	// frees room for later ones: at least the 7 holds that fit at once pass
+	assert.ok(ok.length >= 7, `admitted ${ok.length}`);
+	const used = ok.reduce((n, r) => n + r.json.tokens_used, 0);
+	assert.ok(used <= bal, `used ${used} > balance ${bal}`);
+	assert.equal(new Set(ok.map((r) => r.json.id)).size, ok.length);
+	// no hold is left behind: what is left admits exactly what it covers
+	const next = await generate(c, { prompt, max_tokens: 40 });
+	assert.equal(next.status, bal - used >= hold ? 200 : 402, next.text);
+});
+
+test('Idempotency-Key: a retry replays the answer, a different request is a 409', async () => {
+	const c = await keyedCustomer(stack, 'gen-idem');
+	await setBalance(stack, c, 1000);
+	const key = `idem-${randomUUID()}`;
+	const before = await openaiCalls();
+	const [a, b] = await Promise.all([
+	    generate(c, { prompt: 'once only', max_tokens: 20 }, { 'Idempotency-Key': key }),
+	    generate(c, { prompt: 'once only', max_tokens: 20 }, { 'Idempotency-Key': key })]);
+	assert.equal(a.status, 200, a.text);
+	assert.equal(b.status, 200, b.text);
+	assert.equal(a.json.id, b.json.id);
+	const c3 = await generate(c, { prompt: 'once only', max_tokens: 20 }, { 'Idempotency-Key': key });
+	assert.equal(c3.json.id, a.json.id);
+	assert.equal(c3.json.text, a.json.text);
+	assert.equal(c3.json.tokens_used, a.json.tokens_used);
+	assert.equal(await openaiCalls(), before + 1, 'the model was asked once');
+	const d = await generate(c, { prompt: 'something else', max_tokens: 20 }, { 'Idempotency-Key': key });
+	assert.equal(d.status, 409, d.text);
+	const e = await generate(c, { prompt: 'once only', max_tokens: 21 }, { 'Idempotency-Key': key });
+	assert.equal(e.status, 409, e.text);
+	// the event id is derived from customer + key, as /send's keys are
+	const base = createHash('sha256').update(Buffer.concat([Buffer.from(c.id), Buffer.from([0]),
+	    Buffer.from(key)])).digest('hex');
+	assert.equal(a.json.billing.event_id, `mk-gen-${base}`);
+});
+
+test('a model failure bills nothing and releases the hold', async () => {
+	const c = await keyedCustomer(stack, 'gen-fail');
+	const prompt = 'will this fail';
+	await setBalance(stack, c, holdOf(prompt, 30));
+	await sandboxFault(stack, { target: 'openai', mode: '500', count: 10 });
+	try {
+		const r = await generate(c, { prompt, max_tokens: 30 });
+		assert.equal(r.status, 502, r.text);
+		assert.match(r.json.error, /nothing was charged/);
+	} finally {
+		await clearSandboxFaults(stack);
+	}
+	// the hold is gone: the whole balance admits the same request again
+	const r = await generate(c, { prompt, max_tokens: 30 });
+	assert.equal(r.status, 200, r.text);
+	const key = `fail-${randomUUID()}`;
+	await setBalance(stack, c, 1000);
+	await sandboxFault(stack, { target: 'openai', mode: '429', count: 10 });
+	try {
+		const f = await generate(c, { prompt, max_tokens: 30 }, { 'Idempotency-Key': key });
+		assert.equal(f.status, 503, f.text);
+	} finally {
+		await clearSandboxFaults(stack);
+	}
+	// a retry with the same key after a failure is asked again
+	const g = await generate(c, { prompt, max_tokens: 30 }, { 'Idempotency-Key': key });
+	assert.equal(g.status, 200, g.text);
+	assert.equal(await balance(stack, c), 1000, 'nothing billed by the ledger directly');
+});
