@@ -361,7 +361,8 @@ catalog_entitlement_known(sqlite3 *db, const char *id, json_object *mapping)
 {
 	json_object	*e;
 
-	const char	*name = SANDBOX_ENTITLEMENT_NAME, *unit = "email";
+	const char	*name = sandbox.entitlement_name, *unit = sandbox.neuralapi ? "token" :
+	    "email";
 
 	e = NULL;
 	if (strcmp(id, sandbox.entitlement_id) != 0) {
@@ -778,4 +779,126 @@ catalog_endpoint_get(sqlite3 *db, const char *id, struct catalog_endpoint *out)
 		ok = catalog_endpoint_row(st, NULL, out);
 	state_done(st);
 	return ok ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ meters */
+
+/* Dodo's MeterAggregation types. */
+static const char *const catalog_aggregations[] = { "count", "sum", "max", "last" };
+
+/* A Meter object with the common members; aggregation and filter are taken. */
+static json_object *
+catalog_meter_json(const char *id, const char *name, const char *event_name,
+    json_object *aggregation, const char *unit, const char *desc, json_object *filter)
+{
+	json_object	*o = json_object_new_object();
+
+	json_object_object_add(o, "id", json_object_new_string(id));
+	json_object_object_add(o, "business_id", json_object_new_string(SANDBOX_BUSINESS_ID));
+	json_object_object_add(o, "name", json_object_new_string(name));
+	json_object_object_add(o, "event_name", json_object_new_string(event_name));
+	json_object_object_add(o, "aggregation", aggregation);
+	json_object_object_add(o, "measurement_unit", json_object_new_string(unit));
+	json_object_object_add(o, "description", desc != NULL ? json_object_new_string(desc) :
+	    NULL);
+	json_object_object_add(o, "filter", filter);
+	json_object_object_add(o, "created_at", catalog_now());
+	json_object_object_add(o, "updated_at", catalog_now());
+	return o;
+}
+
+int
+catalog_meter_builtin(sqlite3 *db)
+{
+	json_object	*agg = json_object_new_object(), *o;
+	char		 desc[CATALOG_DESC_MAX], now[24];
+	int		 rc;
+
+	json_object_object_add(agg, "type", json_object_new_string("sum"));
+	json_object_object_add(agg, "key", json_object_new_string("tokens"));
+	snprintf(desc, sizeof(desc), "Built into the sandbox: deducts the sum of metadata.tokens "
+	    "from %s (%s), one credit per unit", sandbox.entitlement_id, sandbox.entitlement_name);
+	o = catalog_meter_json(CATALOG_METER_BUILTIN, sandbox.neuralapi ? "Token usage" : "Usage",
+	    sandbox.usage_event_name, agg, sandbox.unit, desc, NULL);
+	snprintf(now, sizeof(now), "%lld", (long long)state_now_ms());
+	/* USAGE_EVENT_NAME may differ from the last start's: the row follows it */
+	rc = state_exec(db, "INSERT INTO catalog (kind, id, json, created_at) VALUES ('meter', ?1,"
+	    " ?2, CAST(?3 AS INTEGER)) ON CONFLICT (id) DO UPDATE SET json = excluded.json", 3,
+	    CATALOG_METER_BUILTIN, json_object_to_json_string_ext(o, CATALOG_JSON_FLAGS), now);
+	json_object_put(o);
+	return rc;
+}
+
+json_object *
+catalog_meter(sqlite3 *db, const char *id)
+{
+	return catalog_find(db, "meter", id);
+}
+
+/* POST /dodo/meters {name, event_name, measurement_unit, aggregation: {type, key?},
+ * description?, filter?} */
+void
+catalog_meter_create(const struct request *req, struct response *resp)
+{
+	struct mk_err	 err;
+	sqlite3		*db;
+	json_object	*root, *agg, *out, *filter = NULL;
+	const char	*name, *event, *unit, *desc, *type, *key = NULL;
+	char		 id[SANDBOX_ID_MAX];
+
+	if ((db = catalog_enter(req, resp)) == NULL)
+		return;
+	if ((root = request_json(req, &err)) == NULL) {
+		dodo_api_error(resp, 422, "INVALID_REQUEST_BODY", "%s", err.msg);
+		return;
+	}
+	if (!json_object_object_get_ex(root, "aggregation", &agg) ||
+	    !json_object_is_type(agg, json_type_object))
+		agg = NULL;
+	type = agg != NULL ? catalog_string(agg, "type", 16) : NULL;
+	if ((name = catalog_string(root, "name", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required", "name");
+	else if ((event = catalog_string(root, "event_name", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required", "event_name");
+	else if ((unit = catalog_string(root, "measurement_unit", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required", "measurement_unit");
+	else if (!CATALOG_ONE_OF(type, catalog_aggregations))
+		catalog_bad(resp, "%s is required: {type: count, sum, max or last, key}",
+		    "aggregation");
+	else if (strcmp(type, "count") != 0 &&
+	    (key = catalog_string(agg, "key", CATALOG_NAME_MAX)) == NULL)
+		catalog_bad(resp, "%s is required when the type is not count", "aggregation.key");
+	else if (dodo_api_opt_string(root, "description", CATALOG_DESC_MAX, &desc) == -1)
+		catalog_bad(resp, "%s must be a string", "description");
+	else if (json_object_object_get_ex(root, "filter", &filter) && filter != NULL &&
+	    !json_object_is_type(filter, json_type_object))
+		catalog_bad(resp, "%s must be an object {conjunction, clauses}", "filter");
+	else {
+		out = json_object_new_object();
+		json_object_object_add(out, "type", json_object_new_string(type));
+		json_object_object_add(out, "key", key != NULL ? json_object_new_string(key) : NULL);
+		state_id("mtr_", id, sizeof(id));
+		catalog_store(db, resp, "meter", id, req->idempotency_key, catalog_meter_json(id,
+		    name, event, out, unit, desc, json_object_get(filter)), NULL);
+	}
+	json_object_put(root);
+}
+
+/* GET /dodo/meters: the built-in meter first, then those made, oldest first. */
+void
+catalog_meter_list(const struct request *req, struct response *resp)
+{
+	sqlite3	*db;
+
+	if ((db = catalog_enter(req, resp)) == NULL)
+		return;
+	dodo_api_list(db, req, resp, state_prepare(db, "SELECT json FROM catalog"
+	    " WHERE kind = 'meter' ORDER BY seq LIMIT ?1 OFFSET ?2"), 1, catalog_row);
+}
+
+/* GET /dodo/meters/{id} */
+void
+catalog_meter_get(const struct request *req, struct response *resp)
+{
+	catalog_get(req, resp, "meter", "Meter");
 }

@@ -27,9 +27,7 @@ dodo_api_error(struct response *resp, int status, const char *code, const char *
 	va_end(ap);
 }
 
-/* Every Dodo call starts here: SANDBOX_LATENCY_MS, then 1 when the request
- * carries "Authorization: Bearer <token>"; else a 401 is set. */
-static int
+int
 dodo_api_authorized(const struct request *req, struct response *resp)
 {
 	fault_sleep_ms(sandbox.latency_ms);	/* as a real upstream's round trip */
@@ -179,6 +177,7 @@ out:
 json_object *
 dodo_api_subscription_json(sqlite3 *db, const char *subscription_id)
 {
+	const struct sandbox_plan *plan;
 	sqlite3_stmt	*st;
 	json_object	*o = NULL, *cart, *ce;
 	char		 n[SANDBOX_AMOUNT_MAX];
@@ -218,8 +217,10 @@ dodo_api_subscription_json(sqlite3 *db, const char *subscription_id)
 	ce = json_object_new_object();
 	json_object_object_add(ce, "credit_entitlement_id",
 	    json_object_new_string(sandbox.entitlement_id));
-	json_object_object_add(ce, "name", json_object_new_string(SANDBOX_ENTITLEMENT_NAME));
-	snprintf(n, sizeof(n), "%ld", sandbox.plan_credits);
+	json_object_object_add(ce, "name", json_object_new_string(sandbox.entitlement_name));
+	plan = state_plan_of(state_text(st, 2));
+	snprintf(n, sizeof(n), "%lld", (long long)(plan != NULL ? plan->credits : 0) *
+	    sqlite3_column_int64(st, 3));
 	json_object_object_add(ce, "credits_amount", json_object_new_string(n));
 	json_object_array_add(cart, ce);
 	json_object_object_add(o, "credit_entitlement_cart", cart);
@@ -238,6 +239,13 @@ out:
 int
 dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen)
 {
+	return dodo_api_metadata_keys(root, SANDBOX_METADATA_KEY_MAX, out, why, whylen);
+}
+
+int
+dodo_api_metadata_keys(json_object *root, size_t key_max, const char **out, char *why,
+    size_t whylen)
+{
 	json_object	*v;
 	int		 n = 0;
 
@@ -253,9 +261,8 @@ dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen)
 			snprintf(why, whylen, "metadata has more than %d keys", SANDBOX_METADATA_MAX);
 			return -1;
 		}
-		if (strlen(key) > SANDBOX_METADATA_KEY_MAX) {
-			snprintf(why, whylen, "metadata keys are at most %d characters",
-			    SANDBOX_METADATA_KEY_MAX);
+		if (strlen(key) > key_max) {
+			snprintf(why, whylen, "metadata keys are at most %zu characters", key_max);
 			return -1;
 		}
 		if (!json_object_is_type(val, json_type_string) &&
@@ -614,13 +621,25 @@ dodo_api_customer_list(const struct request *req, struct response *resp)
 	dodo_api_list(db, req, resp, st, 3, dodo_api_customer_row);
 }
 
+/* Members "balance" and "overage" of a customer, as decimal strings. */
+static void
+dodo_api_amounts(sqlite3 *db, json_object *o, const char *customer_id)
+{
+	char	n[SANDBOX_AMOUNT_MAX];
+
+	snprintf(n, sizeof(n), "%lld", (long long)ledger_balance(db, customer_id,
+	    state_clock_ms()));
+	json_object_object_add(o, "balance", json_object_new_string(n));
+	snprintf(n, sizeof(n), "%lld", (long long)ledger_overage(db, customer_id));
+	json_object_object_add(o, "overage", json_object_new_string(n));
+}
+
 /* GET /dodo/customers/{id}/credit-entitlements */
 void
 dodo_api_customer_entitlements(const struct request *req, struct response *resp)
 {
 	sqlite3		*db;
 	json_object	*items, *o;
-	char		 n[SANDBOX_AMOUNT_MAX];
 
 	if (!dodo_api_enter(req, resp, "balance_read") || (db = dodo_api_db(resp)) == NULL)
 		return;
@@ -629,16 +648,14 @@ dodo_api_customer_entitlements(const struct request *req, struct response *resp)
 		return;
 	}
 	ledger_expire_due(db, req->params[0]);
-	snprintf(n, sizeof(n), "%lld",
-	    (long long)ledger_balance(db, req->params[0], state_now_ms()));
 	o = json_object_new_object();
 	json_object_object_add(o, "credit_entitlement_id",
 	    json_object_new_string(sandbox.entitlement_id));
-	json_object_object_add(o, "name", json_object_new_string(SANDBOX_ENTITLEMENT_NAME));
-	json_object_object_add(o, "unit", json_object_new_string("emails"));
-	json_object_object_add(o, "balance", json_object_new_string(n));
-	json_object_object_add(o, "overage", json_object_new_string("0"));
-	json_object_object_add(o, "description", json_object_new_string("One email = one credit"));
+	json_object_object_add(o, "name", json_object_new_string(sandbox.entitlement_name));
+	json_object_object_add(o, "unit", json_object_new_string(sandbox.unit));
+	dodo_api_amounts(db, o, req->params[0]);
+	json_object_object_add(o, "description", json_object_new_string(sandbox.neuralapi ?
+	    "One token = one credit" : "One email = one credit"));
 	items = json_object_new_array();
 	json_object_array_add(items, o);
 	state_reply_member(resp, "items", items);
@@ -732,13 +749,11 @@ dodo_api_balance_get(const struct request *req, struct response *resp)
 	sqlite3		*db;
 	sqlite3_stmt	*st;
 	json_object	*o;
-	char		 n[SANDBOX_AMOUNT_MAX], id[REQUEST_PARAM_MAX + 8];
+	char		 id[REQUEST_PARAM_MAX + 8];
 
 	if ((db = dodo_api_balance_read(req, resp)) == NULL)
 		return;
 	o = json_object_new_object();
-	snprintf(n, sizeof(n), "%lld", (long long)ledger_balance(db, req->params[1],
-	    state_now_ms()));
 	st = state_query(db, "SELECT b.id, b.created_at, b.updated_at, b.last_transaction_at,"
 	    " c.created_at FROM customers c LEFT JOIN balances b ON b.customer_id = c.id"
 	    " AND b.entitlement_id = ?2 WHERE c.id = ?1", 2, req->params[1],
@@ -762,8 +777,7 @@ dodo_api_balance_get(const struct request *req, struct response *resp)
 		json_object_object_add(o, "last_transaction_at", NULL);
 	}
 	state_done(st);
-	json_object_object_add(o, "balance", json_object_new_string(n));
-	json_object_object_add(o, "overage", json_object_new_string("0"));
+	dodo_api_amounts(db, o, req->params[1]);
 	json_object_object_add(o, "credit_entitlement_id",
 	    json_object_new_string(sandbox.entitlement_id));
 	json_object_object_add(o, "customer_id", json_object_new_string(req->params[1]));
@@ -802,12 +816,11 @@ dodo_api_amount(json_object *v, int64_t *out)
 	return 0;
 }
 
-/* "YYYY-MM-DDTHH:MM:SS[.frac](Z|+00:00)" to epoch ms.  0 / -1. */
-static int
+int
 dodo_api_parse_time(const char *s, int64_t *ms)
 {
 	struct tm	tm;
-	int		y, mo, d, h, mi, sec, used = 0;
+	int		y, mo, d, h, mi, sec, used = 0, frac = 0, digits = 0;
 	const char	*p;
 
 	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 ||
@@ -816,8 +829,13 @@ dodo_api_parse_time(const char *s, int64_t *ms)
 	p = s + used;
 	if (*p == '.')
 		for (p++; isdigit((unsigned char)*p); p++)
-			;
+			if (digits++ < 3)
+				frac = frac * 10 + (*p - '0');
+	for (; digits < 3; digits++)
+		frac *= 10;
 	if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0 && *p != '\0')
+		return -1;
+	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
 		return -1;
 	memset(&tm, 0, sizeof(tm));
 	tm.tm_year = y - 1900;
@@ -826,7 +844,7 @@ dodo_api_parse_time(const char *s, int64_t *ms)
 	tm.tm_hour = h;
 	tm.tm_min = mi;
 	tm.tm_sec = sec;
-	*ms = (int64_t)timegm(&tm) * 1000;
+	*ms = (int64_t)timegm(&tm) * 1000 + frac;
 	return *ms > 0 ? 0 : -1;
 }
 
@@ -917,6 +935,10 @@ dodo_api_ledger_entry(const struct request *req, struct response *resp,
 		dodo_api_error(resp, 400, "INSUFFICIENT_BALANCE",
 		    "Insufficient credit balance for this debit");
 		break;
+	case LEDGER_OVERAGE_EXCEEDED:
+		dodo_api_error(resp, 400, "OVERAGE_LIMIT_EXCEEDED",
+		    "This debit would take the overage past the plan's overage limit");
+		break;
 	case LEDGER_DUPLICATE:
 		dodo_api_error(resp, 409, "IDEMPOTENCY_KEY_ALREADY_USED",
 		    "A ledger entry with this idempotency_key already exists");
@@ -997,13 +1019,15 @@ dodo_api_grant_row(sqlite3 *db, sqlite3_stmt *st)
 	snprintf(n, sizeof(n), "%lld", (long long)sqlite3_column_int64(st, 4));
 	json_object_object_add(o, "remaining_amount", json_object_new_string(n));
 	json_object_object_add(o, "is_expired", json_object_new_boolean(sqlite3_column_int(st, 5)));
-	json_object_object_add(o, "is_rolled_over", json_object_new_boolean(0));
-	json_object_object_add(o, "rollover_count", json_object_new_int(0));
+	json_object_object_add(o, "is_rolled_over", json_object_new_boolean(
+	    strcmp(state_text(st, 6), "rollover") == 0));
+	json_object_object_add(o, "rollover_count", json_object_new_int(sqlite3_column_int(st,
+	    11)));
 	json_object_object_add(o, "source_type", json_object_new_string(state_text(st, 6)));
 	json_object_object_add(o, "source_id", state_json_text(st, 7));
 	json_object_object_add(o, "metadata", state_json_object(st, 8));
 	dodo_api_time(o, "expires_at", st, 9);
-	json_object_object_add(o, "parent_grant_id", NULL);
+	json_object_object_add(o, "parent_grant_id", state_json_text(st, 12));
 	return o;
 }
 
@@ -1021,7 +1045,7 @@ dodo_api_grants_list(const struct request *req, struct response *resp)
 	has_status = url_query_get(req->query, "status", status, sizeof(status)) == 0;
 	st = state_query(db, "SELECT id, created_at, updated_at, initial_amount, remaining,"
 	    " expired OR (expires_at IS NOT NULL AND expires_at <= ?3), source_type, source_id,"
-	    " metadata, expires_at, customer_id FROM grants"
+	    " metadata, expires_at, customer_id, rollover_count, parent_grant_id FROM grants"
 	    " WHERE customer_id = ?1 AND entitlement_id = ?2"
 	    " AND (?4 IS NULL"
 	    "  OR (?4 = 'expired' AND (expired OR (expires_at IS NOT NULL AND expires_at <= ?3)))"
@@ -1030,7 +1054,7 @@ dodo_api_grants_list(const struct request *req, struct response *resp)
 	    "      AND (expires_at IS NULL OR expires_at > ?3)))"
 	    " ORDER BY seq LIMIT ?5 OFFSET ?6", 2, req->params[1], sandbox.entitlement_id);
 	if (st != NULL) {
-		sqlite3_bind_int64(st, 3, state_now_ms());
+		sqlite3_bind_int64(st, 3, state_clock_ms());
 		if (has_status)
 			sqlite3_bind_text(st, 4, status, -1, SQLITE_STATIC);
 	}

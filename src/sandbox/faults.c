@@ -23,13 +23,14 @@
 
 static const char *const fault_targets[] = {
 	"checkout", "customer", "balance_read", "ledger_debit", "ledger_credit",
-	"email_send", "webhook", "catalog", "openai",
+	"email_send", "webhook", "catalog", "openai", "events_ingest", "events_read",
 };
 static const char *const fault_modes[] = {
 	"500", "429", "422", "stall", "drop", "late", "accept500",
 };
 /* late and accept500 need a handler that applies an effect (fault_check with a plan) */
-static const char *const fault_effect_targets[] = { "ledger_debit", "ledger_credit", "email_send" };
+static const char *const fault_effect_targets[] = { "ledger_debit", "ledger_credit", "email_send",
+	"events_ingest" };
 static const char *const fault_effect_modes[] = { "late", "accept500" };
 #define FAULT_NELEMS(a)	(sizeof(a) / sizeof((a)[0]))
 #define FAULT_NTARGETS	FAULT_NELEMS(fault_targets)
@@ -420,7 +421,8 @@ faults_post(const struct request *req, struct response *resp)
 	}
 	if (target == NULL || !fault_known(target, fault_targets, FAULT_NELEMS(fault_targets))) {
 		admin_error(resp, 400, "target must be one of checkout, customer, balance_read,"
-		    " ledger_debit, ledger_credit, email_send, webhook, catalog, openai");
+		    " ledger_debit, ledger_credit, email_send, webhook, catalog, openai,"
+		    " events_ingest, events_read");
 		goto out;
 	}
 	if (mode == NULL || !fault_known(mode, fault_modes, FAULT_NELEMS(fault_modes))) {
@@ -431,7 +433,7 @@ faults_post(const struct request *req, struct response *resp)
 	if (fault_known(mode, fault_effect_modes, FAULT_NELEMS(fault_effect_modes)) &&
 	    !fault_known(target, fault_effect_targets, FAULT_NELEMS(fault_effect_targets))) {
 		response_error(resp, 400, "mode \"%s\" applies an effect late or answers 500 after"
-		    " it: only for ledger_debit, ledger_credit and email_send", mode);
+		    " it: only for ledger_debit, ledger_credit, email_send and events_ingest", mode);
 		goto out;
 	}
 	if (fault_int_member(root, "count", 1, FAULT_COUNT_MAX, &count) == -1) {

@@ -1,6 +1,7 @@
 /* main.c: sandbox.fcgi, the offline Dodo Payments + Resend emulation: settings and routes. */
 #include <sys/random.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +27,9 @@
  * threads is 8 GiB of address space. */
 #define SANDBOX_THREAD_STACK		(512 * 1024)
 #define SANDBOX_LATENCY_MAX_MS		10000	/* SANDBOX_LATENCY_MS: simulated round trips */
-#define SANDBOX_ENTITLEMENT_DEFAULT	"cde_sandbox_email"
-#define SANDBOX_PLAN_DEFAULT		"pdt_sandbox_plan"
-#define SANDBOX_TOPUP_DEFAULT		"pdt_sandbox_topup"
+#define SANDBOX_PRICE_MAX		100000000	/* cents: $1,000,000 */
+#define SANDBOX_METER_INTERVAL_DEFAULT	60000	/* Dodo's meter runs about once a minute */
+#define SANDBOX_METER_INTERVAL_MAX	3600000
 #define SANDBOX_RANDOM_KEY_BYTES	32	/* an unverifiable key when none is configured */
 
 struct sandbox_config sandbox;
@@ -65,6 +66,12 @@ static const struct route routes[] = {
 	{ "POST", "/dodo/credit-entitlements/{}/balances/{}/ledger-entries", dodo_api_ledger_post },
 	{ "GET", "/dodo/credit-entitlements/{}/balances/{}/ledger", dodo_api_ledger_list },
 	{ "GET", "/dodo/credit-entitlements/{}/balances/{}/grants", dodo_api_grants_list },
+	{ "POST", "/dodo/events/ingest", usage_ingest },
+	{ "GET", "/dodo/events", usage_event_list },
+	{ "GET", "/dodo/events/{}", usage_event_get },
+	{ "POST", "/dodo/meters", catalog_meter_create },
+	{ "GET", "/dodo/meters", catalog_meter_list },
+	{ "GET", "/dodo/meters/{}", catalog_meter_get },
 	/* Resend */
 	{ "POST", "/resend/emails", resend_api_send },
 	{ "GET", "/resend/emails/{}", resend_api_get },
@@ -135,26 +142,106 @@ sandbox_setting(const char *value, const char *def)
 	return value != NULL && *value != '\0' ? value : def;
 }
 
+/* What each product's catalogue defaults to (README.md, "Settings"). */
+static const struct sandbox_product_default {
+	int		 neuralapi;
+	const char	*product_name, *unit, *entitlement_name, *entitlement_id;
+	const char	*topup_product_id;
+	long		 topup_price, topup_expiry_days;	/* -1: SANDBOX_CREDIT_EXPIRY_DAYS */
+} sandbox_products[] = {
+	{ 0, "MailKit", "emails", "Email Credits", "cde_sandbox_email", "pdt_sandbox_topup",
+	  900, -1 },
+	{ 1, "NeuralAPI", "tokens", "Token Credits", "cde_sandbox_tokens",
+	  "pdt_sandbox_token_topup", 1900, 365 },
+};
+
+/* Plan prices when SANDBOX_<NAME>_PLAN_PRICE is not set, in cents a month. */
+static const struct { const char *name; long price; } sandbox_plan_prices[] = {
+	{ "standard", 1900 }, { "starter", 2900 }, { "pro", 9900 },
+};
+
+/* The settings' plans, each with its product id (or the sandbox's own) and price. */
+static int
+sandbox_plans_init(const struct settings *s, char *err, size_t errlen)
+{
+	struct sandbox_plan	*p;
+	char			 key[96];
+	long			 def;
+	size_t			 i, j;
+
+	sandbox.nplans = 0;
+	for (i = 0; i < s->nplans && i < SETTINGS_PLANS_MAX; i++) {
+		p = &sandbox.plans[sandbox.nplans++];
+		p->name = s->plans[i].name;
+		p->credits = s->plans[i].credits;
+		p->overage_limit = s->plans[i].overage_limit;
+		/* MailKit's one plan keeps the sandbox's historic product id */
+		if (strcmp(p->name, "standard") == 0)
+			snprintf(p->product_buf, sizeof(p->product_buf), "pdt_sandbox_plan");
+		else
+			snprintf(p->product_buf, sizeof(p->product_buf), "pdt_sandbox_%s", p->name);
+		p->product_id = sandbox_setting(s->plans[i].product_id, p->product_buf);
+		def = 1900;
+		for (j = 0; j < sizeof(sandbox_plan_prices) / sizeof(sandbox_plan_prices[0]); j++)
+			if (strcmp(sandbox_plan_prices[j].name, p->name) == 0)
+				def = sandbox_plan_prices[j].price;
+		if (strcmp(p->name, "standard") == 0 &&
+		    sandbox_env_long("SANDBOX_PLAN_PRICE", def, 0, SANDBOX_PRICE_MAX, &def, err,
+		    errlen) == -1)
+			return -1;
+		snprintf(key, sizeof(key), "SANDBOX_%s_PLAN_PRICE", p->name);
+		for (j = 0; key[j] != '\0'; j++)
+			key[j] = key[j] == '-' ? '_' : (char)toupper((unsigned char)key[j]);
+		if (sandbox_env_long(key, def, 0, SANDBOX_PRICE_MAX, &p->price, err, errlen) == -1)
+			return -1;
+	}
+	if (sandbox.nplans == 0) {
+		snprintf(err, errlen, "the settings name no plan");
+		return -1;
+	}
+	return 0;
+}
+
+/* The product sold (MAILKIT_PRODUCT): names, unit, catalogue, top-up. */
+static int
+sandbox_catalogue_init(const struct settings *s, char *err, size_t errlen)
+{
+	const struct sandbox_product_default *d = &sandbox_products[settings_is_neuralapi(s)];
+	long	expiry;
+
+	sandbox.neuralapi = d->neuralapi;
+	sandbox.product_name = d->product_name;
+	sandbox.unit = d->unit;
+	sandbox.entitlement_name = d->entitlement_name;
+	sandbox.entitlement_id = sandbox_setting(s->credit_entitlement_id, d->entitlement_id);
+	sandbox.topup_product_id = sandbox_setting(s->topup_product_id, d->topup_product_id);
+	sandbox.topup_credits = s->topup_credits;
+	sandbox.usage_event_name = sandbox_setting(s->usage_event_name, "api.tokens_used");
+	if (sandbox_env_long("SANDBOX_CREDIT_EXPIRY_DAYS", 30, 0, 3650, &sandbox.expiry_days,
+	    err, errlen) == -1)
+		return -1;
+	expiry = d->topup_expiry_days >= 0 ? d->topup_expiry_days : sandbox.expiry_days;
+	if (sandbox_env_long("SANDBOX_TOPUP_PRICE", d->topup_price, 0, SANDBOX_PRICE_MAX,
+	    &sandbox.topup_price, err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_TOPUP_EXPIRY_DAYS", expiry, 0, 3650,
+	    &sandbox.topup_expiry_days, err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_ROLLOVER_PERCENT", 0, 0, 100, &sandbox.rollover_percent,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_ROLLOVER_MAX_COUNT", 1, 1, 100, &sandbox.rollover_max,
+	    err, errlen) == -1 ||
+	    sandbox_env_long("SANDBOX_METER_INTERVAL_MS", SANDBOX_METER_INTERVAL_DEFAULT, 1,
+	    SANDBOX_METER_INTERVAL_MAX, &sandbox.meter_interval_ms, err, errlen) == -1)
+		return -1;
+	return sandbox_plans_init(s, err, errlen);
+}
+
 /* Runs once the common settings are loaded, before the loop starts. */
 static int
 sandbox_init(const struct settings *s, char *err, size_t errlen)
 {
 	sandbox.db_path = sandbox_env("SANDBOX_DB", SANDBOX_DB_DEFAULT);
 	sandbox.webhook_url = sandbox_env("SANDBOX_WEBHOOK_URL", "");
-	sandbox.entitlement_id = sandbox_setting(s->credit_entitlement_id,
-	    SANDBOX_ENTITLEMENT_DEFAULT);
-	sandbox.plan_product_id = sandbox_setting(s->plan_product_id, SANDBOX_PLAN_DEFAULT);
-	sandbox.topup_product_id = sandbox_setting(s->topup_product_id, SANDBOX_TOPUP_DEFAULT);
-	if (sandbox_env_long("SANDBOX_PLAN_CREDITS", 5000, 1, 1000000000, &sandbox.plan_credits,
-	    err, errlen) == -1 ||
-	    sandbox_env_long("SANDBOX_TOPUP_CREDITS", 5000, 1, 1000000000, &sandbox.topup_credits,
-	    err, errlen) == -1 ||
-	    sandbox_env_long("SANDBOX_PLAN_PRICE", 1900, 0, 100000000, &sandbox.plan_price,
-	    err, errlen) == -1 ||
-	    sandbox_env_long("SANDBOX_TOPUP_PRICE", 900, 0, 100000000, &sandbox.topup_price,
-	    err, errlen) == -1 ||
-	    sandbox_env_long("SANDBOX_CREDIT_EXPIRY_DAYS", 30, 0, 3650, &sandbox.expiry_days,
-	    err, errlen) == -1 ||
+	if (sandbox_catalogue_init(s, err, errlen) == -1 ||
 	    sandbox_env_long("SANDBOX_LOW_BALANCE_PERCENT", 20, 0, 100, &sandbox.low_percent,
 	    err, errlen) == -1 ||
 	    sandbox_env_long("SANDBOX_WEBHOOK_RETRY_DIVISOR", 1, 1, 1000000,
@@ -189,6 +276,11 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot open SANDBOX_DB %s", sandbox.db_path);
 		return -1;
 	}
+	if (state_clock_load(state_db()) == -1 || catalog_meter_builtin(state_db()) == -1) {
+		snprintf(err, errlen, "cannot read the test clock from SANDBOX_DB %s",
+		    sandbox.db_path);
+		return -1;
+	}
 	if (fault_calls_load(state_db()) == -1) {
 		snprintf(err, errlen, "cannot read the call counts from SANDBOX_DB %s",
 		    sandbox.db_path);
@@ -206,12 +298,12 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start the thread of late faults");
 		return -1;
 	}
-	log_info("sandbox: db %s, webhooks to %s, entitlement %s, plan %s, top-up %s,"
-	    " %ld ms added to each API call",
+	log_info("sandbox: %s, db %s, webhooks to %s, entitlement %s, %zu plans (default %s),"
+	    " top-up %s, %ld ms added to each API call", sandbox.product_name,
 	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url :
 	    "(nowhere: recorded only)",
-	    sandbox.entitlement_id, sandbox.plan_product_id, sandbox.topup_product_id,
-	    sandbox.latency_ms);
+	    sandbox.entitlement_id, sandbox.nplans, sandbox.plans[0].product_id,
+	    sandbox.topup_product_id, sandbox.latency_ms);
 	return 0;
 }
 

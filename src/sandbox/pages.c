@@ -15,7 +15,7 @@
 #define PAGES_OUTBOX_MAX	100	/* emails on the outbox page */
 #define PAGES_NOTICE_MAX	256	/* ?notice= text shown after an adjustment */
 #define PAGES_FORM_VALUE_MAX	32	/* entry_type / amount form fields */
-#define PAGES_SUBSCRIPTION_MS	(30LL * 24 * 3600 * 1000)	/* the plan bills monthly */
+#define PAGES_TITLE_MAX		64	/* "NeuralAPI Starter" */
 
 /*
  * Fits a 375 px phone: wide tables scroll inside their own box (the page
@@ -55,10 +55,12 @@ pages_begin(struct buf *b, const char *title)
 	buf_html(b, title);
 	buf_puts(b, "</title><style>");
 	buf_puts(b, pages_style);
-	buf_puts(b, "</style></head><body><header><b>Sandbox: Dodo Payments + Resend</b>"
-	    "<a href=\"" SANDBOX_MOUNT "/\">Dashboard</a>"
-	    "<a href=\"" SANDBOX_MOUNT "/outbox\">Outbox</a>"
-	    "<a href=\"/\">MailKit</a></header><main>\n");
+	buf_puts(b, "</style></head><body><header><b>Sandbox: Dodo Payments + ");
+	buf_puts(b, sandbox.neuralapi ? "OpenAI" : "Resend");
+	buf_puts(b, "</b><a href=\"" SANDBOX_MOUNT "/\">Dashboard</a>"
+	    "<a href=\"" SANDBOX_MOUNT "/outbox\">Outbox</a><a href=\"/\">");
+	buf_html(b, sandbox.product_name);
+	buf_puts(b, "</a></header><main>\n");
 }
 
 static void
@@ -110,6 +112,39 @@ static void
 pages_money(struct buf *b, int64_t cents)
 {
 	buf_printf(b, "$%lld.%02lld", (long long)(cents / 100), (long long)(cents % 100));
+}
+
+/* A count with thousands separators: 10,000,000. */
+static void
+pages_count(struct buf *b, int64_t n)
+{
+	char	digits[SANDBOX_AMOUNT_MAX];
+	size_t	len, i;
+
+	if (n < 0) {
+		buf_puts(b, "-");
+		n = -n;
+	}
+	snprintf(digits, sizeof(digits), "%lld", (long long)n);
+	len = strlen(digits);
+	for (i = 0; i < len; i++) {
+		if (i > 0 && (len - i) % 3 == 0)
+			buf_puts(b, ",");
+		buf_printf(b, "%c", digits[i]);
+	}
+}
+
+/* What a product is called on the pages: "NeuralAPI Starter", "Token Top-Up". */
+static void
+pages_title(const struct sandbox_plan *plan, char *out, size_t len)
+{
+	if (plan == NULL) {
+		snprintf(out, len, "%s", sandbox.neuralapi ? "Token Top-Up" : "Top-Up Pack");
+		return;
+	}
+	snprintf(out, len, "%s %c%s", sandbox.product_name,
+	    plan->name[0] >= 'a' && plan->name[0] <= 'z' ? plan->name[0] - 'a' + 'A' :
+	    plan->name[0], plan->name + 1);
 }
 
 /* The hidden form field with the token of the page that fmt names (guard.c). */
@@ -182,6 +217,58 @@ pages_masked(struct buf *b, const char *text)
 
 /* ------------------------------------------------------------ dashboard */
 
+/* What the sandbox sells: each plan and the top-up, with its unit. */
+static void
+pages_catalogue(struct buf *b)
+{
+	char	title[PAGES_TITLE_MAX];
+	size_t	i;
+
+	buf_puts(b, "<h1>Catalogue</h1><p class=\"muted\">Credit entitlement <code>");
+	buf_html(b, sandbox.entitlement_id);
+	buf_puts(b, "</code> (");
+	buf_html(b, sandbox.entitlement_name);
+	buf_printf(b, ", one credit per %s); low-balance alert below %ld%% of the plan's "
+	    "credits; test clock ", sandbox.neuralapi ? "token" : "email", sandbox.low_percent);
+	if (state_clock_offset_ms() == 0)
+		buf_puts(b, "at the wall clock");
+	else
+		buf_printf(b, "%lld days ahead", (long long)(state_clock_offset_ms() / DAY_MS));
+	buf_puts(b, ".</p><table id=\"catalogue\"><tr><th>Product</th><th>Id</th><th>Price</th>"
+	    "<th>Credits</th><th>Overage</th></tr>\n");
+	for (i = 0; i <= sandbox.nplans; i++) {
+		const struct sandbox_plan *p = i < sandbox.nplans ? &sandbox.plans[i] : NULL;
+
+		pages_title(p, title, sizeof(title));
+		buf_puts(b, "<tr class=\"product\"><td>");
+		buf_html(b, title);
+		buf_puts(b, "</td><td><code>");
+		buf_html(b, p != NULL ? p->product_id : sandbox.topup_product_id);
+		buf_puts(b, "</code></td><td>");
+		pages_money(b, p != NULL ? p->price : sandbox.topup_price);
+		buf_puts(b, p != NULL ? " / month</td><td class=\"credits\">" :
+		    " one time</td><td class=\"credits\">");
+		pages_count(b, p != NULL ? p->credits : sandbox.topup_credits);
+		buf_printf(b, " %s", sandbox.unit);
+		if (p != NULL)
+			buf_puts(b, " every month");
+		else if (sandbox.topup_expiry_days > 0)
+			buf_printf(b, ", valid %ld days", sandbox.topup_expiry_days);
+		buf_puts(b, "</td><td>");
+		if (p == NULL)
+			buf_puts(b, "&mdash;");
+		else if (p->overage_limit == 0)
+			buf_puts(b, "blocked at zero");
+		else {
+			buf_puts(b, "up to ");
+			pages_count(b, p->overage_limit);
+			buf_printf(b, " %s", sandbox.unit);
+		}
+		buf_puts(b, "</td></tr>\n");
+	}
+	buf_puts(b, "</table>");
+}
+
 /* GET / */
 void
 pages_dashboard(const struct request *req, struct response *resp)
@@ -189,9 +276,10 @@ pages_dashboard(const struct request *req, struct response *resp)
 	sqlite3		*db = state_db();
 	sqlite3_stmt	*st;
 	struct buf	 b;
-	char		 notice[PAGES_NOTICE_MAX], id[SANDBOX_ID_MAX];
+	const struct sandbox_plan *plan;
+	char		 notice[PAGES_NOTICE_MAX], id[SANDBOX_ID_MAX], title[PAGES_TITLE_MAX];
 	int		 rows = 0;
-	int64_t		 now = state_now_ms();
+	int64_t		 now;
 
 	if (db == NULL) {
 		pages_message(resp, 500, "Sandbox unavailable", NULL, "The database cannot be opened.");
@@ -204,19 +292,15 @@ pages_dashboard(const struct request *req, struct response *resp)
 		buf_html(&b, notice);
 		buf_puts(&b, "</p>");
 	}
-	buf_puts(&b, "<h1>Customers</h1><p class=\"muted\">Credit entitlement <code>");
-	buf_html(&b, sandbox.entitlement_id);
-	buf_puts(&b, "</code> (" SANDBOX_ENTITLEMENT_NAME "), plan <code>");
-	buf_html(&b, sandbox.plan_product_id);
-	buf_puts(&b, "</code>, top-up <code>");
-	buf_html(&b, sandbox.topup_product_id);
-	buf_printf(&b, "</code>; low-balance alert below %lld credits.</p>",
-	    (long long)ledger_low_threshold());
-	buf_puts(&b, "<table id=\"customers\"><tr><th>Customer</th><th>Email</th><th>Name</th>"
-	    "<th>Email Credits</th><th>Subscription</th><th>Adjust balance</th></tr>\n");
+	pages_catalogue(&b);
+	buf_puts(&b, "<h1>Customers</h1><table id=\"customers\"><tr><th>Customer</th>"
+	    "<th>Email</th><th>Name</th><th>");
+	buf_html(&b, sandbox.entitlement_name);
+	buf_puts(&b, "</th><th>Overage</th><th>Plan</th><th>Adjust balance</th></tr>\n");
 	st = state_prepare(db, "SELECT c.id, c.email, c.name, (SELECT status FROM subscriptions s"
 	    " WHERE s.customer_id = c.id ORDER BY created_at DESC LIMIT 1)"
 	    " FROM customers c ORDER BY c.created_at DESC LIMIT ?1");
+	now = state_clock_ms();
 	if (st != NULL) {
 		sqlite3_bind_int(st, 1, PAGES_CUSTOMERS_MAX);
 		while (sqlite3_step(st) == SQLITE_ROW) {
@@ -230,10 +314,19 @@ pages_dashboard(const struct request *req, struct response *resp)
 			buf_html(&b, state_text(st, 1));
 			buf_puts(&b, "</td><td>");
 			buf_html(&b, state_text(st, 2));
-			buf_printf(&b, "</td><td class=\"balance\">%lld</td><td>",
-			    (long long)ledger_balance(db, id, now));
-			buf_html(&b, sqlite3_column_type(st, 3) == SQLITE_NULL ? "none" :
-			    state_text(st, 3));
+			buf_puts(&b, "</td><td class=\"balance\">");
+			pages_count(&b, ledger_balance(db, id, now));
+			buf_printf(&b, " %s</td><td class=\"overage\">", sandbox.unit);
+			pages_count(&b, ledger_overage(db, id));
+			plan = ledger_customer_plan(db, id);
+			if (plan != NULL && plan->overage_limit > 0) {
+				buf_puts(&b, " of ");
+				pages_count(&b, plan->overage_limit);
+			}
+			buf_puts(&b, "</td><td class=\"plan\">");
+			pages_title(plan, title, sizeof(title));
+			buf_html(&b, plan != NULL ? title : sqlite3_column_type(st, 3) ==
+			    SQLITE_NULL ? "none" : state_text(st, 3));
 			buf_puts(&b, "</td><td><form method=\"post\" action=\"" SANDBOX_MOUNT
 			    "/customers/");
 			buf_html(&b, id);
@@ -248,9 +341,12 @@ pages_dashboard(const struct request *req, struct response *resp)
 		}
 		state_done(st);
 	}
-	if (rows == 0)
-		buf_puts(&b, "<tr><td colspan=\"6\" class=\"muted\">No customers yet: complete a "
-		    "checkout from MailKit first.</td></tr>");
+	if (rows == 0) {
+		buf_puts(&b, "<tr><td colspan=\"7\" class=\"muted\">No customers yet: complete a "
+		    "checkout from ");
+		buf_html(&b, sandbox.product_name);
+		buf_puts(&b, " first.</td></tr>");
+	}
 	buf_puts(&b, "</table>");
 
 	buf_puts(&b, "<h2>Recent webhooks</h2><p class=\"muted\">Delivered to <code>");
@@ -325,6 +421,10 @@ pages_adjust(const struct request *req, struct response *resp)
 	case LEDGER_INSUFFICIENT:
 		snprintf(notice, sizeof(notice), "Debit of %lld refused: %s has fewer credits.",
 		    n, in.customer_id);
+		break;
+	case LEDGER_OVERAGE_EXCEEDED:
+		snprintf(notice, sizeof(notice), "Debit of %lld refused: it would take %s past "
+		    "the plan's overage limit.", n, in.customer_id);
 		break;
 	case LEDGER_NO_CUSTOMER:
 		pages_message(resp, 404, "Unknown customer", "NOT_FOUND", "No such customer.");
@@ -430,10 +530,12 @@ pages_session_refused(struct response *resp, int found, const struct pages_sessi
 void
 pages_checkout(const struct request *req, struct response *resp)
 {
+	const struct sandbox_plan *plan;
 	struct pages_session	 s;
 	struct buf		 b;
 	sqlite3			*db = state_db();
-	int			 found, plan;
+	char			 title[PAGES_TITLE_MAX];
+	int			 found;
 	int64_t			 cents;
 
 	found = db != NULL ? pages_session_load(db, req->params[0], &s) : -1;
@@ -441,21 +543,33 @@ pages_checkout(const struct request *req, struct response *resp)
 		pages_session_free(&s);
 		return;
 	}
-	plan = state_product_kind(s.product_id) == 1;
-	cents = (plan ? sandbox.plan_price : sandbox.topup_price) * s.quantity;
+	plan = state_plan_of(s.product_id);
+	cents = (plan != NULL ? plan->price : sandbox.topup_price) * s.quantity;
+	pages_title(plan, title, sizeof(title));
 	buf_init(&b, RESPONSE_MAX);
 	pages_begin(&b, "Checkout");
 	buf_puts(&b, "<div class=\"card\"><p class=\"muted\">Sandbox checkout &middot; test mode"
 	    "</p><h2 id=\"product\">");
-	buf_html(&b, plan ? "MailKit Plan" : "Top-Up Pack");
+	buf_html(&b, title);
 	if (s.quantity > 1)
 		buf_printf(&b, " &times; %lld", (long long)s.quantity);
-	buf_puts(&b, "</h2><p class=\"muted\">");
-	buf_printf(&b, "%ld emails%s", (plan ? sandbox.plan_credits : sandbox.topup_credits) *
-	    (long)s.quantity, plan ? " every month" : ", one time");
+	buf_puts(&b, "</h2><p class=\"muted\" id=\"credits\">");
+	pages_count(&b, (plan != NULL ? plan->credits : sandbox.topup_credits) * s.quantity);
+	buf_printf(&b, " %s", sandbox.unit);
+	if (plan != NULL)
+		buf_puts(&b, " every month");
+	else if (sandbox.topup_expiry_days > 0)
+		buf_printf(&b, ", one time, valid %ld days", sandbox.topup_expiry_days);
+	else
+		buf_puts(&b, ", one time");
+	if (plan != NULL && plan->overage_limit > 0) {
+		buf_puts(&b, "; overage up to ");
+		pages_count(&b, plan->overage_limit);
+	} else if (plan != NULL)
+		buf_puts(&b, "; blocked at zero");
 	buf_puts(&b, "</p><p class=\"price\" id=\"price\">");
 	pages_money(&b, cents);
-	if (plan)
+	if (plan != NULL)
 		buf_puts(&b, " / month");
 	buf_puts(&b, "</p><form method=\"post\" action=\"" SANDBOX_MOUNT "/checkout/");
 	buf_html(&b, s.id);
@@ -522,12 +636,14 @@ pages_event(sqlite3 *db, const char *type, json_object *data, const char *payloa
 static int
 pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id, size_t len)
 {
+	const struct sandbox_plan *p = state_plan_of(s->product_id);
 	struct ledger_request	 in;
 	sqlite3_stmt		*st;
 	char			 pay[SANDBOX_ID_MAX], sub[SANDBOX_ID_MAX] = "", entry[SANDBOX_ID_MAX];
-	char			 now_text[24];
-	int64_t			 now = state_now_ms();
-	int			 plan = state_product_kind(s->product_id) == 1, rc;
+	char			 now_text[24], title[PAGES_TITLE_MAX], desc[PAGES_TITLE_MAX + 16];
+	int64_t			 now = state_clock_ms(), price;
+	long			 days;
+	int			 plan = p != NULL, rc;
 
 	if (pages_checkout_customer(db, s, now) == -1)
 		return -1;
@@ -543,10 +659,10 @@ pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id,
 		sqlite3_bind_text(st, 2, s->customer_id, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 3, s->product_id, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 4, s->quantity);
-		sqlite3_bind_int64(st, 5, sandbox.plan_price * s->quantity);
+		sqlite3_bind_int64(st, 5, p->price * s->quantity);
 		sqlite3_bind_text(st, 6, s->metadata, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 7, now);
-		sqlite3_bind_int64(st, 8, now + PAGES_SUBSCRIPTION_MS);
+		sqlite3_bind_int64(st, 8, now + SANDBOX_CYCLE_MS);
 		rc = sqlite3_step(st);
 		state_done(st);
 		if (rc != SQLITE_DONE)
@@ -564,7 +680,8 @@ pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id,
 	sqlite3_bind_int64(st, 5, s->quantity);
 	if (plan)
 		sqlite3_bind_text(st, 6, sub, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 7, (plan ? sandbox.plan_price : sandbox.topup_price) * s->quantity);
+	price = plan ? p->price : sandbox.topup_price;
+	sqlite3_bind_int64(st, 7, price * s->quantity);
 	sqlite3_bind_text(st, 8, s->metadata, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 9, now);
 	rc = sqlite3_step(st);
@@ -585,14 +702,18 @@ pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id,
 	memset(&in, 0, sizeof(in));
 	in.customer_id = s->customer_id;
 	in.is_credit = 1;
-	in.amount = (int64_t)(plan ? sandbox.plan_credits : sandbox.topup_credits) * s->quantity;
+	in.amount = (int64_t)(plan ? p->credits : sandbox.topup_credits) * s->quantity;
 	in.metadata = s->metadata;
-	in.expires_at_ms = sandbox.expiry_days > 0 ? now + sandbox.expiry_days * DAY_MS : 0;
+	days = plan ? sandbox.expiry_days : sandbox.topup_expiry_days;
+	in.expires_at_ms = days > 0 ? now + days * DAY_MS : 0;
+	in.at_ms = now;
 	in.source_type = plan ? "subscription" : "one_time";
 	in.source_id = plan ? sub : pay;
 	in.reference_type = plan ? "subscription" : "payment";
 	in.reference_id = in.source_id;
-	in.description = plan ? "MailKit Plan credits" : "Top-Up Pack credits";
+	pages_title(p, title, sizeof(title));
+	snprintf(desc, sizeof(desc), "%s credits", title);
+	in.description = desc;
 	if (ledger_apply(db, &in, entry, sizeof(entry)) != LEDGER_APPLIED)
 		return -1;
 	snprintf(purchase_id, len, "%s", plan ? sub : pay);

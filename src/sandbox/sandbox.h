@@ -9,13 +9,15 @@
 #include <json-c/json.h>
 
 #include "server.h"
+#include "settings.h"
 #include "whsig.h"
 
 /*
  * Layout: main.c (settings, route table), state.c (SQLite schema, per-thread
  * handle, ids, clocks), ledger.c (grants, FIFO debits, expiry, low-balance),
  * dodo_api.c and resend_api.c (the two wire APIs; openai_api.c OpenAI's
- * chat completions), pages.c (dashboard,
+ * chat completions), usage.c (usage events and meters), meter.c (the
+ * meter worker, the test clock, cycle renewals), pages.c (dashboard,
  * hosted checkout, outbox), deliver.c (signed webhook deliveries),
  * faults.c (fault injection and the admin API), late.c (the thread that
  * applies the effects of "late" faults).  Every piece of state lives in
@@ -25,7 +27,6 @@
 
 #define SANDBOX_MOUNT		"/sandbox"	/* where the web server routes us */
 #define SANDBOX_BUSINESS_ID	"bus_sandbox"
-#define SANDBOX_ENTITLEMENT_NAME "Email Credits"
 #define SANDBOX_ID_MAX		64	/* "cus_" + 24 random characters, with room */
 #define SANDBOX_TIME_MAX	40	/* "2026-11-21T12:00:00.123000Z" */
 #define SANDBOX_AMOUNT_MAX	24	/* decimal text of an int64 */
@@ -39,20 +40,40 @@
 #define SANDBOX_AMOUNT_LIMIT	10000000000LL	/* Dodo: integer part under 10^10 */
 #define SANDBOX_SESSION_TTL_MS	(24LL * 3600 * 1000)	/* checkout sessions live 24 h */
 #define DAY_MS			(24LL * 3600 * 1000)
+#define SANDBOX_CYCLE_MS	(30 * DAY_MS)	/* a subscription's billing cycle */
+
+/* A plan the sandbox sells: a settings plan with its price. */
+struct sandbox_plan {
+	const char	*name;			/* the settings plan's name */
+	const char	*product_id;		/* <NAME>_PLAN_PRODUCT_ID, or pdt_sandbox_<name> */
+	long		 credits;		/* credits granted per cycle */
+	long		 overage_limit;		/* credits past zero; 0: blocked at zero */
+	long		 price;			/* SANDBOX_<NAME>_PLAN_PRICE, cents per month */
+	char		 product_buf[SANDBOX_ID_MAX];	/* the default product id */
+};
 
 /* Settings read once in main() from the environment (see README.md). */
 struct sandbox_config {
 	const char	*db_path;		/* SANDBOX_DB */
 	const char	*webhook_url;		/* SANDBOX_WEBHOOK_URL, "" = record only */
 	struct whsig_key webhook_key;		/* DODO_WEBHOOK_KEY */
+	int		 neuralapi;		/* MAILKIT_PRODUCT=neuralapi: tokens, not emails */
+	const char	*product_name;		/* "MailKit" or "NeuralAPI", on the pages */
+	const char	*unit;			/* "emails" or "tokens" */
+	const char	*entitlement_name;	/* "Email Credits" or "Token Credits" */
 	const char	*entitlement_id;	/* CREDIT_ENTITLEMENT_ID */
-	const char	*plan_product_id;	/* PLAN_PRODUCT_ID */
+	struct sandbox_plan plans[SETTINGS_PLANS_MAX];	/* the settings' plans, [0] default */
+	size_t		 nplans;
 	const char	*topup_product_id;	/* TOPUP_PRODUCT_ID */
-	long		 plan_credits;		/* SANDBOX_PLAN_CREDITS */
-	long		 topup_credits;		/* SANDBOX_TOPUP_CREDITS */
-	long		 plan_price;		/* SANDBOX_PLAN_PRICE, cents per month */
+	long		 topup_credits;		/* TOPUP_CREDITS */
 	long		 topup_price;		/* SANDBOX_TOPUP_PRICE, cents */
-	long		 expiry_days;		/* SANDBOX_CREDIT_EXPIRY_DAYS */
+	long		 topup_expiry_days;	/* SANDBOX_TOPUP_EXPIRY_DAYS, 0 = never */
+	long		 expiry_days;		/* SANDBOX_CREDIT_EXPIRY_DAYS: plan grants */
+	long		 rollover_percent;	/* SANDBOX_ROLLOVER_PERCENT: of a plan grant's
+						   remainder carried into the next cycle; 0 = none */
+	long		 rollover_max;		/* SANDBOX_ROLLOVER_MAX_COUNT: times a grant rolls */
+	const char	*usage_event_name;	/* USAGE_EVENT_NAME: the built-in meter's event */
+	long		 meter_interval_ms;	/* SANDBOX_METER_INTERVAL_MS */
 	long		 low_percent;		/* SANDBOX_LOW_BALANCE_PERCENT */
 	long		 retry_divisor;		/* SANDBOX_WEBHOOK_RETRY_DIVISOR: tests shrink the schedule */
 	long		 latency_ms;		/* SANDBOX_LATENCY_MS, added to every API call */
@@ -86,6 +107,17 @@ void	 state_done(sqlite3_stmt *st);
 int	 state_exec(sqlite3 *db, const char *sql, int n, ...);
 /* Wall clock in milliseconds since the epoch. */
 int64_t	 state_now_ms(void);
+/* The sandbox's billing clock: the wall clock plus the test clock's offset
+ * (POST /admin/clock).  Grants, entries, balances and subscription cycles
+ * run on it; webhook timestamps, retries, ingestion limits and faults on
+ * the wall clock. */
+int64_t	 state_clock_ms(void);
+/* The test clock's offset in ms (0 unless moved). */
+int64_t	 state_clock_offset_ms(void);
+/* Read the offset from db at start.  0 / -1. */
+int	 state_clock_load(sqlite3 *db);
+/* Store a new offset (in the caller's transaction) and use it.  0 / -1. */
+int	 state_clock_store(sqlite3 *db, int64_t offset_ms);
 /* ISO 8601 UTC with microseconds, as Dodo prints times; "" for ms <= 0. */
 void	 state_iso(int64_t ms, char *out, size_t len);
 /* prefix + 24 random [0-9A-Za-z], e.g. "cus_Xk3..."; out >= SANDBOX_ID_MAX. */
@@ -102,6 +134,9 @@ json_object *state_json_object(sqlite3_stmt *st, int col);
 int	 state_reset(sqlite3 *db);
 /* Find a product: 1 plan, 2 top-up, 0 unknown. */
 int	 state_product_kind(const char *product_id);
+/* The plan sold as product_id (a subscription product made through the
+ * API sells as the default plan), or NULL. */
+const struct sandbox_plan *state_plan_of(const char *product_id);
 
 /* Replies shared by the emulated APIs. */
 enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND, SANDBOX_API_SENDGRID,
@@ -123,7 +158,8 @@ void	 state_reply_member(struct response *resp, const char *key, json_object *va
 
 enum ledger_outcome {
 	LEDGER_APPLIED = 0,
-	LEDGER_INSUFFICIENT,	/* debit larger than the available balance */
+	LEDGER_INSUFFICIENT,	/* debit larger than the balance, and no overage allowed */
+	LEDGER_OVERAGE_EXCEEDED, /* debit would take the overage past the plan's limit */
 	LEDGER_DUPLICATE,	/* idempotency_key used before for this balance */
 	LEDGER_NO_CUSTOMER,	/* customer unknown */
 	LEDGER_FAILED		/* database error (logged) */
@@ -140,18 +176,24 @@ struct ledger_request {
 	const char	*source_type;		/* credits: grant source (api, subscription, one_time) */
 	const char	*source_id;		/* credits: sub_/pay_ id or NULL */
 	const char	*transaction_type;	/* NULL: credit_added / credit_deducted */
+	const char	*event;			/* NULL: credit.added / credit.deducted */
 	const char	*reference_type;	/* may be NULL */
 	const char	*reference_id;		/* may be NULL */
 	const char	*description;		/* may be NULL */
+	int64_t		 at_ms;			/* when (billing clock); 0 = now */
 };
 
 /*
  * Apply one ledger entry inside the caller's open write transaction:
  * notice expired grants first (credit.expired entries), then create a grant
  * (credit) or draw the oldest non-expired grants first (debit), write the
- * entry, and enqueue credit.added / credit.deducted and, when a debit takes
- * the balance from >= threshold to below it, credit.balance_low.  The
- * entry id goes to entry_id.  Nothing is written unless LEDGER_APPLIED.
+ * entry, and enqueue credit.added / credit.deducted (or in->event) and,
+ * when a debit takes the balance from >= threshold to below it,
+ * credit.balance_low.  A debit past the balance goes into overage when the
+ * customer's plan allows it (the balance to 0, the rest onto the overage,
+ * up to the plan's overage_limit: else LEDGER_OVERAGE_EXCEEDED), else it is
+ * LEDGER_INSUFFICIENT.  The entry id goes to entry_id.  Nothing is written
+ * unless LEDGER_APPLIED.
  */
 enum ledger_outcome ledger_apply(sqlite3 *db, const struct ledger_request *in,
 	    char *entry_id, size_t idlen);
@@ -159,12 +201,29 @@ enum ledger_outcome ledger_apply(sqlite3 *db, const struct ledger_request *in,
 enum ledger_outcome ledger_post(const struct ledger_request *in, char *entry_id, size_t idlen);
 /* Available balance (sum of non-expired grants) of a customer. */
 int64_t	 ledger_balance(sqlite3 *db, const char *customer_id, int64_t now_ms);
+/* A customer's current overage (credits used past zero, not yet reset). */
+int64_t	 ledger_overage(sqlite3 *db, const char *customer_id);
+/* The plan of a customer's newest active subscription to a plan, or NULL
+ * (no overage then). */
+const struct sandbox_plan *ledger_customer_plan(sqlite3 *db, const char *customer_id);
 /* Flag grants that expired since last noticed, in their own transaction.  0 / -1. */
 int	 ledger_expire_due(sqlite3 *db, const char *customer_id);
 /* The CreditLedgerEntry object of an entry (superset of the 201 reply), or NULL. */
 json_object *ledger_entry_json(sqlite3 *db, const char *entry_id);
-/* Threshold under which credit.balance_low fires (percent of the plan's credits). */
-int64_t	 ledger_low_threshold(void);
+/* Threshold under which credit.balance_low fires: SANDBOX_LOW_BALANCE_PERCENT
+ * of plan's credits (NULL: the default plan's). */
+int64_t	 ledger_low_threshold(const struct sandbox_plan *plan);
+/*
+ * The cycle end at_ms of subscription sub_id of customer_id, in the
+ * caller's transaction: its grants' remainder expires (credit.expired) or,
+ * with SANDBOX_ROLLOVER_PERCENT, rolls over into a new grant
+ * (credit.rolled_over, the rest credit.rollover_forfeited; a grant rolled
+ * SANDBOX_ROLLOVER_MAX_COUNT times expires), the overage is reset
+ * (credit.overage_reset), and credits of the new cycle are granted
+ * (credit.added).  0 / -1.
+ */
+int	 ledger_renew(sqlite3 *db, const char *customer_id, const char *sub_id,
+	    int64_t credits, int64_t at_ms);
 
 /* ------------------------------------------------------------ deliver.c */
 
@@ -263,7 +322,10 @@ int64_t	 late_applied(void);
 
 /* ------------------------------------------------------------ dodo_api.c */
 
-/* Shared by the Dodo routes of dodo_api.c and catalog.c: */
+/* Shared by the Dodo routes of dodo_api.c, catalog.c and usage.c: */
+/* Every Dodo call starts here: SANDBOX_LATENCY_MS, then 1 when the request
+ * carries "Authorization: Bearer <token>"; else a 401 is set. */
+int	 dodo_api_authorized(const struct request *req, struct response *resp);
 /* authorized (SANDBOX_LATENCY_MS slept) and no injected fault for target
  * answered: 1 to go on, else resp is filled. */
 int	 dodo_api_enter(const struct request *req, struct response *resp, const char *target);
@@ -275,6 +337,12 @@ void	 dodo_api_time(json_object *o, const char *key, sqlite3_stmt *st, int col);
  * keys and values, scalar values): *out its JSON text (owned by root) or
  * NULL when absent.  0, or -1 with the reason in why. */
 int	 dodo_api_metadata(json_object *root, const char **out, char *why, size_t whylen);
+/* The same with keys of at most key_max characters (usage events: 100). */
+int	 dodo_api_metadata_keys(json_object *root, size_t key_max, const char **out, char *why,
+	    size_t whylen);
+/* "YYYY-MM-DDTHH:MM:SS[.frac](Z|+00:00)" to epoch ms (milliseconds of
+ * the fraction kept).  0 / -1. */
+int	 dodo_api_parse_time(const char *s, int64_t *ms);
 /* Optional string member of at most max bytes: 0 (*out NULL when absent
  * or null), -1 when it is not such a string. */
 int	 dodo_api_opt_string(json_object *root, const char *name, size_t max, const char **out);
@@ -330,6 +398,17 @@ void	 catalog_webhook_get(const struct request *, struct response *);
 void	 catalog_webhook_secret(const struct request *, struct response *);
 /* A product made through the API: 1 a subscription, 2 one-time, 0 none. */
 int	 catalog_product_kind(sqlite3 *db, const char *product_id);
+/* Meters (POST /meters, GET /meters[/{id}]; target "catalog"): Dodo's Meter
+ * shape.  The built-in meter, CATALOG_METER_BUILTIN, sums the "tokens" of
+ * USAGE_EVENT_NAME events and is the one meter.c bills; catalog_meter_builtin()
+ * writes it (at start and after a reset: 0 / -1). */
+#define CATALOG_METER_BUILTIN	"mtr_sandbox_usage"
+void	 catalog_meter_create(const struct request *, struct response *);
+void	 catalog_meter_list(const struct request *, struct response *);
+void	 catalog_meter_get(const struct request *, struct response *);
+int	 catalog_meter_builtin(sqlite3 *db);
+/* The Meter of that id, or NULL. */
+json_object *catalog_meter(sqlite3 *db, const char *id);
 
 /* One registered endpoint a webhook of a type goes to. */
 struct catalog_endpoint {
@@ -346,6 +425,14 @@ int	 catalog_endpoints(sqlite3 *db, const char *type,
 	    int (*cb)(const struct catalog_endpoint *, void *), void *arg);
 /* The endpoint of that id (enabled or not): 0, or -1 when unknown. */
 int	 catalog_endpoint_get(sqlite3 *db, const char *id, struct catalog_endpoint *out);
+
+/* ------------------------------------------------------------ usage.c */
+
+/* POST /dodo/events/ingest: Dodo's limits (README.md); fault target events_ingest. */
+void	 usage_ingest(const struct request *, struct response *);
+/* GET /dodo/events and /dodo/events/{event_id}; fault target events_read. */
+void	 usage_event_list(const struct request *, struct response *);
+void	 usage_event_get(const struct request *, struct response *);
 
 /* ------------------------------------------------------------ resend_api.c */
 

@@ -2,6 +2,7 @@
 #include <sys/random.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +102,24 @@ static const struct db_migration state_migrations[] = {
 	  "ALTER TABLE deliveries ADD COLUMN endpoint_id TEXT;" },
 	/* cc, bcc, reply_to and tags as sent ({} of those given), echoed back */
 	{ "ALTER TABLE emails ADD COLUMN extras_json TEXT;" },
+	/* NeuralAPI (issue 14): overage on balances and entries, rolled-over
+	 * grants, usage events (the meter bills the unprocessed ones), the
+	 * test clock's offset */
+	{ "ALTER TABLE balances ADD COLUMN overage INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE ledger ADD COLUMN overage_before INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE ledger ADD COLUMN overage_after INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE grants ADD COLUMN rollover_count INTEGER NOT NULL DEFAULT 0;"
+	  "ALTER TABLE grants ADD COLUMN parent_grant_id TEXT;"
+	  "CREATE INDEX grants_source ON grants (source_id);"
+	  "CREATE TABLE events ("
+	  "  seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,"
+	  "  customer_id TEXT NOT NULL, event_name TEXT NOT NULL, timestamp INTEGER NOT NULL,"
+	  "  metadata TEXT, created_at INTEGER NOT NULL, processed INTEGER NOT NULL DEFAULT 0);"
+	  "CREATE INDEX events_customer ON events (customer_id, timestamp);"
+	  "CREATE INDEX events_unmetered ON events (event_name, customer_id, seq)"
+	  "  WHERE processed = 0;"
+	  "CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1),"
+	  "  offset_ms INTEGER NOT NULL);" },
 };
 
 /*
@@ -302,6 +321,46 @@ state_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The test clock's lead over the wall clock (one process: README). */
+static _Atomic int64_t	state_clock_offset;
+
+int64_t
+state_clock_ms(void)
+{
+	return state_now_ms() + state_clock_offset;
+}
+
+int64_t
+state_clock_offset_ms(void)
+{
+	return state_clock_offset;
+}
+
+int
+state_clock_load(sqlite3 *db)
+{
+	sqlite3_stmt	*st;
+
+	if ((st = state_prepare(db, "SELECT offset_ms FROM clock WHERE id = 1")) == NULL)
+		return -1;
+	state_clock_offset = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+	state_done(st);
+	return 0;
+}
+
+int
+state_clock_store(sqlite3 *db, int64_t offset_ms)
+{
+	char	v[SANDBOX_AMOUNT_MAX];
+
+	snprintf(v, sizeof(v), "%lld", (long long)offset_ms);
+	if (state_exec(db, "INSERT INTO clock (id, offset_ms) VALUES (1, CAST(?1 AS INTEGER))"
+	    " ON CONFLICT (id) DO UPDATE SET offset_ms = excluded.offset_ms", 1, v) == -1)
+		return -1;
+	state_clock_offset = offset_ms;
+	return 0;
+}
+
 void
 state_iso(int64_t ms, char *out, size_t len)
 {
@@ -404,7 +463,7 @@ state_reset(sqlite3 *db)
 	    " DELETE FROM payments; DELETE FROM subscriptions; DELETE FROM balances;"
 	    " DELETE FROM grants; DELETE FROM ledger; DELETE FROM emails;"
 	    " DELETE FROM idempotency; DELETE FROM deliveries; DELETE FROM faults;"
-	    " DELETE FROM calls; DELETE FROM catalog;";
+	    " DELETE FROM calls; DELETE FROM catalog; DELETE FROM events; DELETE FROM clock;";
 
 	if (db == NULL || db_begin(db) == -1)
 		return -1;
@@ -413,7 +472,22 @@ state_reset(sqlite3 *db)
 		db_rollback(db);
 		return -1;
 	}
-	return 0;
+	state_clock_offset = 0;
+	return catalog_meter_builtin(db);
+}
+
+const struct sandbox_plan *
+state_plan_of(const char *product_id)
+{
+	if (product_id == NULL)
+		return NULL;
+	for (size_t i = 0; i < sandbox.nplans; i++)
+		if (strcmp(product_id, sandbox.plans[i].product_id) == 0)
+			return &sandbox.plans[i];
+	/* a subscription product made through the API sells as the default plan */
+	if (catalog_product_kind(state_db(), product_id) == 1)
+		return &sandbox.plans[0];
+	return NULL;
 }
 
 int
@@ -421,7 +495,7 @@ state_product_kind(const char *product_id)
 {
 	if (product_id == NULL)
 		return 0;
-	if (strcmp(product_id, sandbox.plan_product_id) == 0)
+	if (state_plan_of(product_id) != NULL)
 		return 1;
 	if (strcmp(product_id, sandbox.topup_product_id) == 0)
 		return 2;

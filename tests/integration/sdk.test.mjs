@@ -136,6 +136,8 @@ test('dodopayments: checkoutSessions.create and the hosted checkout form', async
 	assert.match(page.text, /id="pay"/);
 	assert.match(page.text, /4242 4242 4242 4242/);
 	assert.match(page.text, /\$19\.00 \/ month/);
+	assert.match(page.text, /id="product">MailKit Standard</);
+	assert.match(page.text, /5,000 emails every month; blocked at zero/);
 	assert.match(page.text, /SDK &lt;Tester&gt;/, 'reflected values are HTML-escaped');
 
 	// the page's form carries its own token (a cross-site form has none)
