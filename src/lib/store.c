@@ -139,6 +139,8 @@ static const struct db_migration store_migrations[] = {
 	  " attempts INTEGER NOT NULL DEFAULT 0,"
 	  " next_attempt_at INTEGER NOT NULL DEFAULT 0,"
 	  " owner_token INTEGER,"
+	  " owner_pid INTEGER,"
+	  " owner_host TEXT,"
 	  " lease_until INTEGER,"
 	  " updated_at INTEGER NOT NULL);"
 	  "CREATE INDEX usage_customer ON usage(customer_id, state);"

@@ -19,7 +19,8 @@
 /* This module's statements, in the slots store_int.h numbers. */
 static const char *const store_usage_sql[SQL_COUNT] = {
 	[SQL_USAGE_GET] =
-	    "SELECT " USAGE_COLUMNS ", lease_until FROM usage WHERE key = ?1",
+	    "SELECT " USAGE_COLUMNS ", lease_until, owner_pid, owner_host FROM usage"
+	    " WHERE key = ?1",
 	[SQL_USAGE_SEQ] =
 	    "SELECT COALESCE(MAX(seq), 0) FROM usage_clears WHERE customer_id = ?1",
 	/* usage not seen deducted, and deductions seen after the caller's
@@ -30,16 +31,17 @@ static const char *const store_usage_sql[SQL_COUNT] = {
 	    " + (SELECT COALESCE(SUM(amount), 0) FROM usage_clears"
 	    "  WHERE customer_id = ?1 AND seq > ?2)",
 	[SQL_USAGE_HELD] =
-	    "SELECT COALESCE(SUM(hold), 0) FROM usage"
+	    "SELECT hold, owner_pid, lease_until, owner_host FROM usage"
 	    " WHERE customer_id = ?1 AND state = 0 AND lease_until > ?2",
 	[SQL_USAGE_UPSERT] =
 	    "INSERT INTO usage (key, customer_id, request_hash, state, hold, max_tokens,"
-	    " owner_token, lease_until, created_ms, updated_at)"
-	    " VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9)"
+	    " owner_token, lease_until, created_ms, updated_at, owner_pid, owner_host)"
+	    " VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
 	    " ON CONFLICT (key) DO UPDATE SET state = 0, hold = excluded.hold,"
 	    " max_tokens = excluded.max_tokens, owner_token = excluded.owner_token,"
 	    " lease_until = excluded.lease_until, created_ms = excluded.created_ms,"
-	    " updated_at = excluded.updated_at",
+	    " updated_at = excluded.updated_at, owner_pid = excluded.owner_pid,"
+	    " owner_host = excluded.owner_host",
 	[SQL_USAGE_SETTLE] =
 	    "UPDATE usage SET state = 1, tokens = ?3, prompt_tokens = ?4, completion_tokens = ?5,"
 	    " model = ?6, answer = ?7, settled_ms = ?8, next_attempt_at = 0,"
@@ -48,11 +50,12 @@ static const char *const store_usage_sql[SQL_COUNT] = {
 	[SQL_USAGE_RELEASE] =
 	    "UPDATE usage SET state = 10, owner_token = NULL, lease_until = NULL, updated_at = ?3"
 	    " WHERE key = ?1 AND owner_token = ?2 AND state = 0",
+	[SQL_USAGE_DUE] =
+	    "SELECT key, owner_pid, lease_until, owner_host FROM usage"
+	    " WHERE state = 1 AND next_attempt_at <= ?1 ORDER BY settled_ms LIMIT ?2",
 	[SQL_USAGE_TAKE] =
-	    "UPDATE usage SET owner_token = ?3, lease_until = ?4 WHERE key IN ("
-	    " SELECT key FROM usage WHERE state = 1 AND next_attempt_at <= ?1"
-	    " AND (lease_until IS NULL OR lease_until <= ?1) ORDER BY settled_ms LIMIT ?2)"
-	    " RETURNING key, customer_id, tokens, settled_ms, attempts",
+	    "UPDATE usage SET owner_token = ?2, lease_until = ?3, owner_pid = ?4, owner_host = ?5"
+	    " WHERE key = ?1 RETURNING key, customer_id, tokens, settled_ms, attempts",
 	[SQL_USAGE_INGESTED] =
 	    "UPDATE usage SET state = 2, billed_by = 'event', ingested_at = ?3,"
 	    " next_attempt_at = ?4, owner_token = NULL, lease_until = NULL, updated_at = ?3"
@@ -138,9 +141,11 @@ store_usage_token(void)
 	    0x7fffffffffffffffULL);
 }
 
-/* Fill row from a USAGE_COLUMNS result (+ lease_until into *lease).  0 / -1. */
+/* Fill row from a USAGE_COLUMNS result (+ lease_until, owner_pid and owner_host,
+ * when the caller asks and the statement has them).  0 / -1. */
 static int
-store_usage_read(sqlite3_stmt *st, struct store_usage *row, long long *lease)
+store_usage_read(sqlite3_stmt *st, struct store_usage *row, long long *lease,
+    long long *owner_pid, char *owner_host)
 {
 	const unsigned char *answer;
 
@@ -166,17 +171,21 @@ store_usage_read(sqlite3_stmt *st, struct store_usage *row, long long *lease)
 	row->attempts = sqlite3_column_int(st, 16);
 	if (lease != NULL)
 		*lease = sqlite3_column_int64(st, 17);
+	if (owner_pid != NULL)
+		*owner_pid = sqlite3_column_int64(st, 18);
+	if (owner_host != NULL)
+		store_column_text(st, 19, owner_host, STORE_USAGE_HOST_MAX);
 	return 0;
 }
 
 /* Step a one-row select of a row into out: 1 found, 0 none, -1 error. */
 static int
 store_usage_fetch(struct store_handle *t, sqlite3_stmt *st, struct store_usage *out,
-    long long *lease, struct mk_err *err)
+    long long *lease, long long *owner_pid, char *owner_host, struct mk_err *err)
 {
 	int rc = sqlite3_step(st);
 
-	if (rc == SQLITE_ROW && store_usage_read(st, out, lease) == -1) {
+	if (rc == SQLITE_ROW && store_usage_read(st, out, lease, owner_pid, owner_host) == -1) {
 		sqlite3_reset(st);
 		return mk_fail(err, 503, "out of memory");
 	}
@@ -217,6 +226,7 @@ store_usage_figures(struct store_handle *t, const char *customer_id, long long c
 {
 	sqlite3_stmt	*st;
 	long long	 n;
+	int		 rc;
 
 	if ((st = store_stmt(t, SQL_USAGE_UNSETTLED, store_usage_sql, err)) == NULL)
 		return -1;
@@ -229,9 +239,21 @@ store_usage_figures(struct store_handle *t, const char *customer_id, long long c
 		return -1;
 	store_bind_text(st, 1, customer_id);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
-	if ((n = store_usage_number(t, st, "summing holds", err)) < 0)
-		return -1;
-	room->held = (long)n;
+	room->held = 0;
+	/* a hold counts while its request lives: a killed process's, not */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char host[STORE_USAGE_HOST_MAX];
+
+		store_column_text(st, 3, host, sizeof host);
+		if (store_send_claim_live(sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
+		    host, now))
+			room->held += (long)sqlite3_column_int64(st, 0);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		log_error("store: summing holds: %s", sqlite3_errmsg(t->db));
+		return mk_fail(err, 503, "state store unavailable");
+	}
 	room->available = room->balance + room->overage_room - room->unsettled - room->held;
 	return 0;
 }
@@ -246,7 +268,8 @@ store_usage_admit(const struct settings *s, const char *key, const char *custome
 	struct store_usage_room	 fig = { .balance = balance, .overage_room = overage_room };
 	sqlite3_stmt		*st;
 	time_t			 now = time(NULL);
-	long long		 lease = 0;
+	long long		 lease = 0, owner_pid = 0;
+	char			 owner_host[STORE_USAGE_HOST_MAX] = "";
 	int			 found, result = -1;
 
 	memset(out, 0, sizeof *out);
@@ -268,7 +291,7 @@ store_usage_admit(const struct settings *s, const char *key, const char *custome
 	if ((st = store_stmt(t, SQL_USAGE_GET, store_usage_sql, err)) == NULL)
 		goto out;
 	store_bind_text(st, 1, key);
-	if ((found = store_usage_fetch(t, st, out, &lease, err)) == -1)
+	if ((found = store_usage_fetch(t, st, out, &lease, &owner_pid, owner_host, err)) == -1)
 		goto out;
 	if (found) {
 		if (strcmp(out->customer_id, customer_id) != 0 ||
@@ -280,7 +303,8 @@ store_usage_admit(const struct settings *s, const char *key, const char *custome
 			result = STORE_USAGE_FINAL;
 			goto out;
 		}
-		if (out->state == USAGE_HELD && lease > (long long)now) {
+		if (out->state == USAGE_HELD &&
+		    store_send_claim_live(owner_pid, lease, owner_host, now)) {
 			result = STORE_USAGE_BUSY;
 			goto out;
 		}
@@ -306,6 +330,8 @@ store_usage_admit(const struct settings *s, const char *key, const char *custome
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)now + lease_sec);
 	sqlite3_bind_int64(st, 8, store_usage_now_ms());
 	sqlite3_bind_int64(st, 9, (sqlite3_int64)now);
+	sqlite3_bind_int64(st, 10, (sqlite3_int64)getpid());
+	store_bind_text(st, 11, store_send_host());
 	if (store_step_done(t, st, "recording a hold", err) == -1)
 		goto out;
 	snprintf(out->key, sizeof out->key, "%s", key);
@@ -388,38 +414,74 @@ store_usage_outbox_take(const struct settings *s, struct store_usage *rows, int 
 {
 	struct store_handle	*t STORE_HELD = NULL;
 	sqlite3_stmt		*st;
+	char			(*keys)[STORE_USAGE_KEY_MAX];
 	time_t			 now = time(NULL);
 	long long		 token = store_usage_token();
-	int			 n = 0, rc;
+	int			 n = 0, nkeys = 0, rc;
 
-	if ((t = store_lock(s, err)) == NULL ||
-	    (st = store_stmt(t, SQL_USAGE_TAKE, store_usage_sql, err)) == NULL)
+	if ((keys = calloc((size_t)max, sizeof keys[0])) == NULL)
+		return mk_fail(err, 503, "out of memory");
+	if ((t = store_lock(s, err)) == NULL) {
+		free(keys);
 		return -1;
-	if (db_begin(t->db) == -1)
+	}
+	if (db_begin(t->db) == -1) {
+		free(keys);
 		return mk_fail(err, 503, "state store unavailable");
+	}
+	if ((st = store_stmt(t, SQL_USAGE_DUE, store_usage_sql, err)) == NULL)
+		goto fail;
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)now);
-	sqlite3_bind_int(st, 2, max);
-	sqlite3_bind_int64(st, 3, token);
-	sqlite3_bind_int64(st, 4, (sqlite3_int64)now + STORE_USAGE_LEASE_SEC);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < max) {
-		struct store_usage *r = &rows[n++];
+	sqlite3_bind_int(st, 2, max + STORE_USAGE_DUE_SLACK);
+	/* due rows nobody live holds: a killed process's are free at once */
+	while (nkeys < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char host[STORE_USAGE_HOST_MAX];
 
-		memset(r, 0, sizeof *r);
-		store_column_text(st, 0, r->key, sizeof r->key);
-		store_column_text(st, 1, r->customer_id, sizeof r->customer_id);
-		r->tokens = (long)sqlite3_column_int64(st, 2);
-		r->settled_ms = sqlite3_column_int64(st, 3);
-		r->attempts = sqlite3_column_int(st, 4);
-		r->state = USAGE_SETTLED;
-		r->owner_token = token;
+		store_column_text(st, 3, host, sizeof host);
+		if (store_send_claim_live(sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2),
+		    host, now))
+			continue;
+		store_column_text(st, 0, keys[nkeys], sizeof keys[nkeys]);
+		nkeys++;
 	}
 	sqlite3_reset(st);
-	if ((rc != SQLITE_DONE && rc != SQLITE_ROW) || db_commit(t->db) == -1) {
-		log_error("store: claiming the usage outbox: %s", sqlite3_errmsg(t->db));
-		db_rollback(t->db);
-		return mk_fail(err, 503, "state store unavailable");
+	for (int i = 0; i < nkeys; i++) {
+		struct store_usage *r = &rows[n];
+
+		if ((st = store_stmt(t, SQL_USAGE_TAKE, store_usage_sql, err)) == NULL)
+			goto fail;
+		store_bind_text(st, 1, keys[i]);
+		sqlite3_bind_int64(st, 2, token);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)now + STORE_USAGE_LEASE_SEC);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)getpid());
+		store_bind_text(st, 5, store_send_host());
+		if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			memset(r, 0, sizeof *r);
+			store_column_text(st, 0, r->key, sizeof r->key);
+			store_column_text(st, 1, r->customer_id, sizeof r->customer_id);
+			r->tokens = (long)sqlite3_column_int64(st, 2);
+			r->settled_ms = sqlite3_column_int64(st, 3);
+			r->attempts = sqlite3_column_int(st, 4);
+			r->state = USAGE_SETTLED;
+			r->owner_token = token;
+			n++;
+			rc = sqlite3_step(st);
+		}
+		sqlite3_reset(st);
+		if (rc != SQLITE_DONE) {
+			log_error("store: claiming the usage outbox: %s", sqlite3_errmsg(t->db));
+			mk_fail(err, 503, "state store unavailable");
+			goto fail;
+		}
 	}
+	free(keys);
+	if (db_commit(t->db) == -1)
+		return mk_fail(err, 503, "state store unavailable");
 	return n;
+fail:
+	free(keys);
+	db_rollback(t->db);
+	return -1;
 }
 
 int
@@ -687,7 +749,7 @@ store_usage_get(const struct settings *s, const char *customer_id, const char *p
 		return -1;
 	store_bind_text(st, 1, prefix);
 	store_bind_text(st, 2, customer_id);
-	if ((rc = store_usage_fetch(t, st, out, NULL, err)) != 1)
+	if ((rc = store_usage_fetch(t, st, out, NULL, NULL, NULL, err)) != 1)
 		store_usage_free(out);
 	return rc;
 }

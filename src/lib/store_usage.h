@@ -9,7 +9,10 @@
 struct settings;
 
 #define STORE_USAGE_KEY_MAX	65	/* 64 hex digits + NUL (billing_key_base) */
-#define STORE_USAGE_LEASE_SEC	60	/* an outbox claim; a hold's lease is the caller's */
+#define STORE_USAGE_LEASE_SEC	60	/* an outbox claim; a hold's lease is the caller's
+					   (a claim of a process gone from this host ends at once) */
+#define STORE_USAGE_DUE_SLACK	64	/* due rows held by live claims read past in one look */
+#define STORE_USAGE_HOST_MAX	256	/* a claim's hostname */
 #define STORE_USAGE_KEEP_SEC	(48 * 3600)	/* billed rows are kept this long for replays */
 #define STORE_USAGE_POLL_SEC	30	/* an ingested event's deduction is first looked for then */
 

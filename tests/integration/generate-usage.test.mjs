@@ -1,0 +1,229 @@
+// generate-usage.test.mjs: NeuralAPI's usage billing through a sandbox stack selling
+// Starter and Pro: the hard stop at zero, Pro into overage up to its limit, and usage
+// events ingested exactly once under ingest faults, kill -9 of generate.fcgi, and an
+// event too old to ingest (the ledger-debit fallback under the same key).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+
+import { QUICK_UPSTREAM, clearSandboxFaults, dodoLedger, dodoLedgerEntry, payCheckout,
+    postJson, request, sandboxFault, skipFile, startStack } from './harness.mjs';
+import { holdOf, missingGenerate, sleep, startGenerate } from './generate-harness.mjs';
+
+{
+	const why = missingGenerate();
+	if (why)
+		skipFile(why);
+}
+
+// NeuralAPI's sandbox settings, with small plans so a test reaches zero quickly.
+const NEURAL = {
+	MAILKIT_PRODUCT: 'neuralapi',
+	CREDIT_ENTITLEMENT_ID: 'cde_sandbox_tokens',
+	STARTER_PLAN_PRODUCT_ID: 'pdt_sandbox_starter',
+	PRO_PLAN_PRODUCT_ID: 'pdt_sandbox_pro',
+	TOPUP_PRODUCT_ID: 'pdt_sandbox_token_topup',
+	STARTER_PLAN_CREDITS: 1000,
+	PRO_PLAN_CREDITS: 1000,
+	PRO_PLAN_OVERAGE_LIMIT: 300,
+	SANDBOX_METER_INTERVAL_MS: 3_600_000,	// the tests run the meter themselves
+	...QUICK_UPSTREAM,
+};
+const WAIT_MS = 20_000;
+
+let stack, gen;
+before(async () => {
+	stack = await startStack({ env: NEURAL });
+	gen = startGenerate(stack, { MAILKIT_AUTH: 'customer_id' });
+	await gen.ready();
+});
+after(async () => {
+	await gen?.kill();
+	await stack?.stop();
+});
+
+const dodo = (method, p, json) => request(stack, method,
+    `${stack.settings.DODO_PAYMENTS_BASE_URL}${p}`, { json, key: stack.settings.DODO_PAYMENTS_API_KEY });
+
+// A new customer subscribed to `product` on the sandbox's hosted checkout.
+let buyers = 0;
+async function buy(product) {
+	const s = await dodo('POST', '/checkouts', { product_cart: [{ product_id: product, quantity: 1 }],
+	    customer: { email: `gen-${Date.now()}-${++buyers}@example.org`, name: 'Usage Test' },
+	    return_url: `${stack.baseUrl}/` });
+	assert.equal(s.status, 200, s.text);
+	const back = await payCheckout(stack, s.json.checkout_url);
+	const sub = await dodo('GET', `/subscriptions/${back.searchParams.get('subscription_id')}`);
+	assert.equal(sub.status, 200, sub.text);
+	return sub.json.customer.customer_id;
+}
+
+const balancePath = (c) => `/credit-entitlements/${NEURAL.CREDIT_ENTITLEMENT_ID}/balances/${c}`;
+const balanceOf = async (c) => (await dodo('GET', balancePath(c))).json;
+async function debitTo(c, want) {
+	const have = Number((await balanceOf(c)).balance);
+	const r = await dodoLedgerEntry(stack, c, { entry_type: 'debit', amount: String(have - want),
+	    idempotency_key: `to-${want}-${Date.now()}` });
+	assert.equal(r.status, 201);
+}
+
+const generate = (customer, prompt, maxTokens, headers) => gen.call('POST', '/api/generate',
+    { json: { prompt, max_tokens: maxTokens, customer_id: customer }, headers });
+const billing = async (customer, id) =>
+    (await gen.call('GET', `/api/generate/${id}?customer_id=${customer}`)).json;
+const eventOf = async (eventId) => dodo('GET', `/events/${eventId}`);
+async function eventsOf(customer) {
+	const r = await dodo('GET', `/events?customer_id=${customer}&page_size=100`);
+	assert.equal(r.status, 200, r.text);
+	return r.json.items;
+}
+
+// Poll until fn() is truthy (bounded); returns its value.
+async function until(what, fn, ms = WAIT_MS) {
+	const deadline = Date.now() + ms;
+	for (;;) {
+		const v = await fn();
+		if (v)
+			return v;
+		if (Date.now() > deadline)
+			throw new Error(`not within ${ms} ms: ${what}`);
+		await sleep(200);
+	}
+}
+
+// Generate until refused; returns the answers admitted and the refusal.
+async function drain(customer, prompt, maxTokens) {
+	const ok = [];
+	for (let i = 0; i < 100; i++) {
+		const r = await generate(customer, prompt, maxTokens);
+		if (r.status !== 200)
+			return { ok, refusal: r };
+		ok.push(r.json);
+	}
+	throw new Error('never refused');
+}
+
+test('Starter stops at zero: every token used was covered by the balance', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	await debitTo(c, 200);
+	const { ok, refusal } = await drain(c, 'starter prompt', 40);
+	assert.equal(refusal.status, 402, refusal.text);
+	const used = ok.reduce((n, r) => n + r.tokens_used, 0);
+	assert.ok(ok.length >= 2, `admitted ${ok.length}`);
+	assert.ok(used <= 200, `used ${used} past the balance of 200`);
+	assert.ok(200 - used < holdOf('starter prompt', 40), 'stopped only when out of room');
+});
+
+test('Pro runs into overage up to its limit, then 402', async () => {
+	const c = await buy(NEURAL.PRO_PLAN_PRODUCT_ID);
+	await debitTo(c, 50);
+	const { ok, refusal } = await drain(c, 'pro prompt', 40);
+	assert.equal(refusal.status, 402, refusal.text);
+	const used = ok.reduce((n, r) => n + r.tokens_used, 0);
+	assert.ok(used > 50, `used ${used}: Pro went past zero`);
+	assert.ok(used <= 50 + NEURAL.PRO_PLAN_OVERAGE_LIMIT, `used ${used} past the overage limit`);
+	assert.ok(50 + NEURAL.PRO_PLAN_OVERAGE_LIMIT - used < holdOf('pro prompt', 40));
+});
+
+test('ingest faults (500, accept500, late): each event ingested exactly once', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const answers = [];
+	for (const fault of [{ mode: '500', count: 2 }, { mode: 'accept500', count: 1 },
+	    { mode: 'late', count: 1, stall_ms: 2500, late_ms: 500 }]) {
+		await sandboxFault(stack, { target: 'events_ingest', ...fault });
+		const t0 = Date.now();
+		const r = await generate(c, `fault ${fault.mode}`, 20);
+		assert.equal(r.status, 200, r.text);
+		const b = await until(`${fault.mode}: ingested`, async () => {
+			const g = await billing(c, r.json.id);
+			return g.billing.ingested ? g : null;
+		});
+		assert.equal(b.billing.billed_by, 'event');
+		answers.push({ ...r.json, t0 });
+	}
+	await clearSandboxFaults(stack);
+	const evs = await eventsOf(c);
+	assert.equal(evs.length, answers.length, JSON.stringify(evs));
+	for (const a of answers) {
+		const e = evs.filter((x) => x.event_id === a.billing.event_id);
+		assert.equal(e.length, 1, `${a.billing.event_id} once`);
+		assert.equal(Number(e[0].metadata.tokens), a.tokens_used);
+		assert.equal(e[0].event_name, 'api.tokens_used');
+		const at = Date.parse(e[0].timestamp);
+		assert.ok(at >= a.t0 - 1000 && at <= a.t0 + 10_000, 'the original timestamp');
+	}
+});
+
+test('kill -9 of generate.fcgi between settle and ingest: still ingested, once', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	await sandboxFault(stack, { target: 'events_ingest', mode: '500', count: 1000 });
+	const key = `kill-${Date.now()}`;
+	const r = await generate(c, 'killed before ingest', 20, { 'Idempotency-Key': key });
+	assert.equal(r.status, 200, r.text);
+	await sleep(300);
+	assert.equal((await eventOf(r.json.billing.event_id)).status, 404, 'not ingested yet');
+	const { sig } = await gen.kill('SIGKILL');
+	assert.equal(sig, 'SIGKILL');
+	await clearSandboxFaults(stack);
+	gen = startGenerate(stack, { MAILKIT_AUTH: 'customer_id' });
+	await gen.ready();
+	await until('ingested after the restart', async () =>
+	    (await eventOf(r.json.billing.event_id)).status === 200);
+	const again = await generate(c, 'killed before ingest', 20, { 'Idempotency-Key': key });
+	assert.equal(again.json.id, r.json.id, 'the answer is replayed after the restart');
+	assert.equal(again.json.text, r.json.text);
+	await sleep(1500);	// any second ingest would have gone out by now
+	const evs = (await eventsOf(c)).filter((e) => e.event_id === r.json.billing.event_id);
+	assert.equal(evs.length, 1);
+	assert.equal(Number(evs[0].metadata.tokens), r.json.tokens_used);
+});
+
+// Age a row as if generate.fcgi had been down for two hours (the sandbox's ingest
+// window is on the real clock), with its ingest due now.
+function age(id) {
+	execFileSync('sqlite3', [stack.settings.MAILKIT_DB,
+	    `UPDATE usage SET settled_ms = settled_ms - 7200000, next_attempt_at = 0 ` +
+	    `WHERE key LIKE '${id.slice(4)}%'`]);
+}
+
+test('an event too old to ingest: a ledger debit under its key, or nothing if it landed', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const restart = async () => {
+		gen = startGenerate(stack, { MAILKIT_AUTH: 'customer_id' });
+		await gen.ready();
+	};
+	// an event never ingested, then generate.fcgi down for two hours
+	await sandboxFault(stack, { target: 'events_ingest', mode: '500', count: 1000 });
+	const lost = await generate(c, 'never ingested', 20);
+	assert.equal(lost.status, 200, lost.text);
+	await gen.kill('SIGKILL');
+	age(lost.json.id);
+	const before = Number((await balanceOf(c)).balance);
+	// an event that lands, its answer lost every time
+	await sandboxFault(stack, { target: 'events_ingest', mode: 'accept500', count: 1000 });
+	await restart();
+	const b1 = await until('billed by the ledger', async () => {
+		const g = await billing(c, lost.json.id);
+		return g.billing.billed_by === 'ledger' ? g : null;
+	});
+	assert.equal(b1.status, 'debited');
+	assert.equal((await eventOf(lost.json.billing.event_id)).status, 404, 'never ingested');
+	assert.equal(Number((await balanceOf(c)).balance), before - lost.json.tokens_used);
+	const landed = await generate(c, 'ingested, answer lost', 20);
+	assert.equal(landed.status, 200, landed.text);
+	await until('landed', async () => (await eventOf(landed.json.billing.event_id)).status === 200);
+	assert.equal((await billing(c, landed.json.id)).billing.ingested, false, 'no answer seen');
+	await gen.kill('SIGKILL');
+	await clearSandboxFaults(stack);
+	age(landed.json.id);
+	await restart();
+	const b2 = await until('found ingested', async () => {
+		const g = await billing(c, landed.json.id);
+		return g.billing.ingested ? g : null;
+	});
+	assert.equal(b2.billing.billed_by, 'event');
+	const debits = (await dodoLedger(stack, c)).filter((e) => !e.is_credit &&
+	    e.reference_type !== 'meter' && Number(e.amount) < 100);
+	assert.deepEqual(debits.map((e) => Number(e.amount)), [lost.json.tokens_used],
+	    'one ledger debit, for the lost event only');
+});
