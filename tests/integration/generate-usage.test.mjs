@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 
 import { QUICK_UPSTREAM, clearSandboxFaults, dodoLedger, dodoLedgerEntry, payCheckout,
-    postJson, request, sandboxFault, skipFile, startStack } from './harness.mjs';
+    request, sandboxFault, skipFile, startStack, webhookHeaders } from './harness.mjs';
 import { holdOf, missingGenerate, sleep, startGenerate } from './generate-harness.mjs';
 
 {
@@ -226,4 +226,37 @@ test('an event too old to ingest: a ledger debit under its key, or nothing if it
 	    e.reference_type !== 'meter' && Number(e.amount) < 100);
 	assert.deepEqual(debits.map((e) => Number(e.amount)), [lost.json.tokens_used],
 	    'one ledger debit, for the lost event only');
+});
+
+// A signed ledger webhook as Dodo's meter sends it.
+async function meterHook(type, customer, entryId, amount, extra = {}) {
+	const body = JSON.stringify({ business_id: 'bus_sandbox', type,
+	    timestamp: new Date().toISOString(), data: { payload_type: 'CreditLedgerEntry',
+		id: entryId, customer_id: customer, credit_entitlement_id: NEURAL.CREDIT_ENTITLEMENT_ID,
+		amount: String(amount), is_credit: false, reference_type: 'meter',
+		reference_id: 'mtr_sandbox_usage', transaction_type: type === 'credit.deducted' ?
+		    'credit_deducted' : 'overage_charged', ...extra } });
+	const r = await request(stack, 'POST', '/webhooks/dodo',
+	    { body, headers: webhookHeaders(stack, body) });
+	assert.equal(r.status, 200, r.text);
+}
+
+test('meter deductions (webhooks) clear usage oldest first, once per entry, capped', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const a = (await generate(c, 'first', 10)).json;
+	const b = (await generate(c, 'second', 10)).json;
+	const cleared = async (x) => (await billing(c, x.id)).billing.cleared;
+	await meterHook('credit.deducted', c, `le_${Date.now()}_1`, a.tokens_used + 2);
+	assert.equal(await cleared(a), a.tokens_used, 'the oldest first');
+	assert.equal(await cleared(b), 2);
+	const entry = `le_${Date.now()}_2`;
+	await meterHook('credit.overage_charged', c, entry, 1);
+	await meterHook('credit.overage_charged', c, entry, 1);
+	assert.equal(await cleared(b), 3, 'one entry clears once');
+	// a deduction not made by the meter clears nothing
+	await meterHook('credit.deducted', c, `le_${Date.now()}_3`, 5, { reference_type: 'subscription' });
+	assert.equal(await cleared(b), 3);
+	// more than the usage: only what exists
+	await meterHook('credit.deducted', c, `le_${Date.now()}_4`, 10_000);
+	assert.equal(await cleared(b), b.tokens_used);
 });
