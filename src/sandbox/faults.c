@@ -374,11 +374,7 @@ admin_error(struct response *resp, int status, const char *msg)
 	response_error(resp, status, "%s", msg);
 }
 
-/*
- * Optional integer member name of root within [min, max]: 0 with *out set,
- * or left alone when absent or null; -1 when it is anything else.
- */
-static int
+int
 fault_int_member(json_object *root, const char *name, int64_t min, int64_t max, int64_t *out)
 {
 	json_object	*v;

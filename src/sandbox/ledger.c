@@ -666,3 +666,47 @@ ledger_renew(sqlite3 *db, const char *customer_id, const char *sub_id, int64_t c
 	in.at_ms = at;
 	return ledger_apply(db, &in, entry, sizeof(entry)) == LEDGER_APPLIED ? 0 : -1;
 }
+
+int
+ledger_meter(sqlite3 *db, const char *customer_id, int64_t total, const char *description,
+    const char *metadata, struct ledger_metered *out)
+{
+	const struct sandbox_plan	*plan;
+	struct ledger_request		 in;
+	char				 entry[SANDBOX_ID_MAX];
+	int64_t				 now = state_clock_ms(), balance, room;
+
+	memset(out, 0, sizeof(*out));
+	if (ledger_expire_locked(db, customer_id, now) == -1)
+		return -1;
+	balance = ledger_balance(db, customer_id, now);
+	plan = ledger_customer_plan(db, customer_id);
+	out->deducted = total < balance ? total : balance;
+	room = plan != NULL ? plan->overage_limit - ledger_overage(db, customer_id) : 0;
+	if (room < 0)
+		room = 0;
+	out->overage = total - out->deducted < room ? total - out->deducted : room;
+	out->unbilled = total - out->deducted - out->overage;
+
+	memset(&in, 0, sizeof(in));
+	in.customer_id = customer_id;
+	in.metadata = metadata;
+	in.reference_type = "meter";
+	in.reference_id = CATALOG_METER_BUILTIN;
+	in.description = description;
+	in.at_ms = now;
+	if (out->deducted > 0) {
+		in.amount = out->deducted;
+		if (ledger_apply(db, &in, entry, sizeof(entry)) != LEDGER_APPLIED)
+			return -1;
+	}
+	if (out->overage > 0) {
+		/* the balance is 0 now: all of it goes onto the overage */
+		in.amount = out->overage;
+		in.transaction_type = "overage_charged";
+		in.event = "credit.overage_charged";
+		if (ledger_apply(db, &in, entry, sizeof(entry)) != LEDGER_APPLIED)
+			return -1;
+	}
+	return 0;
+}

@@ -89,6 +89,9 @@ static const struct route routes[] = {
 	{ "GET", "/admin/webhooks", admin_webhooks },
 	{ "GET", "/admin/stats", admin_stats },
 	{ "POST", "/admin/reset", admin_reset },
+	{ "POST", "/admin/meter/run", meter_admin_run },
+	{ "GET", "/admin/clock", meter_admin_clock_get },
+	{ "POST", "/admin/clock", meter_admin_clock_post },
 };
 
 static int sandbox_init(const struct settings *s, char *err, size_t errlen);
@@ -298,6 +301,10 @@ sandbox_init(const struct settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot start the thread of late faults");
 		return -1;
 	}
+	if (getenv("MAILKIT_CHECK_ONLY") == NULL && meter_start() == -1) {
+		snprintf(err, errlen, "cannot start the meter thread");
+		return -1;
+	}
 	log_info("sandbox: %s, db %s, webhooks to %s, entitlement %s, %zu plans (default %s),"
 	    " top-up %s, %ld ms added to each API call", sandbox.product_name,
 	    sandbox.db_path, sandbox.webhook_url[0] != '\0' ? sandbox.webhook_url :
@@ -313,6 +320,7 @@ main(void)
 	int	rc;
 
 	rc = server_main(&sandbox_app, &settings, 0);
+	meter_stop();
 	late_stop();
 	deliver_stop();
 	fault_calls_save();

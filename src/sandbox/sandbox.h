@@ -225,6 +225,46 @@ int64_t	 ledger_low_threshold(const struct sandbox_plan *plan);
 int	 ledger_renew(sqlite3 *db, const char *customer_id, const char *sub_id,
 	    int64_t credits, int64_t at_ms);
 
+/* What one meter pass did to a customer, in credits. */
+struct ledger_metered {
+	int64_t	deducted;	/* from grants, oldest first */
+	int64_t	overage;	/* onto the overage */
+	int64_t	unbilled;	/* past zero with no overage room: never billed */
+};
+/*
+ * Bill total metered credits of customer_id (the built-in meter's usage),
+ * in the caller's transaction: from the grants, oldest first, down to 0 (a
+ * "credit_deducted" entry, credit.deducted), the rest onto the overage up
+ * to the plan's limit ("overage_charged", credit.overage_charged), the
+ * rest unbilled.  Entries carry reference_type "meter", reference_id the
+ * meter, description and metadata (JSON text).  0 / -1.
+ */
+int	 ledger_meter(sqlite3 *db, const char *customer_id, int64_t total,
+	    const char *description, const char *metadata, struct ledger_metered *out);
+
+/* ------------------------------------------------------------ meter.c */
+
+/* What a meter pass did (POST /admin/meter/run answers it). */
+struct meter_result {
+	int64_t	customers;	/* customers with new usage */
+	int64_t	events;		/* events metered */
+	int64_t	deducted;	/* credits from grants */
+	int64_t	overage;	/* credits onto overages */
+	int64_t	unbilled;	/* credits past zero never billed */
+	int64_t	renewed;	/* subscription cycles renewed first */
+};
+/* One pass now: cycles due renewed, then every customer's unmetered
+ * events of USAGE_EVENT_NAME billed (ledger_meter).  Passes take turns.
+ * 0 / -1 (a customer's failure is logged and his events stay unmetered). */
+int	 meter_run(struct meter_result *out);
+/* The worker: a pass every SANDBOX_METER_INTERVAL_MS.  0 / -1. */
+int	 meter_start(void);
+void	 meter_stop(void);
+/* POST /admin/meter/run -> the meter_result; GET/POST /admin/clock. */
+void	 meter_admin_run(const struct request *, struct response *);
+void	 meter_admin_clock_get(const struct request *, struct response *);
+void	 meter_admin_clock_post(const struct request *, struct response *);
+
 /* ------------------------------------------------------------ deliver.c */
 
 /* Insert a webhook (envelope around data, which is taken) for delivery,
@@ -294,6 +334,10 @@ void	 fault_sleep_ms(long ms);
 /* For the delivery thread: 1 if this attempt must fail (target "webhook"). */
 int	 fault_webhook_should_fail(sqlite3 *db);
 
+/* Optional integer member name of root within [min, max]: 0 with *out set,
+ * or left alone when absent or null; -1 when it is anything else. */
+int	 fault_int_member(json_object *root, const char *name, int64_t min, int64_t max,
+	    int64_t *out);
 void	 faults_post(const struct request *, struct response *);
 void	 faults_delete(const struct request *, struct response *);
 void	 faults_list(const struct request *, struct response *);

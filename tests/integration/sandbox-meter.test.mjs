@@ -327,3 +327,200 @@ test('meters: the built-in meter and meters made through the SDK', async () => {
 	(e) => e.status === 422, 'sum needs a key');
 	await assert.rejects(dodo.meters.retrieve('mtr_nope'), (e) => e.status === 404);
 });
+
+// ------------------------------------------------------------- the meter
+
+const meterRun = async () => {
+	const r = await postJson(stack, '/sandbox/admin/meter/run', {});
+	assert.equal(r.status, 200, r.text);
+	return r.json;
+};
+const ledgerOf = async (customer) => (await dodo.creditEntitlements.balances.listLedger(customer,
+    { credit_entitlement_id: cent(), page_size: 100 })).items.reverse();
+const meterEntries = async (customer) => (await ledgerOf(customer))
+    .filter((e) => e.reference_type === 'meter')
+    .map((e) => [e.transaction_type, e.amount, e.balance_after, e.overage_after]);
+const metered = (hook) => hook.filter((d) => d.reference_type === 'meter' &&
+    d.reference_id === 'mtr_sandbox_usage');
+// Deliveries of type for customer once they stopped coming (counts that must be exact).
+async function settledHooks(type, customer, min) {
+	await hooks(type, customer, { min });
+	await sleep(400);
+	return hooks(type, customer, { min: 0 });
+}
+const result = (customers, events, deducted, overage, unbilled) =>
+    ({ customers, events, deducted, overage, unbilled, renewed: 0 });
+
+test('meter: FIFO over grants, one entry per run, credit.deducted and balance_low once', async () => {
+	await meterRun();	// what earlier tests ingested
+	const { customer } = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	await buy(NEURAL.TOPUP_PRODUCT_ID, { customer });
+	await dodo.usageEvents.ingest({ events: [usage(customer, 6_000_000),
+	    usage(customer, '4000005')] });
+	assert.equal((await balanceOf(customer)).balance, '15000000', 'the meter lags');
+	assert.deepEqual(await meterRun(), result(1, 2, 10_000_005, 0, 0));
+	const grants = (await dodo.creditEntitlements.balances.listGrants(customer,
+	    { credit_entitlement_id: cent() })).items;
+	assert.deepEqual(grants.map((g) => [g.source_type, g.remaining_amount]),
+	    [['subscription', '0'], ['one_time', '4999995']], 'the oldest grant first');
+	assert.deepEqual(await meterEntries(customer),
+	    [['credit_deducted', '10000005', '4999995', '0']]);
+	const entry = (await ledgerOf(customer)).at(-1);
+	assert.match(entry.description, /api\.tokens_used/);
+	assert.equal(entry.reference_id, 'mtr_sandbox_usage');
+	assert.deepEqual(await meterRun(), result(0, 0, 0, 0, 0), 'nothing twice');
+
+	await dodo.usageEvents.ingest({ events: [usage(customer, 3_000_000)] });
+	assert.deepEqual(await meterRun(), result(1, 1, 3_000_000, 0, 0));
+	await dodo.usageEvents.ingest({ events: [usage(customer, 1)] });
+	assert.deepEqual(await meterRun(), result(1, 1, 1, 0, 0));
+	assert.equal((await balanceOf(customer)).balance, '1999994');
+	const deducted = metered(await settledHooks('credit.deducted', customer, 3));
+	assert.deepEqual(deducted.map((d) => d.amount), ['10000005', '3000000', '1']);
+	const low = await settledHooks('credit.balance_low', customer, 1);
+	assert.equal(low.length, 1, 'balance_low once, on the crossing');
+	assert.equal(low[0].available_balance, '1999995');
+	assert.equal(low[0].subscription_credits_amount, '10000000');
+	assert.equal((await settledHooks('credit.overage_charged', customer, 0)).length, 0);
+});
+
+test('meter: Starter stops at zero, the rest unbilled', async () => {
+	await meterRun();
+	const { customer } = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	await dodo.usageEvents.ingest({ events: [usage(customer, 9_999_000), usage(customer, 1_500)] });
+	assert.deepEqual(await meterRun(), result(1, 2, 10_000_000, 0, 500));
+	let bal = await balanceOf(customer);
+	assert.deepEqual([bal.balance, bal.overage], ['0', '0']);
+	await dodo.usageEvents.ingest({ events: [usage(customer, 7)] });
+	assert.deepEqual(await meterRun(), result(1, 1, 0, 0, 7));
+	bal = await balanceOf(customer);
+	assert.deepEqual([bal.balance, bal.overage], ['0', '0']);
+	assert.deepEqual(await meterEntries(customer), [['credit_deducted', '10000000', '0', '0']]);
+	assert.equal((await settledHooks('credit.overage_charged', customer, 0)).length, 0);
+	assert.equal(metered(await settledHooks('credit.deducted', customer, 1)).length, 1);
+});
+
+test('meter: Pro runs into overage up to its limit; webhooks once each', async () => {
+	await meterRun();
+	const { customer } = await buy(NEURAL.PRO_PLAN_PRODUCT_ID);
+	await dodo.usageEvents.ingest({ events: [usage(customer, 40_000_000),
+	    usage(customer, 9_999_000)] });
+	assert.deepEqual(await meterRun(), result(1, 2, 40_000_000, 9_999_000, 0));
+	let bal = await balanceOf(customer);
+	assert.deepEqual([bal.balance, bal.overage], ['0', '9999000']);
+	await dodo.usageEvents.ingest({ events: [usage(customer, 2_000)] });
+	assert.deepEqual(await meterRun(), result(1, 1, 0, 1_000, 1_000));
+	bal = await balanceOf(customer);
+	assert.deepEqual([bal.balance, bal.overage], ['0', '10000000']);
+	assert.deepEqual(await meterEntries(customer), [
+		['credit_deducted', '40000000', '0', '0'],
+		['overage_charged', '9999000', '0', '9999000'],
+		['overage_charged', '1000', '0', '10000000'],
+	]);
+	const charged = metered(await settledHooks('credit.overage_charged', customer, 2));
+	assert.deepEqual(charged.map((d) => [d.amount, d.overage_before, d.overage_after]),
+	    [['9999000', '0', '9999000'], ['1000', '9999000', '10000000']]);
+	assert.equal(metered(await settledHooks('credit.deducted', customer, 1)).length, 1);
+	assert.equal((await settledHooks('credit.balance_low', customer, 1)).length, 1);
+	// the ledger API is held to the same limit
+	assert.deepEqual(await refusal(debit(customer, 1)),
+	    { status: 400, code: 'OVERAGE_LIMIT_EXCEEDED' });
+});
+
+test('meter: the worker runs every SANDBOX_METER_INTERVAL_MS by itself', async () => {
+	const quick = await startStack({ env: { ...NEURAL, SANDBOX_METER_INTERVAL_MS: 300 } });
+	try {
+		const client = new DodoPayments({ bearerToken: 'k', maxRetries: 0,
+		    baseURL: quick.settings.DODO_PAYMENTS_BASE_URL });
+		const session = await client.checkoutSessions.create({
+			product_cart: [{ product_id: NEURAL.STARTER_PLAN_PRODUCT_ID, quantity: 1 }],
+			customer: { email: 'worker@example.org', name: 'Worker' },
+			return_url: `${quick.baseUrl}/`,
+		});
+		await payCheckout(quick, session.checkout_url);
+		const customer = (await client.customers.list({ email: 'worker@example.org' }))
+		    .items[0].customer_id;
+		await client.usageEvents.ingest({ events: [usage(customer, 1234)] });
+		const deadline = Date.now() + WAIT_MS;
+		let bal;
+		do {
+			await sleep(POLL_MS);
+			bal = (await client.creditEntitlements.balances.retrieve(customer,
+			    { credit_entitlement_id: cent() })).balance;
+		} while (bal !== '9998766' && Date.now() < deadline);
+		assert.equal(bal, '9998766');
+	} finally {
+		await quick.stop();
+	}
+});
+
+// ------------------------------------------------------------- the test clock
+
+const advance = async (days) => {
+	const r = await postJson(stack, '/sandbox/admin/clock', { advance_days: days });
+	assert.equal(r.status, 200, r.text);
+	return r.json;
+};
+
+test('test clock: a cycle end expires or rolls over the plan grant, resets overage, grants anew', async () => {
+	await meterRun();
+	const pro = (await buy(NEURAL.PRO_PLAN_PRODUCT_ID)).customer;
+	const starter = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const s = starter.customer;
+	await buy(NEURAL.TOPUP_PRODUCT_ID, { customer: s });
+	await dodo.usageEvents.ingest({ events: [usage(pro, 40_000_500), usage(s, 4_000_000)] });
+	assert.deepEqual(await meterRun(), result(2, 2, 44_000_000, 500, 0));
+	const before = (await getJson(stack, '/sandbox/admin/clock')).json;
+	assert.equal(before.offset_ms, 0);
+
+	// refused before anything moves
+	assert.equal((await postJson(stack, '/sandbox/admin/clock', { advance_days: -1 })).status, 400);
+
+	const moved = await advance(30);
+	assert.equal(moved.offset_ms, 30 * DAY_MS);
+	assert.ok(moved.renewed >= 2, `renewed ${moved.renewed}`);
+	assert.ok(Math.abs(Date.parse(moved.now) - Date.now() - 30 * DAY_MS) < 60_000);
+
+	// Pro: overage reset, a new grant
+	const reset = await settledHooks('credit.overage_reset', pro, 1);
+	assert.deepEqual(reset.map((d) => [d.amount, d.overage_before, d.overage_after]),
+	    [['500', '500', '0']]);
+	let bal = await balanceOf(pro);
+	assert.deepEqual([bal.balance, bal.overage], ['40000000', '0']);
+	const added = await settledHooks('credit.added', pro, 2);
+	assert.deepEqual(added.map((d) => [d.amount, d.reference_type]),
+	    [['40000000', 'subscription'], ['40000000', 'subscription']]);
+
+	// Starter: half of the 6,000,000 left rolls over, half is forfeited; the top-up stays
+	assert.deepEqual((await settledHooks('credit.rolled_over', s, 1)).map((d) => d.amount),
+	    ['3000000']);
+	assert.deepEqual((await settledHooks('credit.rollover_forfeited', s, 1))
+	    .map((d) => d.amount), ['3000000']);
+	assert.equal((await balanceOf(s)).balance, String(3_000_000 + 10_000_000 + 5_000_000));
+	let grants = (await dodo.creditEntitlements.balances.listGrants(s,
+	    { credit_entitlement_id: cent(), status: 'active' })).items;
+	const rolled = grants.find((g) => g.is_rolled_over);
+	assert.deepEqual([rolled.remaining_amount, rolled.rollover_count, rolled.source_type],
+	    ['3000000', 1, 'rollover']);
+	assert.match(rolled.parent_grant_id, /^cgr_/);
+
+	// the next cycle: a grant rolled once expires; the unused new one rolls half
+	await advance(30);
+	const expired = await settledHooks('credit.expired', s, 1);
+	assert.deepEqual(expired.map((d) => [d.amount, d.grant_id]), [['3000000', rolled.id]]);
+	assert.deepEqual((await settledHooks('credit.rolled_over', s, 2)).map((d) => d.amount),
+	    ['3000000', '5000000']);
+	assert.equal((await balanceOf(s)).balance, String(5_000_000 + 10_000_000 + 5_000_000));
+	grants = (await dodo.creditEntitlements.balances.listGrants(s,
+	    { credit_entitlement_id: cent(), status: 'active' })).items;
+	assert.deepEqual(grants.map((g) => [g.source_type, g.remaining_amount]).sort(),
+	    [['one_time', '5000000'], ['rollover', '5000000'], ['subscription', '10000000']]);
+
+	const sub = await dodo.subscriptions.retrieve(starter.subscription);
+	assert.equal(Date.parse(sub.next_billing_date) - Date.parse(sub.created_at), 90 * DAY_MS);
+	assert.equal((await getJson(stack, '/sandbox/admin/clock')).json.offset_ms, 60 * DAY_MS);
+	assert.equal((await settledHooks('credit.overage_reset', pro, 1)).length, 1,
+	    'no overage, no second reset');
+	const dash = await getJson(stack, '/sandbox/');
+	assert.match(dash.text, /test clock 60 days ahead/);
+});
