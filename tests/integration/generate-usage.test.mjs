@@ -260,3 +260,65 @@ test('meter deductions (webhooks) clear usage oldest first, once per entry, capp
 	await meterHook('credit.deducted', c, `le_${Date.now()}_4`, 10_000);
 	assert.equal(await cleared(b), b.tokens_used);
 });
+
+// Wait until every answer's event is ingested, then run the sandbox's meter once.
+async function meter(customer, answers) {
+	await until('all ingested', async () => {
+		for (const a of answers)
+			if (!(await billing(customer, a.id)).billing.ingested)
+				return false;
+		return true;
+	});
+	const r = await request(stack, 'POST', '/sandbox/admin/meter/run', { json: {} });
+	assert.equal(r.status, 200, r.text);
+	return r.json;
+}
+
+// Until the meter's webhooks have cleared every answer's usage.
+const allCleared = (customer, answers) => until('usage cleared', async () => {
+	for (const a of answers)
+		if ((await billing(customer, a.id)).billing.cleared !== a.tokens_used)
+			return false;
+	return true;
+});
+
+test('50 concurrent Starter requests at the edge of zero, then the meter: billed == used', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const start = 600, prompt = 'race to zero';
+	const hold = holdOf(prompt, 40);
+	await debitTo(c, start);
+	const rs = await Promise.all(Array.from({ length: 50 }, () => generate(c, prompt, 40)));
+	assert.deepEqual(rs.filter((r) => r.status !== 200 && r.status !== 402).map((r) => r.text), []);
+	const ok = rs.filter((r) => r.status === 200).map((r) => r.json);
+	const used = ok.reduce((n, a) => n + a.tokens_used, 0);
+	assert.ok(ok.length >= Math.floor(start / hold), `admitted ${ok.length}`);
+	assert.ok(used <= start, `used ${used} past the balance ${start}`);
+	const run = await meter(c, ok);
+	assert.equal(run.unbilled, 0, JSON.stringify(run));
+	const bal = await balanceOf(c);
+	assert.equal(Number(bal.balance), start - used, 'tokens billed == tokens used');
+	assert.equal(Number(bal.overage), 0);
+	await allCleared(c, ok);
+	// nothing left held or unsettled: what is left admits exactly what it covers
+	const next = await generate(c, prompt, 40);
+	assert.equal(next.status, start - used >= hold ? 200 : 402, next.text);
+});
+
+test('Pro into overage, then the meter: overage within the limit, billed == used', async () => {
+	const c = await buy(NEURAL.PRO_PLAN_PRODUCT_ID);
+	await debitTo(c, 50);
+	const rs = await Promise.all(Array.from({ length: 30 }, () => generate(c, 'pro race', 40)));
+	const ok = rs.filter((r) => r.status === 200).map((r) => r.json);
+	assert.ok(rs.every((r) => r.status === 200 || r.status === 402));
+	const used = ok.reduce((n, a) => n + a.tokens_used, 0);
+	assert.ok(used > 50 && used <= 50 + NEURAL.PRO_PLAN_OVERAGE_LIMIT, `used ${used}`);
+	const run = await meter(c, ok);
+	assert.equal(run.unbilled, 0, JSON.stringify(run));
+	const bal = await balanceOf(c);
+	assert.equal(Number(bal.balance), 0);
+	assert.equal(Number(bal.overage), used - 50, 'tokens billed == tokens used');
+	assert.ok(Number(bal.overage) <= NEURAL.PRO_PLAN_OVERAGE_LIMIT);
+	await allCleared(c, ok);
+	assert.equal((await generate(c, 'pro race', 40)).status,
+	    50 + NEURAL.PRO_PLAN_OVERAGE_LIMIT - used >= holdOf('pro race', 40) ? 200 : 402);
+});
