@@ -287,7 +287,10 @@ test('50 concurrent Starter requests at the edge of zero, then the meter: billed
 	const start = 600, prompt = 'race to zero';
 	const hold = holdOf(prompt, 40);
 	await debitTo(c, start);
+	// every model call takes 300 ms: the requests overlap, holding at once
+	await sandboxFault(stack, { target: 'openai', mode: 'stall', count: 50, stall_ms: 300 });
 	const rs = await Promise.all(Array.from({ length: 50 }, () => generate(c, prompt, 40)));
+	await clearSandboxFaults(stack);
 	assert.deepEqual(rs.filter((r) => r.status !== 200 && r.status !== 402).map((r) => r.text), []);
 	const ok = rs.filter((r) => r.status === 200).map((r) => r.json);
 	const used = ok.reduce((n, a) => n + a.tokens_used, 0);
@@ -307,7 +310,9 @@ test('50 concurrent Starter requests at the edge of zero, then the meter: billed
 test('Pro into overage, then the meter: overage within the limit, billed == used', async () => {
 	const c = await buy(NEURAL.PRO_PLAN_PRODUCT_ID);
 	await debitTo(c, 50);
+	await sandboxFault(stack, { target: 'openai', mode: 'stall', count: 30, stall_ms: 300 });
 	const rs = await Promise.all(Array.from({ length: 30 }, () => generate(c, 'pro race', 40)));
+	await clearSandboxFaults(stack);
 	const ok = rs.filter((r) => r.status === 200).map((r) => r.json);
 	assert.ok(rs.every((r) => r.status === 200 || r.status === 402));
 	const used = ok.reduce((n, a) => n + a.tokens_used, 0);
