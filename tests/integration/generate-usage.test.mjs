@@ -327,3 +327,25 @@ test('Pro into overage, then the meter: overage within the limit, billed == used
 	assert.equal((await generate(c, 'pro race', 40)).status,
 	    50 + NEURAL.PRO_PLAN_OVERAGE_LIMIT - used >= holdOf('pro race', 40) ? 200 : 402);
 });
+
+test('the meter\'s webhooks lost: the ledger poll clears the usage', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const ok = [];
+	for (const p of ['poll one', 'poll two'])
+		ok.push((await generate(c, p, 20)).json);
+	await sandboxFault(stack, { target: 'webhook', mode: '500', count: 1000 });
+	try {
+		const run = await meter(c, ok);
+		assert.equal(run.unbilled, 0);
+		assert.equal((await billing(c, ok[0].id)).billing.cleared, 0, 'no webhook arrived');
+		// the first poll is 30 s after ingestion (USAGE_POLL_SEC), then every 30 s
+		await until('cleared by the ledger poll', async () => {
+			for (const a of ok)
+				if ((await billing(c, a.id)).billing.cleared !== a.tokens_used)
+					return false;
+			return true;
+		}, 75_000);
+	} finally {
+		await clearSandboxFaults(stack);
+	}
+});
