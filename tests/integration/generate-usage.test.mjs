@@ -349,3 +349,20 @@ test('the meter\'s webhooks lost: the ledger poll clears the usage', async () =>
 		await clearSandboxFaults(stack);
 	}
 });
+
+test('kill -9 while the model is asked: the client has no answer, its hold stops counting', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const prompt = 'asked, then killed';
+	await debitTo(c, holdOf(prompt, 30));
+	await sandboxFault(stack, { target: 'openai', mode: 'stall', count: 1, stall_ms: 5000 });
+	const pending = generate(c, prompt, 30).catch((e) => ({ status: 0, text: String(e) }));
+	await sleep(500);
+	await gen.kill('SIGKILL');
+	assert.notEqual((await pending).status, 200, 'no answer from a killed process');
+	await clearSandboxFaults(stack);
+	gen = startGenerate(stack, { MAILKIT_AUTH: 'customer_id' });
+	await gen.ready();
+	// the whole balance admits the same request again: the dead hold is not counted
+	const r = await generate(c, prompt, 30);
+	assert.equal(r.status, 200, r.text);
+});
