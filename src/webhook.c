@@ -325,10 +325,10 @@ wh_ledger_logged(const struct wh_event *ev)
 }
 
 /*
- * credit.deducted / credit.overage_charged: logged; when the meter made it
- * (reference_type "meter"), its amount clears the customer's oldest usage
- * still counted as unsettled (usage.h), once per ledger entry id, whichever
- * of this webhook and the outbox's ledger poll sees it first.
+ * credit.deducted / credit.overage_charged: logged per delivery; when the
+ * meter made it (reference_type "meter"), its amount clears the customer's
+ * oldest usage still counted as unsettled (usage.h), once per ledger entry
+ * id, whichever of this webhook and the outbox's ledger poll sees it first.
  */
 static enum wh_outcome
 wh_deducted(const struct wh_event *ev)
@@ -425,10 +425,14 @@ wh_purchase(const struct wh_event *ev)
 }
 
 /*
- * log_only: events MailKit only logs, per delivery and without the store.
- * Every credit.* event is handled once (a meter deduction clears usage);
- * subscription changes drop the customer's cached plan in this process
- * (other processes' caches lapse within CUSTOMER_PLAN_CACHE_MS).
+ * log_only: events handled per delivery without a webhook-id claim: those
+ * MailKit only logs (a deduction per email sent: a claim would cost more
+ * than the event), and those whose handling is idempotent by itself (a
+ * meter deduction clears usage once per ledger entry id, whoever sees it
+ * first: this webhook, a redelivery, or the outbox's ledger poll).
+ * Subscription changes drop the customer's cached plan in this process
+ * (other processes' caches lapse within CUSTOMER_PLAN_CACHE_MS).  The other
+ * credit.* events are handled once per webhook-id.
  */
 static const struct {
 	const char	*type;
@@ -437,8 +441,8 @@ static const struct {
 } wh_handlers[] = {
 	{ "credit.balance_low",		wh_balance_low,		0 },
 	{ "credit.added",		wh_credit_added,	0 },
-	{ "credit.deducted",		wh_deducted,		0 },
-	{ "credit.overage_charged",	wh_deducted,		0 },
+	{ "credit.deducted",		wh_deducted,		1 },
+	{ "credit.overage_charged",	wh_deducted,		1 },
 	{ "credit.expired",		wh_ledger_logged,	0 },
 	{ "credit.rolled_over",		wh_ledger_logged,	0 },
 	{ "credit.rollover_forfeited",	wh_ledger_logged,	0 },
@@ -504,9 +508,11 @@ webhook_dodo(const struct request *req, struct response *resp)
 	 * log line would cost more than the whole event.
 	 */
 	if (!known || wh_handlers[i].log_only) {
-		if (known)
-			(void)wh_handlers[i].handle(&ev);
-		else
+		if (known && wh_handlers[i].handle(&ev) == WH_RETRY) {
+			response_error(resp, 502, "event not handled yet; retry later");
+			goto out;
+		}
+		if (!known)
 			log_info("%s %s: not an event MailKit acts on, acknowledged", ev.type,
 			    ev.id);
 		goto received;

@@ -349,6 +349,8 @@ out:
 		store_usage_free(out);
 		return result == -1 ? -1 : mk_fail(err, 503, "state store unavailable");
 	}
+	if (result != STORE_USAGE_OWNED && result != STORE_USAGE_FINAL)
+		store_usage_free(out);	/* only a replay hands an answer over */
 	return result;
 }
 

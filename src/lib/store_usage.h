@@ -95,7 +95,8 @@ long long	store_usage_clear_seq(const struct settings *s, const char *customer_i
  * settled row of key is FINAL (out filled with its answer), another
  * customer or request_hash is MISMATCH, a live hold BUSY.  A refusal
  * leaves no row.  room (may be NULL) receives the figures.  Returns one of
- * STORE_USAGE_*, or -1 with err.
+ * STORE_USAGE_*, or -1 with err; out->answer is owned (store_usage_free)
+ * after OWNED and FINAL only.
  */
 int	store_usage_admit(const struct settings *s, const char *key, const char *customer_id,
 	    const char *request_hash, long hold, long max_tokens, long balance,
