@@ -88,27 +88,16 @@ openai_fail_status(const struct upstream_response *r, struct mk_err *err)
 
 /* The request body; caller frees the returned string.  NULL on no memory. */
 static char *
-openai_body(const struct settings *s, const char *prompt, long max_tokens)
+openai_body(const struct settings *s, json_object *messages, long max_tokens)
 {
-	json_object	*body, *msgs, *msg;
+	json_object	*body;
 	char		*text = NULL;
 	const char	*t;
 
 	if ((body = json_object_new_object()) == NULL)
 		return NULL;
-	msgs = json_object_new_array();
-	msg = json_object_new_object();
-	if (msgs == NULL || msg == NULL) {
-		json_object_put(msgs);
-		json_object_put(msg);
-		json_object_put(body);
-		return NULL;
-	}
 	json_object_object_add(body, "model", json_object_new_string(s->openai_model));
-	json_object_object_add(msg, "role", json_object_new_string("user"));
-	json_object_object_add(msg, "content", json_object_new_string(prompt));
-	json_object_array_add(msgs, msg);
-	json_object_object_add(body, "messages", msgs);
+	json_object_object_add(body, "messages", json_object_get(messages));
 	/* max_tokens' current name: reasoning models refuse the old one */
 	json_object_object_add(body, "max_completion_tokens", json_object_new_int64(max_tokens));
 	if ((t = json_object_to_json_string_ext(body, OPENAI_JSON_FLAGS)) != NULL)
@@ -118,7 +107,7 @@ openai_body(const struct settings *s, const char *prompt, long max_tokens)
 }
 
 int
-openai_chat(const struct settings *s, const char *prompt, long max_tokens,
+openai_chat(const struct settings *s, json_object *messages, long max_tokens,
     struct openai_result *out, struct mk_err *err)
 {
 	struct upstream_request		 req = {
@@ -136,7 +125,7 @@ openai_chat(const struct settings *s, const char *prompt, long max_tokens,
 		log_error("openai: OPENAI_API_KEY or OPENAI_BASE_URL is not set");
 		return mk_fail(err, 500, "AI model not configured");
 	}
-	if ((body = openai_body(s, prompt, max_tokens)) == NULL)
+	if ((body = openai_body(s, messages, max_tokens)) == NULL)
 		return mk_fail(err, 500, "out of memory");
 	req.base_url = s->openai_base_url;
 	req.bearer = s->openai_api_key;

@@ -2,6 +2,8 @@
 #ifndef MAILKIT_OPENAI_H
 #define MAILKIT_OPENAI_H
 
+#include <json-c/json.h>
+
 #include "err.h"
 
 struct settings;
@@ -21,8 +23,9 @@ struct openai_result {
 };
 
 /*
- * POST {OPENAI_BASE_URL}/chat/completions {model: OPENAI_MODEL, messages:
- * [{role "user", content prompt}], max_completion_tokens: max_tokens}
+ * POST {OPENAI_BASE_URL}/chat/completions {model: OPENAI_MODEL, messages,
+ * max_completion_tokens: max_tokens} (messages: [{role, content}], the
+ * caller's, not taken over)
  * with Authorization: Bearer OPENAI_API_KEY (never logged).  The model can
  * never use more than max_tokens completion tokens: it is told so.
  *
@@ -37,7 +40,7 @@ struct openai_result {
  * overloaded (429 after retries), 502 any other failure (5xx, our key
  * refused, an answer that does not parse), 504 timeout.
  */
-int	openai_chat(const struct settings *s, const char *prompt, long max_tokens,
+int	openai_chat(const struct settings *s, json_object *messages, long max_tokens,
 	    struct openai_result *out, struct mk_err *err);
 
 /* Release out->text; safe on a zeroed struct. */

@@ -13,7 +13,8 @@
 struct settings;
 struct settings_plan;
 
-#define USAGE_PROMPT_MAX	(64 * 1024)	/* bytes of prompt accepted (400 above) */
+#define USAGE_PROMPT_MAX	(64 * 1024)	/* bytes of prompt (all messages' text) accepted */
+#define USAGE_MESSAGES_MAX	64	/* messages of one chat completion */
 #define USAGE_MESSAGE_OVERHEAD	8	/* tokens a chat message costs beyond its text (OpenAI
 					   counts 3-4 per message plus 3 for the reply's priming) */
 #define USAGE_ID_PREFIX		"gen_"	/* an id is this + the journal key's first 32 hex */
@@ -35,13 +36,23 @@ struct settings_plan;
 #define USAGE_OUTBOX_POLL_MS	1000	/* the outbox threads look for due rows this often */
 
 /*
- * The hold for a prompt of prompt_bytes and max_tokens: an upper bound of
- * what the request can cost.  A token is at least one byte of text in any
- * tokenizer OpenAI uses (and in the sandbox's), so bytes + the message
- * overhead bounds the prompt; the model is told max_tokens, so the
- * completion cannot exceed it.
+ * The hold for nmessages messages of text_bytes of text together and
+ * max_tokens: an upper bound of what the request can cost.  A token is at
+ * least one byte of text in any tokenizer OpenAI uses (and in the
+ * sandbox's), so the bytes + USAGE_MESSAGE_OVERHEAD per message and once
+ * more for the reply bound the prompt; the model is told max_tokens, so
+ * the completion cannot exceed it.
  */
-long	usage_hold(size_t prompt_bytes, long max_tokens);
+long	usage_hold(size_t text_bytes, size_t nmessages, long max_tokens);
+
+/*
+ * messages (a JSON array) checked as a chat completion's: 1..USAGE_MESSAGES_MAX
+ * objects {role: "system"|"developer"|"user"|"assistant", content: string},
+ * at most USAGE_PROMPT_MAX bytes of content together (other members are
+ * dropped).  Returns a clean copy [{role, content}] (caller puts it) with
+ * *text_bytes, or NULL with a 400 in err naming the bad message.
+ */
+json_object	*usage_messages(json_object *messages, size_t *text_bytes, struct mk_err *err);
 
 /* Overage a customer may still run into: the plan's overage_limit minus
  * the current overage (a decimal string), never below 0; 0 without a plan. */
@@ -56,7 +67,8 @@ void	usage_debit_key(const char *key, char *out);
 int	usage_id_prefix(const char *id, char *prefix, size_t prefixlen);
 
 /*
- * One billed completion of prompt for customer_id (README "Usage billing").
+ * One billed completion of messages (usage_messages' clean array, not
+ * taken over) for customer_id (README "Usage billing").
  *  1. Admission: the clear sequence is noted, the balance is read from Dodo
  *     (fresh, every request) and the plan's overage room from
  *     customer_plan(); then ONE store transaction admits the hold
@@ -71,14 +83,14 @@ int	usage_id_prefix(const char *id, char *prefix, size_t prefixlen);
  *     ingests it in the background (usage_outbox_start).
  * client_key is the Idempotency-Key (NULL: none): with it a retry replays
  * the stored answer, a concurrent duplicate waits for the first, and the
- * same key with another prompt or max_tokens is refused (409).
+ * same key with other messages or max_tokens is refused (409).
  * Returns 0 with out filled (settled, answer owned: store_usage_free), or
  * -1 with err: 402 the hold is not covered (nothing happened), 404 unknown
  * customer, 409 key reuse, 400/502/503/504 the model failed or the
  * payments service could not be read (nothing billed), 503 the store.
  */
 int	usage_generate(const struct settings *s, const char *customer_id,
-	    const char *client_key, const char *prompt, long max_tokens,
+	    const char *client_key, json_object *messages, long max_tokens,
 	    struct store_usage *out, struct mk_err *err);
 
 /*

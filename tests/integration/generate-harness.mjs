@@ -2,6 +2,7 @@
 // harness.mjs, on its own socket, spoken to in FastCGI as the web server would; and the
 // hold arithmetic of usage.h.
 import { spawn } from 'node:child_process';
+import http from 'node:http';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
@@ -69,3 +70,48 @@ export function startGenerate(stack, env = {}) {
 	return prog;
 }
 
+
+// An HTTP server on 127.0.0.1 that hands each request to prog's FastCGI socket, as
+// a web server would (for HTTP clients such as the official SDKs).  Resolves to
+// { url, close() }.
+export function httpBridge(prog) {
+	return new Promise((resolve, reject) => {
+		const server = http.createServer((req, res) => {
+			const chunks = [];
+			req.on('data', (c) => chunks.push(c));
+			req.on('end', async () => {
+				const body = Buffer.concat(chunks).toString('utf8');
+				const params = {
+					REQUEST_METHOD: req.method, REQUEST_URI: req.url, SCRIPT_NAME: '',
+					SERVER_PROTOCOL: 'HTTP/1.1', REMOTE_ADDR: '127.0.0.1',
+					CONTENT_LENGTH: String(Buffer.byteLength(body)),
+					CONTENT_TYPE: req.headers['content-type'] ?? '',
+				};
+				for (const h of ['authorization', 'idempotency-key', 'user-agent'])
+					if (req.headers[h] !== undefined)
+						params[`HTTP_${h.toUpperCase().replace(/-/g, '_')}`] = req.headers[h];
+				try {
+					const r = await fcgiRequest(prog.sock, params, { stdin: body,
+					    timeoutMs: 60_000 });
+					const [head, ...rest] = r.stdout.split(/\r?\n\r?\n/);
+					const headers = {};
+					for (const line of head.split(/\r?\n/)) {
+						const i = line.indexOf(':');
+						if (i > 0 && !/^status$/i.test(line.slice(0, i)))
+							headers[line.slice(0, i)] = line.slice(i + 1).trim();
+					}
+					res.writeHead(r.status || 502, headers);
+					res.end(rest.join('\n\n'));
+				} catch (e) {
+					res.writeHead(502, { 'Content-Type': 'application/json' });
+					res.end(JSON.stringify({ error: String(e) }));
+				}
+			});
+		});
+		server.once('error', reject);
+		server.listen(0, '127.0.0.1', () => resolve({
+			url: `http://127.0.0.1:${server.address().port}`,
+			close: () => new Promise((r) => server.close(r)),
+		}));
+	});
+}

@@ -6,10 +6,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 
-import { getJson, keyedCustomer, sandboxFault, clearSandboxFaults, setBalance, balance,
-    skipFile, startStack } from './harness.mjs';
-import { holdOf, missingGenerate, startGenerate } from './generate-harness.mjs';
+import { SRCDIR, getJson, keyedCustomer, sandboxFault, clearSandboxFaults, setBalance,
+    balance, skipFile, startStack } from './harness.mjs';
+import { holdOf, httpBridge, missingGenerate, startGenerate } from './generate-harness.mjs';
 
 {
 	const why = missingGenerate();
@@ -168,4 +170,50 @@ test('a model failure bills nothing and releases the hold', async () => {
 	const g = await generate(c, { prompt, max_tokens: 30 }, { 'Idempotency-Key': key });
 	assert.equal(g.status, 200, g.text);
 	assert.equal(await balance(stack, c), 1000, 'nothing billed by the ledger directly');
+});
+
+test('POST /v1/chat/completions: the official openai SDK with a MailKit key, billed the same', async (t) => {
+	let OpenAI;
+	try {
+		OpenAI = createRequire(path.join(SRCDIR, 'tests', 'package.json'))('openai').OpenAI;
+	} catch {
+		if (process.env.MAILKIT_REQUIRE_ALL_TESTS === '1')
+			throw new Error('node_modules missing (npm ci --prefix tests)');
+		t.skip('node_modules missing');
+		return;
+	}
+	const bridge = await httpBridge(gen);
+	try {
+		const c = await keyedCustomer(stack, 'gen-sdk');
+		await setBalance(stack, c, 1000);
+		const client = new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: c.key, maxRetries: 0 });
+		const messages = [{ role: 'system', content: 'Be terse.' },
+		    { role: 'user', content: 'Hello from the SDK' }];
+		const r = await client.chat.completions.create({ model: 'gpt-5-mini', messages,
+		    max_tokens: 30 });
+		assert.equal(r.object, 'chat.completion');
+		assert.match(r.id, /^chatcmpl-[0-9a-f]{32}$/);
+		assert.equal(r.choices[0].message.content, 'You said: Hello from the SDK');
+		assert.equal(r.choices[0].finish_reason, 'stop');
+		assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+		// the same request, billed as /api/generate: its hold covered both messages
+		const g = await gen.call('GET', `/api/generate/gen_${r.id.slice(9)}`, { key: c.key });
+		assert.equal(g.status, 200, g.text);
+		assert.equal(g.json.tokens_used, r.usage.total_tokens);
+		assert.equal(g.json.billing.hold, Buffer.byteLength('Be terse.Hello from the SDK') +
+		    3 * 8 + 30);
+		// OpenAI's error shape: the SDK's error classes
+		await setBalance(stack, c, 0);
+		await assert.rejects(client.chat.completions.create({ model: 'gpt-5-mini', messages }),
+		    (e) => e.status === 402 && e.error?.type === 'insufficient_quota');
+		await assert.rejects(client.chat.completions.create({ model: 'gpt-5-mini', messages,
+		    stream: true }), (e) => e instanceof OpenAI.BadRequestError);
+		await assert.rejects(client.chat.completions.create({ model: 'gpt-5-mini',
+		    messages: [{ role: 'tool', content: 'x' }] }), (e) => e instanceof OpenAI.BadRequestError);
+		await assert.rejects(new OpenAI({ baseURL: `${bridge.url}/v1`, apiKey: 'mk_wrong',
+		    maxRetries: 0 }).chat.completions.create({ model: 'gpt-5-mini', messages }),
+		    (e) => e instanceof OpenAI.AuthenticationError);
+	} finally {
+		await bridge.close();
+	}
 });

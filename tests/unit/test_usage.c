@@ -43,9 +43,34 @@ TestSuite(usage, .init = setup, .fini = teardown);
 
 Test(usage, hold_bounds_prompt_and_completion)
 {
-	/* bytes + 2 * overhead + max_tokens */
-	cr_assert_eq(usage_hold(0, 0), 2 * USAGE_MESSAGE_OVERHEAD);
-	cr_assert_eq(usage_hold(100, 50), 100 + 2 * USAGE_MESSAGE_OVERHEAD + 50);
+	/* bytes + an overhead per message and one for the reply + max_tokens */
+	cr_assert_eq(usage_hold(0, 1, 0), 2 * USAGE_MESSAGE_OVERHEAD);
+	cr_assert_eq(usage_hold(100, 1, 50), 100 + 2 * USAGE_MESSAGE_OVERHEAD + 50);
+	cr_assert_eq(usage_hold(100, 3, 50), 100 + 4 * USAGE_MESSAGE_OVERHEAD + 50);
+}
+
+Test(usage, messages_are_checked_and_copied_clean)
+{
+	struct mk_err	 err;
+	size_t		 bytes;
+	json_object	*in, *out;
+
+	in = json_tokener_parse("[{\"role\":\"system\",\"content\":\"be brief\",\"name\":\"x\"},"
+	    "{\"role\":\"user\",\"content\":\"hi\"}]");
+	cr_assert_not_null(out = usage_messages(in, &bytes, &err), "%s", err.msg);
+	cr_assert_eq(bytes, 10);
+	cr_assert_str_eq(json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN),
+	    "[{\"role\":\"system\",\"content\":\"be brief\"},{\"role\":\"user\",\"content\":\"hi\"}]");
+	json_object_put(out);
+	json_object_put(in);
+	for (const char *bad = NULL, *const *b = (const char *const[]){ "[]", "{}",
+	    "[{\"role\":\"tool\",\"content\":\"x\"}]", "[{\"role\":\"user\"}]",
+	    "[{\"role\":\"user\",\"content\":[]}]", NULL }; (bad = *b) != NULL; b++) {
+		in = json_tokener_parse(bad);
+		cr_assert_null(usage_messages(in, &bytes, &err), "%s", bad);
+		cr_assert_eq(err.status, 400);
+		json_object_put(in);
+	}
 }
 
 Test(usage, overage_room)
