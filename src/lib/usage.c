@@ -20,10 +20,63 @@
 #define USAGE_ID_HEX	32	/* hex digits of the key that make an id */
 
 long
-usage_hold(size_t prompt_bytes, long max_tokens)
+usage_hold(size_t text_bytes, size_t nmessages, long max_tokens)
 {
-	/* one message: its text, its overhead, and the reply's priming */
-	return (long)prompt_bytes + 2 * USAGE_MESSAGE_OVERHEAD + max_tokens;
+	/* the text, each message's overhead, and the reply's priming */
+	return (long)text_bytes + (long)(nmessages + 1) * USAGE_MESSAGE_OVERHEAD + max_tokens;
+}
+
+json_object *
+usage_messages(json_object *messages, size_t *text_bytes, struct mk_err *err)
+{
+	static const char *const roles[] = { "system", "developer", "user", "assistant" };
+	json_object	*clean, *m, *role, *content, *c;
+	size_t		 n, i, r;
+
+	*text_bytes = 0;
+	if (!json_object_is_type(messages, json_type_array) ||
+	    (n = json_object_array_length(messages)) == 0 || n > USAGE_MESSAGES_MAX) {
+		mk_fail(err, 400, "messages must be an array of 1 to %d messages",
+		    USAGE_MESSAGES_MAX);
+		return NULL;
+	}
+	if ((clean = json_object_new_array()) == NULL) {
+		mk_fail(err, 500, "out of memory");
+		return NULL;
+	}
+	for (i = 0; i < n; i++) {
+		m = json_object_array_get_idx(messages, i);
+		if (!json_object_is_type(m, json_type_object) ||
+		    !json_object_object_get_ex(m, "role", &role) ||
+		    !json_object_is_type(role, json_type_string) ||
+		    !json_object_object_get_ex(m, "content", &content) ||
+		    !json_object_is_type(content, json_type_string)) {
+			mk_fail(err, 400, "message %zu: role and content (a string) are required", i);
+			goto fail;
+		}
+		for (r = 0; r < sizeof roles / sizeof roles[0]; r++)
+			if (strcmp(json_object_get_string(role), roles[r]) == 0)
+				break;
+		if (r == sizeof roles / sizeof roles[0]) {
+			mk_fail(err, 400, "message %zu: role must be system, developer, user or "
+			    "assistant", i);
+			goto fail;
+		}
+		*text_bytes += (size_t)json_object_get_string_len(content);
+		if (*text_bytes > USAGE_PROMPT_MAX) {
+			mk_fail(err, 400, "the messages' text is longer than %d bytes",
+			    USAGE_PROMPT_MAX);
+			goto fail;
+		}
+		c = json_object_new_object();
+		json_object_object_add(c, "role", json_object_new_string(roles[r]));
+		json_object_object_add(c, "content", json_object_get(content));
+		json_object_array_add(clean, c);
+	}
+	return clean;
+fail:
+	json_object_put(clean);
+	return NULL;
 }
 
 /* A decimal string as whole credits, rounded toward minus infinity
@@ -90,18 +143,36 @@ usage_id_prefix(const char *id, char *prefix, size_t prefixlen)
 	return 0;
 }
 
-/* The request's hash for a client key: customer, prompt and max_tokens. */
+/* The request's hash for a client key: customer, max_tokens and the messages. */
 static int
-usage_request_hash(const char *customer_id, const char *prompt, long max_tokens, char *out)
+usage_request_hash(const char *customer_id, json_object *messages, long max_tokens, char *out)
 {
 	char			 mt[32];
+	const char		*text;
 	struct digest_part	 parts[3];
 
+	if ((text = json_object_to_json_string_ext(messages, JSON_C_TO_STRING_PLAIN)) == NULL)
+		return -1;
 	snprintf(mt, sizeof mt, "%ld", max_tokens);
 	parts[0] = (struct digest_part){ customer_id, strlen(customer_id) + 1 };
 	parts[1] = (struct digest_part){ mt, strlen(mt) + 1 };
-	parts[2] = (struct digest_part){ prompt, strlen(prompt) };
+	parts[2] = (struct digest_part){ text, strlen(text) };
 	return digest_sha256_hex(parts, 3, out);
+}
+
+/* The hold of a clean messages array (usage_messages). */
+static long
+usage_hold_of(json_object *messages, long max_tokens)
+{
+	size_t	n = json_object_array_length(messages), bytes = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		json_object *c;
+
+		if (json_object_object_get_ex(json_object_array_get_idx(messages, i), "content", &c))
+			bytes += (size_t)json_object_get_string_len(c);
+	}
+	return usage_hold(bytes, n, max_tokens);
 }
 
 /*
@@ -180,12 +251,12 @@ usage_admit(const struct settings *s, const char *key, const char *customer_id,
 
 int
 usage_generate(const struct settings *s, const char *customer_id, const char *client_key,
-    const char *prompt, long max_tokens, struct store_usage *out, struct mk_err *err)
+    json_object *messages, long max_tokens, struct store_usage *out, struct mk_err *err)
 {
 	struct openai_result	 ai;
 	struct mk_err		 rerr;
 	char			 key[STORE_USAGE_KEY_MAX], hash[STORE_USAGE_KEY_MAX];
-	long			 hold = usage_hold(strlen(prompt), max_tokens);
+	long			 hold = usage_hold_of(messages, max_tokens);
 	int			 r;
 
 	memset(out, 0, sizeof *out);
@@ -193,13 +264,14 @@ usage_generate(const struct settings *s, const char *customer_id, const char *cl
 		return mk_fail(err, 500, "cannot derive an idempotency key");
 	/* only a client's key can come again, with another request to tell apart */
 	hash[0] = '\0';
-	if (client_key != NULL && usage_request_hash(customer_id, prompt, max_tokens, hash) == -1)
+	if (client_key != NULL &&
+	    usage_request_hash(customer_id, messages, max_tokens, hash) == -1)
 		return mk_fail(err, 500, "cannot hash the request");
 	if ((r = usage_admit(s, key, customer_id, hash, hold, max_tokens, out, err)) == -1)
 		return -1;
 	if (r == STORE_USAGE_FINAL)
 		return 0;
-	if (openai_chat(s, prompt, max_tokens, &ai, err) == -1) {
+	if (openai_chat(s, messages, max_tokens, &ai, err) == -1) {
 		if (store_usage_release(s, out, &rerr) == -1)
 			log_warn("usage %.12s…: hold not released (%s): it lapses with its lease",
 			    key, rerr.msg);
@@ -227,8 +299,7 @@ usage_generate(const struct settings *s, const char *customer_id, const char *cl
 	return 0;
 }
 
-/* Milliseconds since 1970 as ISO 8601 UTC with milliseconds. */
-static void
+void
 usage_iso_ms(long long ms, char *out, size_t outlen)
 {
 	time_t		t = (time_t)(ms / 1000);

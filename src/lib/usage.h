@@ -63,6 +63,10 @@ long	usage_overage_room(const struct settings_plan *plan, const char *overage);
 void	usage_event_id(const char *key, char *out);
 void	usage_debit_key(const char *key, char *out);
 
+/* ms since 1970 as ISO 8601 UTC with milliseconds ("2026-01-02T03:04:05.678Z"),
+ * as Dodo's timestamps; out holds 32. */
+void	usage_iso_ms(long long ms, char *out, size_t outlen);
+
 /* An id (gen_ + 32 hex) -> the journal key prefix it names.  0 / -1. */
 int	usage_id_prefix(const char *id, char *prefix, size_t prefixlen);
 

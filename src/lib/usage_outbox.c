@@ -27,19 +27,6 @@ usage_now_ms(void)
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ISO 8601 UTC with milliseconds, as Dodo's timestamps. */
-static void
-usage_iso(long long ms, char *out, size_t outlen)
-{
-	time_t		t = (time_t)(ms / 1000);
-	struct tm	tm;
-	char		base[32];
-
-	gmtime_r(&t, &tm);
-	strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, outlen, "%s.%03lldZ", base, ms % 1000);
-}
-
 /* "2025-08-04T06:00:00.123Z" -> milliseconds; 0 if it does not parse. */
 static long long
 usage_parse_iso(const char *s)
@@ -79,7 +66,7 @@ usage_event(const struct settings *s, const struct store_usage *r)
 	char		 id[USAGE_KEY_MAX], when[40];
 
 	usage_event_id(r->key, id);
-	usage_iso(r->settled_ms, when, sizeof when);
+	usage_iso_ms(r->settled_ms, when, sizeof when);
 	json_object_object_add(ev, "event_id", json_object_new_string(id));
 	json_object_object_add(ev, "customer_id", json_object_new_string(r->customer_id));
 	json_object_object_add(ev, "event_name", json_object_new_string(s->usage_event_name));
