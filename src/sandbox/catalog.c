@@ -546,11 +546,86 @@ catalog_product_list(const struct request *req, struct response *resp)
 	dodo_api_list(db, req, resp, st, 2, catalog_product_row);
 }
 
-/* GET /dodo/products/{id} */
+/* The Product of a plan or the top-up the settings sell (plan NULL). */
+static json_object *
+catalog_configured_product(const struct sandbox_plan *plan)
+{
+	json_object	*o = json_object_new_object(), *price = json_object_new_object();
+	json_object	*ents = json_object_new_array(), *m = json_object_new_object();
+	char		 title[SANDBOX_TITLE_MAX], n[SANDBOX_AMOUNT_MAX];
+	long		 days = plan != NULL ? sandbox.expiry_days : sandbox.topup_expiry_days;
+
+	state_product_title(plan, title, sizeof(title));
+	json_object_object_add(price, "type", json_object_new_string(plan != NULL ?
+	    "recurring_price" : "one_time_price"));
+	json_object_object_add(price, "currency", json_object_new_string("USD"));
+	json_object_object_add(price, "price", json_object_new_int64(plan != NULL ? plan->price :
+	    sandbox.topup_price));
+	json_object_object_add(price, "discount", json_object_new_int(0));
+	json_object_object_add(price, "purchasing_power_parity", json_object_new_boolean(0));
+	json_object_object_add(price, "tax_inclusive", json_object_new_boolean(0));
+	if (plan != NULL) {
+		json_object_object_add(price, "payment_frequency_count", json_object_new_int(1));
+		json_object_object_add(price, "payment_frequency_interval",
+		    json_object_new_string("Month"));
+		json_object_object_add(price, "subscription_period_count", json_object_new_int(10));
+		json_object_object_add(price, "subscription_period_interval",
+		    json_object_new_string("Year"));
+	}
+	json_object_object_add(m, "credit_entitlement_id",
+	    json_object_new_string(sandbox.entitlement_id));
+	json_object_object_add(m, "credit_entitlement_name",
+	    json_object_new_string(sandbox.entitlement_name));
+	json_object_object_add(m, "credit_entitlement_unit", json_object_new_string(sandbox.unit));
+	snprintf(n, sizeof(n), "%ld", plan != NULL ? plan->credits : sandbox.topup_credits);
+	json_object_object_add(m, "credits_amount", json_object_new_string(n));
+	json_object_object_add(m, "expires_after_days", days > 0 ? json_object_new_int64(days) :
+	    NULL);
+	json_object_object_add(m, "overage_enabled", json_object_new_boolean(plan != NULL &&
+	    plan->overage_limit > 0));
+	snprintf(n, sizeof(n), "%ld", plan != NULL ? plan->overage_limit : 0L);
+	json_object_object_add(m, "overage_limit", plan != NULL && plan->overage_limit > 0 ?
+	    json_object_new_string(n) : NULL);
+	json_object_array_add(ents, m);
+	json_object_object_add(o, "product_id", json_object_new_string(plan != NULL ?
+	    plan->product_id : sandbox.topup_product_id));
+	json_object_object_add(o, "business_id", json_object_new_string(SANDBOX_BUSINESS_ID));
+	json_object_object_add(o, "brand_id", json_object_new_string(SANDBOX_BUSINESS_ID));
+	json_object_object_add(o, "name", json_object_new_string(title));
+	json_object_object_add(o, "description", NULL);
+	json_object_object_add(o, "tax_category", json_object_new_string("saas"));
+	json_object_object_add(o, "is_recurring", json_object_new_boolean(plan != NULL));
+	json_object_object_add(o, "license_key_enabled", json_object_new_boolean(0));
+	json_object_object_add(o, "price", price);
+	json_object_object_add(o, "credit_entitlements", ents);
+	json_object_object_add(o, "entitlements", json_object_new_array());
+	json_object_object_add(o, "addons", json_object_new_array());
+	json_object_object_add(o, "metadata", json_object_new_object());
+	json_object_object_add(o, "created_at", catalog_now());
+	json_object_object_add(o, "updated_at", catalog_now());
+	return o;
+}
+
+/* GET /dodo/products/{id}: one made here, or a plan or the top-up the settings sell. */
 void
 catalog_product_get(const struct request *req, struct response *resp)
 {
-	catalog_get(req, resp, "product", "Product");
+	const struct sandbox_plan *plan;
+	sqlite3		*db;
+	json_object	*o;
+
+	if ((db = catalog_enter(req, resp)) == NULL)
+		return;
+	if ((o = catalog_find(db, "product", req->params[0])) != NULL) {
+		response_json(resp, 200, o);
+		return;
+	}
+	plan = state_plan_of(req->params[0]);
+	if (plan != NULL || strcmp(req->params[0], sandbox.topup_product_id) == 0) {
+		response_json(resp, 200, catalog_configured_product(plan));
+		return;
+	}
+	dodo_api_error(resp, 404, "NOT_FOUND", "Product %.*s not found", 80, req->params[0]);
 }
 
 int

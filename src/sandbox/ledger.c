@@ -10,13 +10,19 @@
  * Conditions on the grants of customer ?1 and this entitlement (?2) at time
  * ?3, for ledger_grants_query().  Live grants are the only ones that count
  * towards the balance; due ones passed expires_at and are not flagged yet.
+ * A grant of an active subscription that lasts to its cycle's end is not
+ * due: the renewal ends it (ledger_renew: expired, or rolled over), even
+ * when a balance is read between the cycle's end and the renewal.
  */
 #define LEDGER_LIVE_GRANTS \
 	"customer_id = ?1 AND entitlement_id = ?2 AND expired = 0 AND remaining > 0" \
 	" AND (expires_at IS NULL OR expires_at > ?3)"
 #define LEDGER_DUE_GRANTS \
 	"customer_id = ?1 AND entitlement_id = ?2 AND expired = 0" \
-	" AND expires_at IS NOT NULL AND expires_at <= ?3"
+	" AND expires_at IS NOT NULL AND expires_at <= ?3 AND NOT EXISTS (SELECT 1" \
+	" FROM subscriptions s WHERE s.id = grants.source_id AND s.status = 'active'" \
+	" AND grants.source_type IN ('subscription', 'rollover')" \
+	" AND s.next_billing_at <= grants.expires_at)"
 
 static void
 ledger_amount_text(int64_t v, char *out, size_t len)

@@ -15,7 +15,6 @@
 #define PAGES_OUTBOX_MAX	100	/* emails on the outbox page */
 #define PAGES_NOTICE_MAX	256	/* ?notice= text shown after an adjustment */
 #define PAGES_FORM_VALUE_MAX	32	/* entry_type / amount form fields */
-#define PAGES_TITLE_MAX		64	/* "NeuralAPI Starter" */
 
 /*
  * Fits a 375 px phone: wide tables scroll inside their own box (the page
@@ -134,19 +133,6 @@ pages_count(struct buf *b, int64_t n)
 	}
 }
 
-/* What a product is called on the pages: "NeuralAPI Starter", "Token Top-Up". */
-static void
-pages_title(const struct sandbox_plan *plan, char *out, size_t len)
-{
-	if (plan == NULL) {
-		snprintf(out, len, "%s", sandbox.neuralapi ? "Token Top-Up" : "Top-Up Pack");
-		return;
-	}
-	snprintf(out, len, "%s %c%s", sandbox.product_name,
-	    plan->name[0] >= 'a' && plan->name[0] <= 'z' ? plan->name[0] - 'a' + 'A' :
-	    plan->name[0], plan->name + 1);
-}
-
 /* The hidden form field with the token of the page that fmt names (guard.c). */
 static void
 pages_token_input(struct buf *b, const char *fmt, const char *id)
@@ -221,7 +207,7 @@ pages_masked(struct buf *b, const char *text)
 static void
 pages_catalogue(struct buf *b)
 {
-	char	title[PAGES_TITLE_MAX];
+	char	title[SANDBOX_TITLE_MAX];
 	size_t	i;
 
 	buf_puts(b, "<h1>Catalogue</h1><p class=\"muted\">Credit entitlement <code>");
@@ -239,7 +225,7 @@ pages_catalogue(struct buf *b)
 	for (i = 0; i <= sandbox.nplans; i++) {
 		const struct sandbox_plan *p = i < sandbox.nplans ? &sandbox.plans[i] : NULL;
 
-		pages_title(p, title, sizeof(title));
+		state_product_title(p, title, sizeof(title));
 		buf_puts(b, "<tr class=\"product\"><td>");
 		buf_html(b, title);
 		buf_puts(b, "</td><td><code>");
@@ -277,7 +263,7 @@ pages_dashboard(const struct request *req, struct response *resp)
 	sqlite3_stmt	*st;
 	struct buf	 b;
 	const struct sandbox_plan *plan;
-	char		 notice[PAGES_NOTICE_MAX], id[SANDBOX_ID_MAX], title[PAGES_TITLE_MAX];
+	char		 notice[PAGES_NOTICE_MAX], id[SANDBOX_ID_MAX], title[SANDBOX_TITLE_MAX];
 	int		 rows = 0;
 	int64_t		 now;
 
@@ -324,7 +310,7 @@ pages_dashboard(const struct request *req, struct response *resp)
 				pages_count(&b, plan->overage_limit);
 			}
 			buf_puts(&b, "</td><td class=\"plan\">");
-			pages_title(plan, title, sizeof(title));
+			state_product_title(plan, title, sizeof(title));
 			buf_html(&b, plan != NULL ? title : sqlite3_column_type(st, 3) ==
 			    SQLITE_NULL ? "none" : state_text(st, 3));
 			buf_puts(&b, "</td><td><form method=\"post\" action=\"" SANDBOX_MOUNT
@@ -534,7 +520,7 @@ pages_checkout(const struct request *req, struct response *resp)
 	struct pages_session	 s;
 	struct buf		 b;
 	sqlite3			*db = state_db();
-	char			 title[PAGES_TITLE_MAX];
+	char			 title[SANDBOX_TITLE_MAX];
 	int			 found;
 	int64_t			 cents;
 
@@ -545,7 +531,7 @@ pages_checkout(const struct request *req, struct response *resp)
 	}
 	plan = state_plan_of(s.product_id);
 	cents = (plan != NULL ? plan->price : sandbox.topup_price) * s.quantity;
-	pages_title(plan, title, sizeof(title));
+	state_product_title(plan, title, sizeof(title));
 	buf_init(&b, RESPONSE_MAX);
 	pages_begin(&b, "Checkout");
 	buf_puts(&b, "<div class=\"card\"><p class=\"muted\">Sandbox checkout &middot; test mode"
@@ -640,7 +626,7 @@ pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id,
 	struct ledger_request	 in;
 	sqlite3_stmt		*st;
 	char			 pay[SANDBOX_ID_MAX], sub[SANDBOX_ID_MAX] = "", entry[SANDBOX_ID_MAX];
-	char			 now_text[24], title[PAGES_TITLE_MAX], desc[PAGES_TITLE_MAX + 16];
+	char			 now_text[24], title[SANDBOX_TITLE_MAX], desc[SANDBOX_TITLE_MAX + 16];
 	int64_t			 now = state_clock_ms(), price;
 	long			 days;
 	int			 plan = p != NULL, rc;
@@ -711,7 +697,7 @@ pages_checkout_complete(sqlite3 *db, struct pages_session *s, char *purchase_id,
 	in.source_id = plan ? sub : pay;
 	in.reference_type = plan ? "subscription" : "payment";
 	in.reference_id = in.source_id;
-	pages_title(p, title, sizeof(title));
+	state_product_title(p, title, sizeof(title));
 	snprintf(desc, sizeof(desc), "%s credits", title);
 	in.description = desc;
 	if (ledger_apply(db, &in, entry, sizeof(entry)) != LEDGER_APPLIED)

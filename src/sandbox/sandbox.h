@@ -137,6 +137,9 @@ int	 state_product_kind(const char *product_id);
 /* The plan sold as product_id (a subscription product made through the
  * API sells as the default plan), or NULL. */
 const struct sandbox_plan *state_plan_of(const char *product_id);
+#define SANDBOX_TITLE_MAX	64	/* "NeuralAPI Starter" */
+/* What a product is called (pages, products): plan NULL is the top-up. */
+void	 state_product_title(const struct sandbox_plan *plan, char *out, size_t len);
 
 /* Replies shared by the emulated APIs. */
 enum sandbox_api { SANDBOX_API_DODO, SANDBOX_API_RESEND, SANDBOX_API_SENDGRID,

@@ -120,6 +120,8 @@ static const struct db_migration state_migrations[] = {
 	  "  WHERE processed = 0;"
 	  "CREATE TABLE clock (id INTEGER PRIMARY KEY CHECK (id = 1),"
 	  "  offset_ms INTEGER NOT NULL);" },
+	/* every ledger write looks up the customer's plan (overage limit) */
+	{ "CREATE INDEX subscriptions_customer ON subscriptions (customer_id, created_at);" },
 };
 
 /*
@@ -488,6 +490,18 @@ state_plan_of(const char *product_id)
 	if (catalog_product_kind(state_db(), product_id) == 1)
 		return &sandbox.plans[0];
 	return NULL;
+}
+
+void
+state_product_title(const struct sandbox_plan *plan, char *out, size_t len)
+{
+	if (plan == NULL) {
+		snprintf(out, len, "%s", sandbox.neuralapi ? "Token Top-Up" : "Top-Up Pack");
+		return;
+	}
+	snprintf(out, len, "%s %c%s", sandbox.product_name,
+	    plan->name[0] >= 'a' && plan->name[0] <= 'z' ? plan->name[0] - 'a' + 'A' :
+	    plan->name[0], plan->name + 1);
 }
 
 int

@@ -179,6 +179,21 @@ test('catalogue: the settings\' plans and the top-up, priced and credited in tok
 	assert.equal(ents.items[0].unit, 'tokens');
 	assert.equal(ents.items[0].overage, '0');
 
+	// the products as Dodo answers them (what the page reads prices from)
+	const product = async (id) => {
+		const p = await dodo.products.retrieve(id);
+		const ce = p.credit_entitlements[0];
+		return [p.name, p.is_recurring, p.price.price, ce.credit_entitlement_id,
+		    ce.credits_amount, ce.overage_limit ?? null, ce.expires_after_days];
+	};
+	assert.deepEqual(await product(NEURAL.PRO_PLAN_PRODUCT_ID),
+	    ['NeuralAPI Pro', true, 9900, cent(), '40000000', '10000000', 30]);
+	assert.deepEqual(await product(NEURAL.STARTER_PLAN_PRODUCT_ID),
+	    ['NeuralAPI Starter', true, 2900, cent(), '10000000', null, 30]);
+	assert.deepEqual(await product(NEURAL.TOPUP_PRODUCT_ID),
+	    ['Token Top-Up', false, 1900, cent(), '5000000', null, 365]);
+	await assert.rejects(dodo.products.retrieve('pdt_nope'), (e) => e.status === 404);
+
 	const dash = await getJson(stack, '/sandbox/');
 	assert.match(dash.text, /NeuralAPI Starter<\/td><td><code>pdt_sandbox_starter<\/code><\/td><td>\$29\.00 \/ month<\/td><td class="credits">10,000,000 tokens every month<\/td><td>blocked at zero/);
 	assert.match(dash.text, /NeuralAPI Pro<\/td>.*up to 10,000,000 tokens/);
@@ -425,6 +440,34 @@ test('meter: Pro runs into overage up to its limit; webhooks once each', async (
 	// the ledger API is held to the same limit
 	assert.deepEqual(await refusal(debit(customer, 1)),
 	    { status: 400, code: 'OVERAGE_LIMIT_EXCEEDED' });
+});
+
+test('meter: concurrent ingests, replays and passes bill every token exactly once', async () => {
+	await meterRun();
+	const { customer } = await buy(NEURAL.PRO_PLAN_PRODUCT_ID);
+	const batches = Array.from({ length: 20 }, () =>
+	    Array.from({ length: 50 }, () => usage(customer, 50_000)));
+	const totals = result(0, 0, 0, 0, 0);
+	const add = (r) => { for (const k of Object.keys(totals)) totals[k] += r[k]; };
+	// each batch twice at once (a client's retry racing its original), passes between
+	const ingests = batches.flatMap((events) => [dodo.usageEvents.ingest({ events }),
+	    dodo.usageEvents.ingest({ events })]);
+	const passes = Array.from({ length: 8 }, async (_, i) => {
+		await sleep(i * 15);
+		add(await meterRun());
+	});
+	const counts = await Promise.all(ingests);
+	await Promise.all(passes);
+	add(await meterRun());
+	assert.equal(counts.reduce((n, c) => n + c.ingested_count, 0), 1000, 'each event once');
+	assert.equal(totals.events, 1000);
+	assert.deepEqual([totals.deducted, totals.overage, totals.unbilled],
+	    [40_000_000, 10_000_000, 0]);
+	const bal = await balanceOf(customer);
+	assert.deepEqual([bal.balance, bal.overage], ['0', '10000000']);
+	const entries = await meterEntries(customer);
+	assert.equal(entries.reduce((n, e) => n + Number(e[1]), 0), 50_000_000);
+	assert.ok(entries.length <= 9 * 2, `${entries.length} entries: at most two per pass`);
 });
 
 test('meter: the worker runs every SANDBOX_METER_INTERVAL_MS by itself', async () => {

@@ -371,7 +371,7 @@ test('sandbox faults: late on ledger_debit lands after the client gave up', asyn
 	const refused = await request(stack, 'POST', '/sandbox/admin/faults',
 	    { json: { target: 'checkout', mode: 'late' } });
 	assert.equal(refused.status, 400, 'late needs an effect to apply');
-	assert.match(refused.json.error, /ledger_debit, ledger_credit and email_send/);
+	assert.match(refused.json.error, /ledger_debit, ledger_credit, email_send and events_ingest/);
 
 	// the client's timeout (1 s) is shorter than the stall (1.5 s); the entry lands at 2.5 s
 	const armed = await sandboxFault(stack, { target: 'ledger_debit', mode: 'late',
