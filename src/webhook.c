@@ -16,6 +16,7 @@
 #define WH_NOTICE_MAX		(16 * 1024)	/* the low-balance email body */
 #define WH_LOWBAL_KEY_PREFIX	"mailkit-lowbal-"	/* + webhook-id: one notice per delivery */
 #define WH_LOWBAL_SUBJECT	"Your MailKit email credits are running low"
+#define WH_LOWBAL_SUBJECT_AI	"Your NeuralAPI tokens are running low"
 
 static struct settings			 settings;
 static struct whsig_key			 webhook_key;	/* decoded once at start */
@@ -110,12 +111,40 @@ wh_other_entitlement(json_object *data)
 	return cent[0] != '\0' && strcmp(cent, settings.credit_entitlement_id) != 0;
 }
 
+/* What the notice calls a credit: MailKit sells emails, NeuralAPI tokens. */
+static const char *
+wh_unit(const char *available)
+{
+	if (settings_is_neuralapi(&settings))
+		return strcmp(available, "1") == 0 ? "token" : "tokens";
+	return strcmp(available, "1") == 0 ? "email" : "emails";
+}
+
+/* A top-up's size for the notice: "5,000" (thousands separated). */
+static void
+wh_topup_size(char *out, size_t outlen)
+{
+	char	digits[32];
+	size_t	n, o = 0;
+
+	snprintf(digits, sizeof digits, "%ld", settings.topup_credits);
+	n = strlen(digits);
+	for (size_t i = 0; i < n && o + 2 < outlen; i++) {
+		if (i > 0 && (n - i) % 3 == 0)
+			out[o++] = ',';
+		out[o++] = digits[i];
+	}
+	out[o] = '\0';
+}
+
 /* The notice, every interpolated value HTML-escaped.  0 / -1. */
 static int
 wh_notice_html(struct buf *b, const char *name, const char *available, const char *percent)
 {
-	int rc = 0;
+	char	size[32];
+	int	rc = 0;
 
+	wh_topup_size(size, sizeof size);
 	rc |= buf_puts(b, "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>"
 	    "<p>Hello");
 	if (*name != '\0') {
@@ -124,15 +153,17 @@ wh_notice_html(struct buf *b, const char *name, const char *available, const cha
 	}
 	rc |= buf_puts(b, ",</p><p>Your MailKit balance is running low: you have <strong>");
 	rc |= buf_html(b, available);
-	rc |= buf_puts(b, strcmp(available, "1") == 0 ? " email" : " emails");
+	rc |= buf_puts(b, " ");
+	rc |= buf_puts(b, wh_unit(available));
 	rc |= buf_puts(b, "</strong> left");
 	if (*percent != '\0') {
 		rc |= buf_puts(b, ", under ");
 		rc |= buf_html(b, percent);
 		rc |= buf_puts(b, "% of your plan");
 	}
-	rc |= buf_puts(b, ".</p><p>When they run out, sending stops until you top up. "
-	    "Buy a top-up pack (5,000 more emails) at <a href=\"");
+	rc |= buf_printf(b, ".</p><p>When they run out, %s stops until you top up. "
+	    "Buy a top-up pack (%s more %s) at <a href=\"", settings_is_neuralapi(&settings) ?
+	    "the API" : "sending", size, wh_unit("0"));
 	rc |= buf_html(b, settings.base_url);
 	rc |= buf_puts(b, "\">");
 	rc |= buf_html(b, settings.base_url);
@@ -144,15 +175,18 @@ wh_notice_html(struct buf *b, const char *name, const char *available, const cha
 static int
 wh_notice_text(struct buf *b, const char *name, const char *available, const char *percent)
 {
-	int rc = 0;
+	char	size[32];
+	int	rc = 0;
 
+	wh_topup_size(size, sizeof size);
 	rc |= buf_printf(b, "Hello%s%s,\n\nYour MailKit balance is running low: you have "
-	    "%s %s left", *name != '\0' ? " " : "", name, available,
-	    strcmp(available, "1") == 0 ? "email" : "emails");
+	    "%s %s left", *name != '\0' ? " " : "", name, available, wh_unit(available));
 	if (*percent != '\0')
 		rc |= buf_printf(b, ", under %s%% of your plan", percent);
-	rc |= buf_printf(b, ".\n\nWhen they run out, sending stops until you top up. "
-	    "Buy a top-up pack (5,000 more emails) at %s\n\n-- MailKit\n", settings.base_url);
+	rc |= buf_printf(b, ".\n\nWhen they run out, %s stops until you top up. "
+	    "Buy a top-up pack (%s more %s) at %s\n\n-- MailKit\n",
+	    settings_is_neuralapi(&settings) ? "the API" : "sending", size, wh_unit("0"),
+	    settings.base_url);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -239,7 +273,7 @@ wh_balance_low(const struct wh_event *ev)
 	msg.from = settings.mail_from;
 	msg.to[0] = cus.email;
 	msg.nto = 1;
-	msg.subject = WH_LOWBAL_SUBJECT;
+	msg.subject = settings_is_neuralapi(&settings) ? WH_LOWBAL_SUBJECT_AI : WH_LOWBAL_SUBJECT;
 	msg.html = html.data;
 	msg.text = text.data;
 	msg.idempotency_key = key;

@@ -6,8 +6,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 
-import { QUICK_UPSTREAM, clearSandboxFaults, dodoLedger, dodoLedgerEntry, payCheckout,
-    request, sandboxFault, skipFile, startStack, webhookHeaders } from './harness.mjs';
+import { QUICK_UPSTREAM, clearSandboxFaults, dodoLedger, dodoLedgerEntry, mailedText,
+    payCheckout, request, sandboxEmails, sandboxFault, skipFile, startStack, webhookHeaders }
+    from './harness.mjs';
 import { holdOf, missingGenerate, sleep, startGenerate } from './generate-harness.mjs';
 
 {
@@ -365,4 +366,34 @@ test('kill -9 while the model is asked: the client has no answer, its hold stops
 	// the whole balance admits the same request again: the dead hold is not counted
 	const r = await generate(c, prompt, 30);
 	assert.equal(r.status, 200, r.text);
+});
+
+test('credit.balance_low in NeuralAPI: one notice per crossing, in tokens', async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	const email = (await dodo('GET', `/customers/${c}`)).json.email;
+	const low = (available) => JSON.stringify({ business_id: 'bus_sandbox',
+	    type: 'credit.balance_low', timestamp: new Date().toISOString(),
+	    data: { payload_type: 'CreditBalanceLow', customer_id: c,
+		credit_entitlement_id: NEURAL.CREDIT_ENTITLEMENT_ID, credit_entitlement_name: 'API Tokens',
+		available_balance: String(available), subscription_credits_amount: '1000',
+		threshold_amount: '200', threshold_percent: 20 } });
+	for (const available of [150, 120]) {
+		const body = low(available);
+		const r = await request(stack, 'POST', '/webhooks/dodo',
+		    { body, headers: webhookHeaders(stack, body) });
+		assert.equal(r.status, 200, r.text);
+	}
+	const mails = await until('the notice', async () => {
+		const m = (await sandboxEmails(stack)).filter((e) =>
+		    JSON.stringify(e.to).includes(email) && /running low/.test(e.subject));
+		return m.length > 0 ? m : null;
+	});
+	await sleep(500);
+	assert.equal((await sandboxEmails(stack)).filter((e) => JSON.stringify(e.to).includes(email) &&
+	    /running low/.test(e.subject)).length, 1, 'one notice per crossing');
+	assert.equal(mails[0].subject, 'Your NeuralAPI tokens are running low');
+	const text = await mailedText(stack, email, 'running low');
+	assert.match(text, /you have 150 tokens left/);
+	assert.match(text, /5,000,000 more tokens/);
+	assert.doesNotMatch(text, /emails/);
 });
