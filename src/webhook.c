@@ -7,13 +7,16 @@
 
 #include <openssl/crypto.h>
 
+#include "customer_plan.h"
 #include "mailkit.h"
 #include "store.h"
+#include "usage.h"
 
 #define WH_FIELD_MAX		256	/* bytes kept of any text field we log or use */
 #define WH_NOTICE_MAX		(16 * 1024)	/* the low-balance email body */
 #define WH_LOWBAL_KEY_PREFIX	"mailkit-lowbal-"	/* + webhook-id: one notice per delivery */
 #define WH_LOWBAL_SUBJECT	"Your MailKit email credits are running low"
+#define WH_LOWBAL_SUBJECT_AI	"Your NeuralAPI tokens are running low"
 
 static struct settings			 settings;
 static struct whsig_key			 webhook_key;	/* decoded once at start */
@@ -108,12 +111,40 @@ wh_other_entitlement(json_object *data)
 	return cent[0] != '\0' && strcmp(cent, settings.credit_entitlement_id) != 0;
 }
 
+/* What the notice calls a credit: MailKit sells emails, NeuralAPI tokens. */
+static const char *
+wh_unit(const char *available)
+{
+	if (settings_is_neuralapi(&settings))
+		return strcmp(available, "1") == 0 ? "token" : "tokens";
+	return strcmp(available, "1") == 0 ? "email" : "emails";
+}
+
+/* A top-up's size for the notice: "5,000" (thousands separated). */
+static void
+wh_topup_size(char *out, size_t outlen)
+{
+	char	digits[32];
+	size_t	n, o = 0;
+
+	snprintf(digits, sizeof digits, "%ld", settings.topup_credits);
+	n = strlen(digits);
+	for (size_t i = 0; i < n && o + 2 < outlen; i++) {
+		if (i > 0 && (n - i) % 3 == 0)
+			out[o++] = ',';
+		out[o++] = digits[i];
+	}
+	out[o] = '\0';
+}
+
 /* The notice, every interpolated value HTML-escaped.  0 / -1. */
 static int
 wh_notice_html(struct buf *b, const char *name, const char *available, const char *percent)
 {
-	int rc = 0;
+	char	size[32];
+	int	rc = 0;
 
+	wh_topup_size(size, sizeof size);
 	rc |= buf_puts(b, "<!doctype html><html><head><meta charset=\"utf-8\"></head><body>"
 	    "<p>Hello");
 	if (*name != '\0') {
@@ -122,15 +153,17 @@ wh_notice_html(struct buf *b, const char *name, const char *available, const cha
 	}
 	rc |= buf_puts(b, ",</p><p>Your MailKit balance is running low: you have <strong>");
 	rc |= buf_html(b, available);
-	rc |= buf_puts(b, strcmp(available, "1") == 0 ? " email" : " emails");
+	rc |= buf_puts(b, " ");
+	rc |= buf_puts(b, wh_unit(available));
 	rc |= buf_puts(b, "</strong> left");
 	if (*percent != '\0') {
 		rc |= buf_puts(b, ", under ");
 		rc |= buf_html(b, percent);
 		rc |= buf_puts(b, "% of your plan");
 	}
-	rc |= buf_puts(b, ".</p><p>When they run out, sending stops until you top up. "
-	    "Buy a top-up pack (5,000 more emails) at <a href=\"");
+	rc |= buf_printf(b, ".</p><p>When they run out, %s stops until you top up. "
+	    "Buy a top-up pack (%s more %s) at <a href=\"", settings_is_neuralapi(&settings) ?
+	    "the API" : "sending", size, wh_unit("0"));
 	rc |= buf_html(b, settings.base_url);
 	rc |= buf_puts(b, "\">");
 	rc |= buf_html(b, settings.base_url);
@@ -142,15 +175,18 @@ wh_notice_html(struct buf *b, const char *name, const char *available, const cha
 static int
 wh_notice_text(struct buf *b, const char *name, const char *available, const char *percent)
 {
-	int rc = 0;
+	char	size[32];
+	int	rc = 0;
 
+	wh_topup_size(size, sizeof size);
 	rc |= buf_printf(b, "Hello%s%s,\n\nYour MailKit balance is running low: you have "
-	    "%s %s left", *name != '\0' ? " " : "", name, available,
-	    strcmp(available, "1") == 0 ? "email" : "emails");
+	    "%s %s left", *name != '\0' ? " " : "", name, available, wh_unit(available));
 	if (*percent != '\0')
 		rc |= buf_printf(b, ", under %s%% of your plan", percent);
-	rc |= buf_printf(b, ".\n\nWhen they run out, sending stops until you top up. "
-	    "Buy a top-up pack (5,000 more emails) at %s\n\n-- MailKit\n", settings.base_url);
+	rc |= buf_printf(b, ".\n\nWhen they run out, %s stops until you top up. "
+	    "Buy a top-up pack (%s more %s) at %s\n\n-- MailKit\n",
+	    settings_is_neuralapi(&settings) ? "the API" : "sending", size, wh_unit("0"),
+	    settings.base_url);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -237,7 +273,7 @@ wh_balance_low(const struct wh_event *ev)
 	msg.from = settings.mail_from;
 	msg.to[0] = cus.email;
 	msg.nto = 1;
-	msg.subject = WH_LOWBAL_SUBJECT;
+	msg.subject = settings_is_neuralapi(&settings) ? WH_LOWBAL_SUBJECT_AI : WH_LOWBAL_SUBJECT;
 	msg.html = html.data;
 	msg.text = text.data;
 	msg.idempotency_key = key;
@@ -323,6 +359,46 @@ wh_ledger_logged(const struct wh_event *ev)
 }
 
 /*
+ * credit.deducted / credit.overage_charged: logged per delivery; when the
+ * meter made it (reference_type "meter"), its amount clears the customer's
+ * oldest usage still counted as unsettled (usage.h), once per ledger entry
+ * id, whichever of this webhook and the outbox's ledger poll sees it first.
+ */
+static enum wh_outcome
+wh_deducted(const struct wh_event *ev)
+{
+	char		 customer[WH_FIELD_MAX], amount[WH_FIELD_MAX], ref[WH_FIELD_MAX];
+	char		 entry[WH_FIELD_MAX];
+	struct mk_err	 err;
+
+	(void)wh_ledger_logged(ev);
+	wh_text(ev->data, "customer_id", customer, sizeof customer);
+	wh_text(ev->data, "amount", amount, sizeof amount);
+	wh_text(ev->data, "reference_type", ref, sizeof ref);
+	wh_text(ev->data, "id", entry, sizeof entry);
+	if (strcmp(ref, "meter") != 0 || wh_other_entitlement(ev->data) ||
+	    !valid_customer_id(customer) || entry[0] == '\0')
+		return WH_DONE;
+	if (usage_meter_deduction(&settings, customer, entry, amount, &err) == -1)
+		return WH_RETRY;
+	return WH_DONE;
+}
+
+/* subscription.*: the customer's plan may have changed (overage room). */
+static enum wh_outcome
+wh_subscription(const struct wh_event *ev)
+{
+	char customer[WH_FIELD_MAX], status[WH_FIELD_MAX];
+
+	wh_text(wh_object(ev->data, "customer"), "customer_id", customer, sizeof customer);
+	wh_text(ev->data, "status", status, sizeof status);
+	log_info("[subscription] %s: %s (status %s)", customer, ev->type, status);
+	if (valid_customer_id(customer))
+		customer_plan_forget(customer);
+	return WH_DONE;
+}
+
+/*
  * subscription.active / payment.succeeded: the customer is paying, so they
  * need an API key: their first one.  A customer who has or had one (a
  * top-up, a renewal, the other event of the same purchase, a key an
@@ -347,6 +423,8 @@ wh_purchase(const struct wh_event *ev)
 	wh_text(ev->data, sub ? "subscription_id" : "payment_id", id, sizeof id);
 	wh_text(ev->data, "status", status, sizeof status);
 	log_info("[purchase] %s: %s %s (status %s)", customer, ev->type, id, status);
+	if (sub && valid_customer_id(customer))
+		customer_plan_forget(customer);	/* a new plan: its overage room */
 	/* the payload is the latest state: a delayed event may be stale */
 	if (!valid_customer_id(customer) ||
 	    strcmp(status, sub ? "active" : "succeeded") != 0)
@@ -380,7 +458,16 @@ wh_purchase(const struct wh_event *ev)
 	return WH_DONE;
 }
 
-/* log_only: events MailKit only logs, per delivery and without the store */
+/*
+ * log_only: events handled per delivery without a webhook-id claim: those
+ * MailKit only logs (a deduction per email sent: a claim would cost more
+ * than the event), and those whose handling is idempotent by itself (a
+ * meter deduction clears usage once per ledger entry id, whoever sees it
+ * first: this webhook, a redelivery, or the outbox's ledger poll).
+ * Subscription changes drop the customer's cached plan in this process
+ * (other processes' caches lapse within CUSTOMER_PLAN_CACHE_MS).  The other
+ * credit.* events are handled once per webhook-id.
+ */
 static const struct {
 	const char	*type;
 	enum wh_outcome	(*handle)(const struct wh_event *);
@@ -388,11 +475,19 @@ static const struct {
 } wh_handlers[] = {
 	{ "credit.balance_low",		wh_balance_low,		0 },
 	{ "credit.added",		wh_credit_added,	0 },
-	{ "credit.deducted",		wh_ledger_logged,	1 },
-	{ "credit.expired",		wh_ledger_logged,	1 },
-	{ "credit.rolled_over",		wh_ledger_logged,	1 },
-	{ "credit.overage_charged",	wh_ledger_logged,	1 },
+	{ "credit.deducted",		wh_deducted,		1 },
+	{ "credit.overage_charged",	wh_deducted,		1 },
+	{ "credit.expired",		wh_ledger_logged,	0 },
+	{ "credit.rolled_over",		wh_ledger_logged,	0 },
+	{ "credit.rollover_forfeited",	wh_ledger_logged,	0 },
+	{ "credit.overage_reset",	wh_ledger_logged,	0 },
 	{ "subscription.active",	wh_purchase,		0 },
+	{ "subscription.renewed",	wh_subscription,	1 },
+	{ "subscription.plan_changed",	wh_subscription,	1 },
+	{ "subscription.on_hold",	wh_subscription,	1 },
+	{ "subscription.cancelled",	wh_subscription,	1 },
+	{ "subscription.expired",	wh_subscription,	1 },
+	{ "subscription.failed",	wh_subscription,	1 },
 	{ "payment.succeeded",		wh_purchase,		0 },
 };
 
@@ -447,9 +542,11 @@ webhook_dodo(const struct request *req, struct response *resp)
 	 * log line would cost more than the whole event.
 	 */
 	if (!known || wh_handlers[i].log_only) {
-		if (known)
-			(void)wh_handlers[i].handle(&ev);
-		else
+		if (known && wh_handlers[i].handle(&ev) == WH_RETRY) {
+			response_error(resp, 502, "event not handled yet; retry later");
+			goto out;
+		}
+		if (!known)
 			log_info("%s %s: not an event MailKit acts on, acknowledged", ev.type,
 			    ev.id);
 		goto received;

@@ -666,3 +666,85 @@ out:
 	buf_free(&b);
 	return result;
 }
+
+int
+dodo_ingest_events(const struct settings *s, struct json_object *events, long *ingested,
+    struct mk_err *err)
+{
+	struct upstream_response	 resp = { .json = NULL };
+	json_object			*body, *v;
+	const char			*text;
+	int				 result = -1;
+
+	*ingested = 0;
+	if (json_object_array_length(events) > DODO_INGEST_MAX ||
+	    (body = json_object_new_object()) == NULL)
+		return mk_fail(err, 500, "internal error");
+	json_object_object_add(body, "events", json_object_get(events));
+	if ((text = json_object_to_json_string_ext(body, DODO_JSON_FLAGS)) == NULL) {
+		mk_fail(err, 500, "out of memory");
+		goto out;
+	}
+	/* retried safely: a repeated event_id is ignored (api-facts A.7) */
+	if (dodo_call(s, "POST", "/events/ingest", text, 1, &resp, err) == -1)
+		goto out;
+	if (dodo_success(&resp)) {
+		if ((v = json_object_is_type(resp.json, json_type_object) &&
+		    json_object_object_get_ex(resp.json, "ingested_count", &v) ? v : NULL) ==
+		    NULL || !json_object_is_type(v, json_type_int)) {
+			/* the outcome is unknown: the same ids resolve it */
+			dodo_unexpected("ingest events", err);
+			if (err != NULL)
+				err->maybe_done = 1;
+			goto out;
+		}
+		*ingested = (long)json_object_get_int64(v);
+		result = 0;
+	} else if (resp.status == 400 || resp.status == 422) {
+		dodo_fail_status("ingest events", &resp, NULL, err);
+		mk_fail(err, 400, "usage events refused");
+		if (err != NULL)
+			err->maybe_done = resp.earlier_maybe_done;
+	} else {
+		dodo_fail_status("ingest events", &resp, NULL, err);
+		if (err != NULL)
+			err->maybe_done = 1;
+	}
+out:
+	json_object_put(body);
+	upstream_response_free(&resp);
+	return result;
+}
+
+int
+dodo_get_event(const struct settings *s, const char *event_id, int *found,
+    struct mk_err *err)
+{
+	struct upstream_response	resp = { .json = NULL };
+	char				path[DODO_PATH_MAX];
+	const char			*id;
+	int				result = -1;
+
+	*found = 0;
+	if (url_path(path, sizeof path, "/events/{}", event_id) == -1)
+		return mk_fail(err, 500, "event id too long");
+	if (dodo_call(s, "GET", path, NULL, 1, &resp, err) == -1)
+		goto out;
+	if (resp.status == 404 && json_object_is_type(resp.json, json_type_object)) {
+		/* Dodo's own 404 (a JSON error): never ingested.  A bare 404 from
+		 * something in between proves nothing. */
+		result = 0;
+	} else if (dodo_success(&resp)) {
+		/* proof only with the event in it (a proxy can turn an answer into an empty 200) */
+		if ((id = dodo_json_str(resp.json, "event_id")) == NULL || strcmp(id, event_id) != 0) {
+			dodo_unexpected("get event", err);
+			goto out;
+		}
+		*found = 1;
+		result = 0;
+	} else
+		dodo_fail_status("get event", &resp, NULL, err);
+out:
+	upstream_response_free(&resp);
+	return result;
+}

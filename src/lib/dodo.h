@@ -140,4 +140,25 @@ struct json_object *dodo_get_object(const struct settings *s, const char *path,
 struct json_object *dodo_create(const struct settings *s, const char *path,
 	    struct json_object *body, const char *idempotency_key, struct mk_err *err);
 
+/*
+ * Usage events (api-facts A.7), for the meter.  dodo_ingest_events: POST
+ * /events/ingest {events} (a JSON array of at most DODO_INGEST_MAX
+ * {event_id, customer_id, event_name, timestamp, metadata}, which the
+ * caller keeps).  Retried on 429/5xx and lost answers with the same body:
+ * event_id is Dodo's idempotency key, so a repeat is ignored.  0 when Dodo
+ * answered 200 (*ingested: its ingested_count, new events only), -1 with
+ * err: 400 when Dodo refused the request as invalid (a bad or too old
+ * timestamp, a duplicate id: nothing of it was ingested), else 502/504
+ * (maybe_done: it may have been ingested).
+ *
+ * dodo_get_event: GET /events/{event_id}: 0 with *found 1 (ingested) or 0
+ * (404: never ingested), -1 with err (502/504).
+ */
+#define DODO_INGEST_MAX	1000	/* events per ingest request */
+struct json_object;
+int	dodo_ingest_events(const struct settings *s, struct json_object *events,
+	    long *ingested, struct mk_err *err);
+int	dodo_get_event(const struct settings *s, const char *event_id, int *found,
+	    struct mk_err *err);
+
 #endif

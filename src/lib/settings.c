@@ -120,6 +120,10 @@ static const struct setting_def setting_defs[] = {
 	{ "CLAIMS_PER_EMAIL", NULL, SET_LONG, S(claims_per_email), "5", 0, 1000000L, 0, 0 },
 	{ "DELIVERY_THREADS", NULL, SET_LONG, S(delivery_threads), "2", 0, 16, 0, 0 },
 	{ "SEND_VOID_GRACE_SEC", NULL, SET_LONG, S(void_grace_sec), "30", 0, 3600, 0, 0 },
+	{ "GENERATE_MAX_TOKENS", NULL, SET_LONG, S(generate_max_tokens), "1024", 1, 1000000L, 0, 0 },
+	{ "GENERATE_MAX_TOKENS_CAP", NULL, SET_LONG, S(generate_max_tokens_cap), "16384", 1,
+	    1000000L, 0, 0 },
+	{ "USAGE_OUTBOX_THREADS", NULL, SET_LONG, S(usage_outbox_threads), "1", 0, 4, 0, 0 },
 };
 
 #define NSETTINGS (sizeof setting_defs / sizeof setting_defs[0])

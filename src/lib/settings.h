@@ -103,6 +103,10 @@ struct settings {
 	long	 delivery_threads;	/* DELIVERY_THREADS per send.fcgi process; 0 = none */
 	long	 void_grace_sec;	/* SEND_VOID_GRACE_SEC: a send answered 5xx may be taken
 					   up by the client's retry this long before it is voided */
+	/* AI requests (usage.h) */
+	long	 generate_max_tokens;	/* GENERATE_MAX_TOKENS: max_tokens when a request names none */
+	long	 generate_max_tokens_cap; /* GENERATE_MAX_TOKENS_CAP: the most a request may name */
+	long	 usage_outbox_threads;	/* USAGE_OUTBOX_THREADS per generate.fcgi; 0 = none */
 	/* where the settings came from, for the start-up warnings */
 	char	*env_file;		/* the dotenv file read, NULL if none */
 	unsigned env_file_mode;		/* its permission bits (st_mode & 07777) */

@@ -116,6 +116,42 @@ static const struct db_migration store_migrations[] = {
 	  "DROP INDEX sends_open;"
 	  "CREATE INDEX sends_due ON sends(next_attempt_at) WHERE state < 10;"
 	  "CREATE INDEX sends_customer ON sends(customer_id);" },
+	/* 9: the holds journal and usage outbox of /api/generate
+	 * (store_usage.h), and the meter deductions applied to it, numbered
+	 * (seq) so an admission can count the ones after its balance read. */
+	{ "CREATE TABLE usage ("
+	  " key TEXT PRIMARY KEY,"
+	  " customer_id TEXT NOT NULL,"
+	  " request_hash TEXT NOT NULL,"
+	  " state INTEGER NOT NULL,"
+	  " hold INTEGER NOT NULL,"
+	  " max_tokens INTEGER NOT NULL,"
+	  " tokens INTEGER NOT NULL DEFAULT 0,"
+	  " prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+	  " completion_tokens INTEGER NOT NULL DEFAULT 0,"
+	  " cleared INTEGER NOT NULL DEFAULT 0,"
+	  " model TEXT NOT NULL DEFAULT '',"
+	  " answer TEXT,"
+	  " billed_by TEXT NOT NULL DEFAULT '',"
+	  " created_ms INTEGER NOT NULL,"
+	  " settled_ms INTEGER NOT NULL DEFAULT 0,"
+	  " ingested_at INTEGER NOT NULL DEFAULT 0,"
+	  " attempts INTEGER NOT NULL DEFAULT 0,"
+	  " next_attempt_at INTEGER NOT NULL DEFAULT 0,"
+	  " owner_token INTEGER,"
+	  " owner_pid INTEGER,"
+	  " owner_host TEXT,"
+	  " lease_until INTEGER,"
+	  " updated_at INTEGER NOT NULL);"
+	  "CREATE INDEX usage_customer ON usage(customer_id, state);"
+	  "CREATE INDEX usage_outbox ON usage(next_attempt_at) WHERE state = 1;"
+	  "CREATE TABLE usage_clears ("
+	  " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	  " entry_id TEXT NOT NULL UNIQUE,"
+	  " customer_id TEXT NOT NULL,"
+	  " amount INTEGER NOT NULL,"
+	  " at INTEGER NOT NULL);"
+	  "CREATE INDEX usage_clears_customer ON usage_clears(customer_id, seq);" },
 };
 
 /*

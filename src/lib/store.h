@@ -9,6 +9,7 @@
 #include "store_lowbal.h"
 #include "store_send.h"
 #include "store_webhook.h"
+#include "store_usage.h"
 
 struct settings;
 
@@ -18,7 +19,8 @@ struct settings;
  * The store is one SQLite file (MAILKIT_DB) shared by every worker, one
  * module per concern: store_webhook.h (webhook ids handled once),
  * store_lowbal.h (low-balance notices), store_send.h (the send journal),
- * store_keys.h (API keys and key claims).
+ * store_keys.h (API keys and key claims), store_usage.h (the holds journal
+ * and usage outbox of /api/generate).
  *
  * Every function takes the settings for settings->db_path (MAILKIT_DB) and
  * works on the process's one handle, opened on first use, shared by its

@@ -50,6 +50,30 @@ enum store_sql {
 	SQL_CLAIM_GIVE_BACK,
 	SQL_CLAIM_PENDING,
 	SQL_CLAIM_PRUNE,
+	/* store_usage.c */
+	SQL_USAGE_GET,
+	SQL_USAGE_SEQ,
+	SQL_USAGE_UNSETTLED,
+	SQL_USAGE_HELD,
+	SQL_USAGE_UPSERT,
+	SQL_USAGE_SETTLE,
+	SQL_USAGE_RELEASE,
+	SQL_USAGE_DUE,
+	SQL_USAGE_TAKE,
+	SQL_USAGE_INGESTED,
+	SQL_USAGE_DEBITED,
+	SQL_USAGE_POSTPONE,
+	SQL_USAGE_CLEAR_ADD,
+	SQL_USAGE_CLEAR_SET,
+	SQL_USAGE_FIFO,
+	SQL_USAGE_CLEAR_ROW,
+	SQL_USAGE_EXPIRE_HOLDS,
+	SQL_USAGE_STALE,
+	SQL_USAGE_POLL,
+	SQL_USAGE_POLL_NEXT,
+	SQL_USAGE_FIND,
+	SQL_USAGE_PRUNE,
+	SQL_USAGE_PRUNE_CLEARS,
 	SQL_COUNT
 };
 
@@ -94,6 +118,16 @@ void	store_column_text(sqlite3_stmt *st, int col, char *dst, size_t dstlen);
 /* One integer from a one-row statement already bound; -1 with err on failure. */
 long long store_count(struct store_handle *t, sqlite3_stmt *st, const char *what,
 	    struct mk_err *err);
+
+/*
+ * Claims on rows (the send journal's, the usage journal's): this host's
+ * name, and whether a claim by owner_pid on owner_host with a lease to
+ * `lease` is live at `now` (its lease runs and, on this host, its process
+ * exists; a claim from another host lives until its lease ends).
+ */
+const char	*store_send_host(void);
+int	store_send_claim_live(long long owner_pid, long long lease, const char *owner_host,
+	    time_t now);
 
 /* Write out the send journal's queued final states and stop its writer (at exit). */
 void	store_finish_stop(void);

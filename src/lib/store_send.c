@@ -102,7 +102,7 @@ store_send_host_init(void)
 		snprintf(store_send_hostname, sizeof store_send_hostname, "localhost");
 }
 
-static const char *
+const char *
 store_send_host(void)
 {
 	pthread_once(&store_send_host_once, store_send_host_init);
@@ -152,7 +152,7 @@ store_send_read(sqlite3_stmt *st, struct store_send *row, long long *owner_pid,
  * exists (a worker killed here frees its rows at once).  A claim made on
  * another host lives until its lease ends: its pid means nothing here.
  */
-static int
+int
 store_send_claim_live(long long owner_pid, long long lease, const char *owner_host, time_t now)
 {
 	if (owner_pid <= 0 || lease <= (long long)now)
