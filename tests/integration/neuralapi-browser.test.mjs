@@ -29,10 +29,6 @@ const PRO = 40_000_000;
 const PRO_OVERAGE = 10_000_000;
 const PACK = 5_000_000;
 
-// The prompt box needs generate.fcgi, built on helper C's branch: the
-// lead removes this guard (and the existsSync) once that branch is merged.
-const GENERATE_BUILT = fs.existsSync(path.join(BUILDDIR, 'generate.fcgi'));
-
 // What the page says right now, for failure messages.
 async function pageSummary(page) {
   try {
@@ -162,34 +158,32 @@ async function neuralFlow({ server, baseUrl, contextDir, outDir }) {
       assert.ok(await page.locator('#lowBalanceTopupBtn').isVisible(), 'a top-up offered in the banner');
     });
 
-    if (GENERATE_BUILT) {
-      await step('prompt-answered', async () => {
-        let key = null, auth = null;
-        await page.route('**/api/generate', async (route) => {
-          key = route.request().headers()['idempotency-key'] ?? '';
-          auth = route.request().headers().authorization ?? '';
-          await route.continue();
-        });
-        await page.fill('#prompt', 'Say hello in five words.');
-        await page.getByRole('button', { name: 'Generate' }).click();
-        await expectText(page, '#genCost', /^Cost [\d,]+ tokens?/);
-        await page.unroute('**/api/generate');
-        assert.match(key ?? '', /^\S{8,}$/, 'the prompt carries an Idempotency-Key');
-        assert.match(auth ?? '', /^Bearer mk_/, 'the prompt carries the API key');
-        assert.ok((await page.locator('#answer').innerText()).trim().length > 0, 'an answer is shown');
+    await step('prompt-answered', async () => {
+      let key = null, auth = null;
+      await page.route('**/api/generate', async (route) => {
+        key = route.request().headers()['idempotency-key'] ?? '';
+        auth = route.request().headers().authorization ?? '';
+        await route.continue();
       });
+      await page.fill('#prompt', 'Say hello in five words.');
+      await page.getByRole('button', { name: 'Generate' }).click();
+      await expectText(page, '#genCost', /^Cost [\d,]+ tokens?/);
+      await page.unroute('**/api/generate');
+      assert.match(key ?? '', /^\S{8,}$/, 'the prompt carries an Idempotency-Key');
+      assert.match(auth ?? '', /^Bearer mk_/, 'the prompt carries the API key');
+      assert.ok((await page.locator('#answer').innerText()).trim().length > 0, 'an answer is shown');
+    });
 
-      await step('starter-402-at-zero', async () => {
-        await adjustOnDashboard(page, origin, cus, 'debit', 1_000_000);
-        await page.goto(`${origin}/`);
-        await expectText(page, '#balanceText', /^0 tokens left$/);
-        await expectText(page, '#lowBalance', /out of tokens/i);
-        await page.getByRole('button', { name: 'Generate' }).click();
-        await expectText(page, '#genOut', /Out of tokens: your Starter plan stops at zero/);
-        assert.ok(await page.locator('#genOut').getByRole('button', { name: 'Buy a top-up pack' }).isVisible(),
-          '"Buy a top-up pack" offered next to the 402');
-      });
-    }
+    await step('starter-402-at-zero', async () => {
+      await adjustOnDashboard(page, origin, cus, 'debit', 1_000_000);
+      await page.goto(`${origin}/`);
+      await expectText(page, '#balanceText', /^0 tokens left$/);
+      await expectText(page, '#lowBalance', /out of tokens/i);
+      await page.getByRole('button', { name: 'Generate' }).click();
+      await expectText(page, '#genOut', /Out of tokens: your Starter plan stops at zero/);
+      assert.ok(await page.locator('#genOut').getByRole('button', { name: 'Buy a top-up pack' }).isVisible(),
+        '"Buy a top-up pack" offered next to the 402');
+    });
 
     await step('forget-then-subscribe-pro', async () => {
       await page.getByRole('button', { name: 'Forget' }).click();
