@@ -13,6 +13,7 @@
 #include "mailkit.h"
 #include "setup.h"
 #include "store.h"
+#include "usage.h"
 
 #define RECONCILE_MIN_AGE_SEC	60	/* leave fresher rows to the client's own retry */
 #define RECONCILE_WINDOW_HOURS	24	/* compare the sends of the last day by default */
@@ -234,6 +235,29 @@ recon_judge(struct recon_row *r, struct recon_customer *c)
 	    "none net");
 }
 
+/*
+ * Drive the usage outbox (usage.h) until a pass takes less than a full
+ * batch: events ingested with their stable ids, too-old ones billed by
+ * ledger debit.  *rows counts the rows handled.  0 / -1 (printed).
+ */
+static int
+recon_usage_outbox(int *rows)
+{
+	struct mk_err	err;
+	int		n;
+
+	for (int pass = 0; pass < RECONCILE_PASSES_MAX; pass++) {
+		if ((n = usage_outbox_pass(&settings, &err)) == -1) {
+			fprintf(stderr, "mailkit-admin: usage outbox: %s\n", err.msg);
+			return -1;
+		}
+		*rows += n;
+		if (n < DODO_INGEST_MAX)
+			break;
+	}
+	return 0;
+}
+
 static int
 cmd_reconcile(int argc, char **argv)
 {
@@ -249,6 +273,7 @@ cmd_reconcile(int argc, char **argv)
 	struct mk_err		 err;
 	long			 min_age = RECONCILE_MIN_AGE_SEC, hours = RECONCILE_WINDOW_HOURS;
 	int			 resume = 1, quiet = 0, ch, drift = 0, pending = 0, repaired = 0;
+	int			 usage_rows = 0;
 	int			 sent = 0, ncustomers = 0;
 	long			 net = 0;
 	time_t			 now = time(NULL), since;
@@ -284,6 +309,11 @@ cmd_reconcile(int argc, char **argv)
 		if (n < BILLING_DELIVER_BATCH || t.final == 0)
 			break;
 	}
+	/* 1b. NeuralAPI: the usage outbox, as generate.fcgi's threads drain it (none
+	 * may run: socket activation starts it only with a request) */
+	if (resume && settings_is_neuralapi(&settings) &&
+	    recon_usage_outbox(&usage_rows) == -1)
+		return 1;
 	/* 2. one snapshot of the journal (a single read transaction) */
 	if (store_send_list(&settings, since, recon_collect, &snap, &err) == -1) {
 		fprintf(stderr, "mailkit-admin: %s\n", err.msg);
@@ -332,6 +362,9 @@ cmd_reconcile(int argc, char **argv)
 			printf("%-28s %6d %6d %7d %7d %7d %7ld %8d  %s\n", cus, c.sent, c.failed,
 			    c.pending, c.debits, c.refunds, c.net_credits, c.repaired, verdict);
 	}
+	if (settings_is_neuralapi(&settings))
+		printf("usage outbox: %d row%s handled (usage events ingested, or billed by "
+		    "ledger debit when too old)\n", usage_rows, usage_rows == 1 ? "" : "s");
 	printf("reconcile: %d customer%s, %d email%s sent, %ld credit%s debited (net), "
 	    "%d pending; resumed %d (%d still pending, %d failed); repaired %d; %s\n",
 	    ncustomers, ncustomers == 1 ? "" : "s", sent, sent == 1 ? "" : "s", net,

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 
-import { QUICK_UPSTREAM, clearSandboxFaults, dodoLedger, dodoLedgerEntry, mailedText,
+import { QUICK_UPSTREAM, admin, clearSandboxFaults, dodoLedger, dodoLedgerEntry, mailedText,
     payCheckout, request, sandboxEmails, sandboxFault, skipFile, startStack, webhookHeaders }
     from './harness.mjs';
 import { holdOf, missingGenerate, sleep, startGenerate } from './generate-harness.mjs';
@@ -177,6 +177,32 @@ test('kill -9 of generate.fcgi between settle and ingest: still ingested, once',
 	const evs = (await eventsOf(c)).filter((e) => e.event_id === r.json.billing.event_id);
 	assert.equal(evs.length, 1);
 	assert.equal(Number(evs[0].metadata.tokens), r.json.tokens_used);
+});
+
+test('generate.fcgi gone (socket activation starts it only with a request): reconcile ingests its outbox',
+    async () => {
+	const c = await buy(NEURAL.STARTER_PLAN_PRODUCT_ID);
+	await sandboxFault(stack, { target: 'events_ingest', mode: '500', count: 1000 });
+	const r = await generate(c, 'left in the outbox', 20, { 'Idempotency-Key': `gone-${Date.now()}` });
+	assert.equal(r.status, 200, r.text);
+	await sleep(300);
+	assert.equal((await eventOf(r.json.billing.event_id)).status, 404, 'not ingested yet');
+	await gen.kill('SIGKILL');
+	await clearSandboxFaults(stack);
+	// its next try is due now, not after the failed tries' backoff
+	execFileSync('sqlite3', [stack.settings.MAILKIT_DB,
+	    `UPDATE usage SET next_attempt_at = 0 WHERE key LIKE '${r.json.id.slice(4)}%'`]);
+	try {
+		const rec = await admin(stack, ['reconcile', '--min-age', '0']);
+		assert.equal(rec.code, 0, rec.stdout + rec.stderr);
+		assert.match(rec.stdout, /^usage outbox: [1-9]\d* rows? handled/m, rec.stdout);
+		const ev = await eventOf(r.json.billing.event_id);
+		assert.equal(ev.status, 200, 'ingested by reconcile');
+		assert.equal(Number(ev.json.metadata.tokens), r.json.tokens_used);
+	} finally {
+		gen = startGenerate(stack, { MAILKIT_AUTH: 'customer_id' });
+		await gen.ready();
+	}
 });
 
 // Age a row as if generate.fcgi had been down for two hours (the sandbox's ingest
