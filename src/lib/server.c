@@ -118,6 +118,7 @@ response_reset(struct response *resp)
 	resp->headers_len = 0;
 	resp->headers[0] = '\0';
 	resp->drop = 0;
+	resp->cut_at = 0;
 }
 
 void
@@ -232,7 +233,8 @@ server_write(FCGX_Request *fcgx, const struct response *resp, int head_only)
 		return;
 	FCGX_PutStr(head, n, fcgx->out);
 	if (resp->body.len > 0 && !head_only)
-		FCGX_PutStr(resp->body.data, (int)resp->body.len, fcgx->out);
+		FCGX_PutStr(resp->body.data, (int)(resp->drop == RESPONSE_CUT &&
+		    resp->cut_at < resp->body.len ? resp->cut_at : resp->body.len), fcgx->out);
 }
 
 /* ------------------------------------------------------------------ request */
@@ -652,7 +654,7 @@ server_handle(struct worker *w)
 	response_reset(&w->resp);
 	if (server_read_head(w) == 0)
 		server_dispatch(w);
-	if (w->resp.drop)
+	if (w->resp.drop == RESPONSE_DROP)
 		return;
 	/* a 503 is a passing state (a busy store, a send another worker
 	 * holds): say when to come back, unless the handler did */
@@ -662,6 +664,12 @@ server_handle(struct worker *w)
 		log_warn("%s %s -> %d %s", w->req.method, w->req.path, w->resp.status,
 		    w->resp.body.data ? w->resp.body.data : "");
 	server_write(&w->fcgx, &w->resp, strcmp(w->req.method, "HEAD") == 0);
+	if (w->resp.drop == RESPONSE_CUT) {
+		/* what was written reaches the web server; the request's end
+		 * never does: it sees the connection break mid-body */
+		FCGX_FFlush(w->fcgx.out);
+		(void)shutdown(w->fcgx.ipcFd, SHUT_RDWR);
+	}
 }
 
 /*

@@ -50,8 +50,15 @@ struct response {
 	struct buf	 body;
 	char		 headers[RESPONSE_HEADERS_MAX];	/* extra "Name: value\r\n" lines */
 	size_t		 headers_len;
-	int		 drop;		/* 1: end the request with no reply at all (fault tests) */
+	int		 drop;		/* fault tests: RESPONSE_DROP or RESPONSE_CUT; 0 */
+	size_t		 cut_at;	/* RESPONSE_CUT: body bytes sent before the cut */
 };
+
+#define RESPONSE_DROP	1	/* end the request with no reply at all */
+#define RESPONSE_CUT	2	/* send the head (its Content-Length the whole body's)
+				   and cut_at bytes of the body, then break the
+				   connection without ending the request: a cut
+				   mid-body, as a crashed upstream's */
 
 typedef void route_handler(const struct request *req, struct response *resp);
 

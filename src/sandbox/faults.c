@@ -274,7 +274,7 @@ fault_check(const char *target, enum sandbox_api api, struct response *resp,
 		return 0;
 	}
 	if (strcmp(f.mode, "drop") == 0) {
-		resp->drop = 1;	/* the loop finishes the request without a reply */
+		resp->drop = RESPONSE_DROP;	/* the loop finishes the request without a reply */
 		resp->status = 500;
 		return 1;
 	}
@@ -321,7 +321,7 @@ fault_late(const struct request *req, struct response *resp, const struct fault_
 {
 	late_queue(target, req, apply, plan->late_at_ms);	/* a failure is logged */
 	fault_sleep_ms(plan->stall_ms);
-	resp->drop = 1;		/* as "drop": the loop finishes the request without a reply */
+	resp->drop = RESPONSE_DROP;	/* as "drop": the loop finishes the request without a reply */
 	resp->status = 500;
 }
 

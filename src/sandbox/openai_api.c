@@ -312,17 +312,19 @@ openai_api_chunk(const struct openai_api_call *c, const char *id, int64_t create
 }
 
 /*
- * The SSE answer: a role chunk, one chunk per token, the finish chunk, the
- * usage chunk (include_usage), [DONE].  With cut, the stream ends after
- * half the token chunks, with neither finish, usage nor [DONE] (the fault
- * "drop": the writer sends whole bodies, so the cut is a short body).
+ * The SSE body: the role chunk, a chunk per token, the finish chunk, the
+ * usage chunk (include_usage) and [DONE].  cut ("drop" fault): the head
+ * promises the whole body, but the connection breaks after the first half
+ * of the token chunks (RESPONSE_CUT), as when the model's server dies
+ * mid-stream: no finish, no usage, no [DONE], and a body shorter than its
+ * Content-Length.
  */
 static void
 openai_api_stream(const struct openai_api_call *c, const char *id, int64_t created,
     size_t len, int64_t completion, const char *finish, int cut, struct response *resp)
 {
 	struct buf	 sse;
-	size_t		 pos = 0, end;
+	size_t		 pos = 0, end, cut_at = 0;
 	int64_t		 k = 0;
 	int		 rc;
 
@@ -330,25 +332,29 @@ openai_api_stream(const struct openai_api_call *c, const char *id, int64_t creat
 	rc = openai_api_event(&sse, openai_api_chunk(c, id, created,
 	    openai_api_choice("delta", "assistant", "", 0, NULL), NULL));
 	while (rc == 0 && openai_api_next_token(c->reply.data, len, pos, &end)) {
-		if (cut && k++ >= completion / 2)
-			break;
+		if (k++ == completion / 2)
+			cut_at = sse.len;
 		rc = openai_api_event(&sse, openai_api_chunk(c, id, created,
 		    openai_api_choice("delta", NULL, c->reply.data + pos, end - pos, NULL), NULL));
 		pos = end;
 	}
-	if (!cut) {
-		if (rc == 0)
-			rc = openai_api_event(&sse, openai_api_chunk(c, id, created,
-			    openai_api_choice("delta", NULL, NULL, 0, finish), NULL));
-		if (rc == 0 && c->include_usage)
-			rc = openai_api_event(&sse, openai_api_chunk(c, id, created, NULL,
-			    openai_api_usage(c->prompt_tokens, completion)));
-		if (rc == 0)
-			rc = buf_puts(&sse, "data: [DONE]\n\n");
-	}
+	if (cut_at == 0)
+		cut_at = sse.len;
 	if (rc == 0)
+		rc = openai_api_event(&sse, openai_api_chunk(c, id, created,
+		    openai_api_choice("delta", NULL, NULL, 0, finish), NULL));
+	if (rc == 0 && c->include_usage)
+		rc = openai_api_event(&sse, openai_api_chunk(c, id, created, NULL,
+		    openai_api_usage(c->prompt_tokens, completion)));
+	if (rc == 0)
+		rc = buf_puts(&sse, "data: [DONE]\n\n");
+	if (rc == 0) {
 		response_body(resp, 200, "text/event-stream", sse.data, sse.len);
-	else
+		if (cut) {
+			resp->drop = RESPONSE_CUT;
+			resp->cut_at = cut_at;
+		}
+	} else
 		openai_api_error(resp, 500, "server_error", NULL, NULL, "The reply is too long.");
 	buf_free(&sse);
 }
@@ -396,7 +402,7 @@ openai_api_chat(const struct request *req, struct response *resp)
 	if (fault_check("openai", SANDBOX_API_OPENAI, resp, NULL) != 0) {
 		if (!resp->drop || !c.stream)
 			goto out;
-		resp->drop = 0;		/* a stream is cut rather than never answered */
+		resp->drop = 0;		/* a stream is cut mid-way (below) rather than never answered */
 		cut = 1;
 	}
 	/* the completion: the reply's first max_tokens tokens */

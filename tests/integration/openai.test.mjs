@@ -221,13 +221,25 @@ test('an injected 500 is an InternalServerError; a stall times the client out',
 	    OpenAI.APIConnectionTimeoutError);
 });
 
-test('"drop" cuts a stream mid-way: no finish, no usage, no [DONE]', async () => {
+test('"drop" cuts a stream mid-way: the connection breaks; no finish, no usage, no [DONE]', async () => {
+	const body = { model: MODEL, messages: [{ role: 'user', content: 'a b c d e f g h' }],
+	    stream: true, stream_options: { include_usage: true } };
+	// on the wire: a 200 whose body breaks off before its Content-Length
+	await sandboxFault(stack, { target: 'openai', mode: 'drop' });
+	const raw = await fetch(`${stack.sandboxUrl}/openai/v1/chat/completions`, { method: 'POST',
+	    headers: { 'content-type': 'application/json', authorization: 'Bearer sk-test' },
+	    body: JSON.stringify(body) });
+	assert.equal(raw.status, 200);
+	await assert.rejects(raw.text(), /terminated/, 'the connection breaks mid-body');
+	// through the SDK: what came before the cut, and nothing after it
 	await sandboxFault(stack, { target: 'openai', mode: 'drop' });
 	const chunks = [];
-	for await (const chunk of await client.chat.completions.create({ model: MODEL,
-	    messages: [{ role: 'user', content: 'a b c d e f g h' }], stream: true,
-	    stream_options: { include_usage: true } }))
-		chunks.push(chunk);
+	try {
+		for await (const chunk of await client.chat.completions.create(body))
+			chunks.push(chunk);
+	} catch (e) {
+		assert.match(String(e), /terminated|aborted|closed|ECONNRESET/i, String(e));
+	}
 	const text = chunks.map((ch) => ch.choices[0]?.delta?.content ?? '').join('');
 	const full = 'You said: a b c d e f g h';
 	assert.ok(text.length > 0 && text.length < full.length && full.startsWith(text), text);
