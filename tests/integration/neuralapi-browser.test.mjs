@@ -1,4 +1,4 @@
-// neuralapi-browser.test.mjs: NeuralAPI's page (www/neuralapi/index.html,
+// neuralapi-browser.test.mjs: NeuralAPI's page (www/neuralapi.html,
 // MAILKIT_PRODUCT=neuralapi) clicked through in headless Chromium, behind
 // lighttpd and behind Apache, as a person would:
 // the plan picker (Starter / Pro from GET /plans) → subscribe Starter on

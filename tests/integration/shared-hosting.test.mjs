@@ -117,7 +117,8 @@ before(async () => {
 		await mkdir(path.join(dir, d), { recursive: true });
 	port = await freePort();
 	// the upload: page, programs, .htaccess with its prefix line set
-	await copyFile(path.join(SRCDIR, 'www', 'index.html'), path.join(web, 'index.html'));
+	for (const f of ['index.html', 'account.js', 'page.css'])
+		await copyFile(path.join(SRCDIR, 'www', f), path.join(web, f));
 	for (const p of PROGRAMS)
 		await copyFile(path.join(BUILDDIR, `${p}.fcgi`), path.join(web, `${p}.fcgi`));
 	const htaccess = (await readFile(path.join(SRCDIR, 'conf', 'shared-hosting.htaccess'), 'utf8'))
@@ -179,6 +180,19 @@ after(async () => {
 
 const it = stackTest('shared hosting (mod_fcgid) under /mailkit/', () => stack, TEST_MS);
 defineMountedRoutes(it, front, () => stack);
+
+it('the page and the script it loads are served', async () => {
+	const page = await getJson(front(), '/');
+	assert.equal(page.status, 200);
+	assert.match(page.text, /<script src="account\.js"><\/script>/);
+	const js = await getJson(front(), '/account.js');
+	assert.equal(js.status, 200);
+	assert.match(js.headers.get('content-type') ?? '', /javascript/);
+	assert.match(js.text, /window\.MailKitAccount = function/);
+	const css = await getJson(front(), '/page.css');
+	assert.equal(css.status, 200);
+	assert.match(css.headers.get('content-type') ?? '', /text\/css/);
+});
 
 it('the settings file beside the programs and the programs themselves are not served', async () => {
 	for (const p of ['/old.env', '/send.fcgi', '/.htaccess']) {
