@@ -30,12 +30,12 @@
 //
 // Run from the build directory after `make`; it starts and stops its own
 // stack on a loopback port.  Every loop is bounded by --requests and --seconds.
-import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 
 import {
 	getJson, postJson, request, sandboxFault, startStack, subscribeWithKey,
+	sqliteRows as sqlite,
 } from '../integration/harness.mjs';
 
 const { values: opt } = parseArgs({ options: {
@@ -71,18 +71,6 @@ const words = 'the quick brown fox jumps over a lazy dog while tokens are counte
 const prompt = () => Array.from({ length: 2 + Math.floor(Math.random() * 30) }, () =>
     pick(words)).join(' ');
 
-// sqlite3 on one of the stack's databases: rows as arrays of strings.
-function sqlite(db, sql) {
-	return new Promise((resolve, reject) => {
-		const p = spawn('sqlite3', ['-cmd', '.timeout 10000', '-separator', '\t', db, sql]);
-		let out = '', err = '';
-		p.stdout.on('data', (d) => { out += d; });
-		p.stderr.on('data', (d) => { err += d; });
-		p.on('close', (code) => code === 0 ?
-		    resolve(out.split('\n').filter(Boolean).map((l) => l.split('\t'))) :
-		    reject(new Error(err)));
-	});
-}
 
 // What the sandbox holds: usage events and fallback debits by request, the meter's part.
 async function billed(stack) {

@@ -24,7 +24,6 @@
 //
 // Run from the build directory after `make`; it starts and stops its own
 // stack on a loopback port.  Every loop is bounded by --sends and --seconds.
-import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -32,6 +31,7 @@ import { parseArgs } from 'node:util';
 import {
 	admin, getJson, lastApiKey, postJson, request, sandboxFault, startStack,
 	subscribeCustomer,
+	sqliteRows as sqlite,
 } from '../integration/harness.mjs';
 
 const { values: opt } = parseArgs({ options: {
@@ -73,18 +73,6 @@ const message = (subject, multi) => {
 };
 const recipients = (m) => 1 + (m.cc?.length ?? 0) + (m.bcc?.length ?? 0);
 
-// sqlite3 on one of the stack's databases: rows as arrays of strings.
-function sqlite(db, sql) {
-	return new Promise((resolve, reject) => {
-		const p = spawn('sqlite3', ['-cmd', '.timeout 10000', '-separator', '\t', db, sql]);
-		let out = '', err = '';
-		p.stdout.on('data', (d) => { out += d; });
-		p.stderr.on('data', (d) => { err += d; });
-		p.on('close', (code) => code === 0 ?
-		    resolve(out.split('\n').filter(Boolean).map((l) => l.split('\t'))) :
-		    reject(new Error(err)));
-	});
-}
 
 // What finally happened under every ref: emails delivered, net credits debited.
 async function finalState(stack) {

@@ -540,6 +540,20 @@ export async function mailedText(stack, to, subject) {
 	return r.stdout;
 }
 
+// sqlite3 on one of a stack's databases (waiting up to 10 s for its lock):
+// the rows as arrays of strings.
+export function sqliteRows(db, sql) {
+	return new Promise((resolve, reject) => {
+		const p = spawn('sqlite3', ['-cmd', '.timeout 10000', '-separator', '\t', db, sql]);
+		let out = '', err = '';
+		p.stdout.on('data', (d) => { out += d; });
+		p.stderr.on('data', (d) => { err += d; });
+		p.on('close', (code) => code === 0 ?
+		    resolve(out.split('\n').filter(Boolean).map((l) => l.split('\t'))) :
+		    reject(new Error(err)));
+	});
+}
+
 // Upstream timeouts for fault tests: 1.5 s per attempt, one retry.
 export const QUICK_UPSTREAM = { UPSTREAM_TIMEOUT_MS: 1500, UPSTREAM_CONNECT_TIMEOUT_MS: 1000,
     UPSTREAM_MAX_RETRIES: 1 };
