@@ -4,12 +4,26 @@
  * Bearer, errors fit to show a person), the account this browser remembers
  * (customer id, email, API key), and small helpers for showing results.
  *
- * MailKitAccount({product, state, store: {customer, email, key}, timeoutMs})
- * returns the functions below, bound to the page's state object
- * ({customerId, email, apiKey, keyOk, balance, ...}).  They use the page's
- * elements #notice, #customerId, #apiKey, #accountWho, #forgetAccountBtn,
- * #subscribe and #subscribedNote.  Text is always shown as text, never as
- * markup.
+ * MailKitAccount(opts) returns the functions below, bound to the page's
+ * state object ({customerId, email, apiKey, keyOk, balance, ...}).  opts:
+ *   product      the name errors give ("MailKit", "NeuralAPI")
+ *   state        the page's state
+ *   store        localStorage / sessionStorage keys: {customer, email, key,
+ *                claim, balanceBeforeTopup}
+ *   timeoutMs    one API call's limit
+ *   keyRe        what an API key looks like
+ *   pollTries, pollDelayMs   balance re-reads after a checkout
+ *   historyItems the ledger entries listed
+ *   renderBalance(d), clearBalance(), refreshAll()   the page's balance view
+ *   describe(entry, isCredit) -> {what, reason}   a ledger entry in words
+ *   amount(n)    credits in the product's unit ("3 emails", "1,024 tokens")
+ *   messages     {subscribed(), toppedUp()}: the welcome and top-up notices
+ * They use the page's elements #notice, #customerId, #apiKey, #accountWho,
+ * #forgetAccountBtn, #subscribe, #subscribedNote, #topOut, #sandbox,
+ * #sandboxBadge, #balError, #history, #historyEmpty, #historyError, and
+ * the account controls wireAccount() wires (#apiKey, #useKeyBtn,
+ * #showKeyBtn, #customerId, #useAccountBtn, #tutorialMode, #subEmail,
+ * #topupBtn, #lowBalanceTopupBtn, #refreshBtn).  Text is always shown as text, never as markup.
  */
 'use strict';
 window.MailKitAccount = function (opts) {
@@ -199,8 +213,270 @@ window.MailKitAccount = function (opts) {
     return '/credits/' + (state.apiKey ? 'me' : encodeURIComponent(state.customerId)) + (suffix || '');
   }
 
+  /* ---------------------------------------------------------- balance and history */
+  const fmt = new Intl.NumberFormat('en-US', { maximumFractionDigits: 3 });
+
+  async function loadBalance() {
+    if (!state.customerId && !state.apiKey) { opts.clearBalance(); return null; }
+    try {
+      const r = await api('GET', creditsPath());
+      if (state.apiKey && !state.keyOk) { state.keyOk = true; renderAccount(); }
+      if (typeof r.data.customer_id === 'string' && r.data.customer_id !== state.customerId)
+        setCustomer(r.data.customer_id, '');   // another account: its email is not known here
+      opts.renderBalance(r.data);
+      return r.data;
+    } catch (e) {
+      if (e.status === 401) {
+        // an unknown or revoked key (or a customer id this server does not
+        // take alone) signs nobody in: say so, and forget it here
+        const hadKey = !!state.apiKey;
+        setKey('');
+        setCustomer('', '');
+        opts.clearBalance();
+        notice((hadKey ? 'That API key was not accepted: ' : '') + e.message +
+          (hadKey ? ' It has been forgotten in this browser.' : ''), 'error');
+        renderBalanceError(e.message);
+        $('apiKey').focus();
+        return null;
+      }
+      renderBalanceError(e.message);
+      return null;
+    }
+  }
+
+  function renderBalanceError(message) {
+    $('balView').hidden = true;
+    $('balEmpty').hidden = true;
+    $('lowBalance').hidden = true;
+    show($('balError'), message, 'error');
+  }
+
+  function renderHistory(items) {
+    const list = $('history');
+    list.replaceChildren();
+    hide($('historyError'));
+    const shown = Array.isArray(items) ? items.slice(0, opts.historyItems) : [];
+    $('historyEmpty').hidden = shown.length > 0;
+    for (const item of shown) {
+      if (!item || typeof item !== 'object') continue;
+      const amount = Math.abs(num(item.amount));
+      const credit = item.is_credit === true || item.is_credit === 'true';
+      const { what, reason } = opts.describe(item, credit);
+      const li = document.createElement('li');
+      const a = document.createElement('span'); a.className = 'what'; a.textContent = what;
+      const b = document.createElement('span');
+      b.className = 'amount ' + (credit ? 'credit' : 'debit');
+      b.textContent = Number.isFinite(amount) ? (credit ? '+' : '\u2212') + opts.amount(amount) : '';
+      const c = document.createElement('span'); c.className = 'detail';
+      c.textContent = [when(item.created_at), reason].filter(Boolean).join(' · ');
+      const d = document.createElement('span'); d.className = 'after';
+      const after = num(item.balance_after);
+      d.textContent = Number.isFinite(after) ? fmt.format(after) + ' left after' : '';
+      li.append(a, b, c, d);
+      list.append(li);
+    }
+  }
+
+  async function loadHistory() {
+    if (!state.customerId && !state.apiKey) return;
+    try {
+      const r = await api('GET', creditsPath('/ledger?limit=' + opts.historyItems));
+      renderHistory(r.data.items);
+    } catch (e) {
+      $('history').replaceChildren();
+      $('historyEmpty').hidden = true;
+      show($('historyError'), 'Could not load recent activity: ' + e.message, 'error');
+    }
+  }
+
+  /* ---------------------------------------------------------- checkout */
+  // After a checkout the grant may land a moment after the redirect:
+  // re-read until ok(balanceData) or the tries run out.
+  async function refreshUntil(ok) {
+    let d = null;
+    for (let i = 0; i < opts.pollTries; i++) {
+      d = await loadBalance();
+      if (d && ok(num(d.balance))) break;
+      await new Promise((r) => setTimeout(r, opts.pollDelayMs));
+    }
+    await loadHistory();
+    return d;
+  }
+
+  // Only ever navigate to an http(s) URL the server gave us.
+  function goToCheckout(url) {
+    let u;
+    try { u = new URL(url, location.href); } catch (e) { u = null; }
+    if (!u || (u.protocol !== 'https:' && u.protocol !== 'http:'))
+      throw new Error(product + ' returned a checkout link this page will not open.');
+    location.assign(u.href);
+  }
+
+  async function topup(outEl) {
+    const out = outEl || $('topOut');
+    if (!needCustomer(out)) return;
+    try {
+      const r = await api('POST', '/checkout/topup', state.apiKey ? {} : { customer_id: state.customerId });
+      if (!r.data.checkout_url) throw new Error(product + ' did not return a checkout link.');
+      try { sessionStorage.setItem(opts.store.balanceBeforeTopup, String(state.balance ?? '')); } catch (e) { /* ignore */ }
+      show(out, 'Opening the secure checkout…');
+      goToCheckout(r.data.checkout_url);
+    } catch (e) {
+      show(out, e.message, 'error');
+    }
+  }
+
+  // Back from the hosted checkout: confirm with the server (the redirect
+  // itself proves nothing), remember the customer, clean the address bar.
+  async function handleReturn() {
+    const q = new URLSearchParams(location.search);
+    const sub = q.get('subscription_id');
+    const pay = q.get('payment_id');
+    const isSub = q.has('subscribed') || !!sub;
+    const isTop = q.has('topped_up') || !!pay;
+    if (!isSub && !isTop) return false;
+    history.replaceState(null, '', location.pathname + location.hash);
+    if (!sub && !pay) {
+      notice(q.get('status')
+        ? 'Checkout was not completed (status: ' + q.get('status') + ').'
+        : 'Checkout was not completed.', 'error');
+      return false;
+    }
+    notice('Confirming your payment…', 'ok');
+    // The claim token goes in a header, not the URL (no access logs), once.
+    const claim = sub ? load(opts.store.claim) : '';
+    let r;
+    try {
+      r = await api('GET', '/checkout/return?' + (sub ? 'subscription_id=' + encodeURIComponent(sub)
+        : 'payment_id=' + encodeURIComponent(pay)), undefined,
+        claim ? { Authorization: 'Bearer ' + claim } : undefined);
+    } catch (e) {
+      notice('We could not confirm your payment: ' + e.message, 'error');
+      return false;
+    }
+    if (claim) save(opts.store.claim, '');
+    const d = r.data;
+    const status = String(d.status || '');
+    if (typeof d.api_key === 'string' && opts.keyRe.test(d.api_key)) {
+      if (d.customer_id !== state.customerId) state.email = '';
+      setKey(d.api_key);
+    } else if (state.apiKey && d.customer_id && d.customer_id !== state.customerId) {
+      setKey('');   // a stored key of another account would act for that account
+    }
+    if (d.customer_id) setCustomer(d.customer_id, d.email || state.email || q.get('email') || '');
+    const keyNote = typeof d.api_key === 'string'
+      ? ' Your API key is under "Your account" (also emailed to you); keep it secret.'
+      : (!state.apiKey && (d.api_key_delivery === 'emailed' || d.api_key_delivery === 'existing'))
+        ? ' Your API key has been emailed to you: paste it under "Your account".'
+        : '';
+    if (sub) {
+      if (status === 'active') {
+        notice('Welcome, subscription active' + (d.email ? ' for ' + d.email : '') + '. ' +
+          opts.messages.subscribed() + keyNote, 'ok');
+        if (!state.apiKey) { $('apiKey').focus(); return true; }
+        await refreshUntil((b) => b > 0);
+      } else {
+        notice('Your subscription is ' + (status || 'not active yet') + '. Refresh the balance in a moment.', 'error');
+        await opts.refreshAll();
+      }
+    } else {
+      if (status === 'succeeded') {
+        let before = NaN;
+        try { before = num(sessionStorage.getItem(opts.store.balanceBeforeTopup)); sessionStorage.removeItem(opts.store.balanceBeforeTopup); } catch (e) { /* ignore */ }
+        notice(opts.messages.toppedUp(), 'ok');
+        await refreshUntil((b) => !Number.isFinite(before) || b > before);
+      } else {
+        notice('The top-up payment is ' + (status || 'not complete') + '.', 'error');
+        await opts.refreshAll();
+      }
+    }
+    return true;
+  }
+
+  // A fresh Idempotency-Key.  The page keeps one per email or prompt while
+  // its outcome is unknown (no answer, timeout, 5xx), so pressing the button
+  // again cannot send, run or charge twice; a new one once the server has
+  // answered or the input changed.
+  function newKey() {
+    const b = new Uint8Array(16);
+    crypto.getRandomValues(b);
+    return 'page-' + Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  }
+
+  async function probeSandbox() {
+    const probe = async (method) => {
+      const res = await fetch(relative('/sandbox/'), { method, cache: 'no-store', credentials: 'same-origin' });
+      return res;
+    };
+    try {
+      let res = await probe('HEAD');
+      if (!res.ok) res = await probe('GET');
+      if (res.ok) {
+        $('sandboxBadge').hidden = false;
+        $('sandbox').hidden = false;
+      }
+    } catch (e) { /* no sandbox: the real services */ }
+  }
+
+  /* ---------------------------------------------------------- wiring */
+  // The account as this browser remembers it, and the controls every page
+  // has: the API key (use, show), the tutorial's customer id, Forget, the
+  // top-up buttons, Refresh.  onForget(): what else the page clears.
+  function wireAccount(onForget) {
+    state.customerId = load(opts.store.customer);
+    state.email = load(opts.store.email);
+    state.apiKey = load(opts.store.key);
+    if (state.apiKey && !opts.keyRe.test(state.apiKey)) state.apiKey = '';
+    $('customerId').value = state.customerId;
+    $('apiKey').value = state.apiKey;
+    if (state.customerId && !state.apiKey) $('tutorialMode').open = true;
+    if (state.email && !$('subEmail').value) $('subEmail').value = state.email;
+    renderAccount();
+
+    $('topupBtn').addEventListener('click', () => busy($('topupBtn'), () => topup($('topOut'))));
+    $('lowBalanceTopupBtn').addEventListener('click',
+      () => busy($('lowBalanceTopupBtn'), () => topup($('topOut'))));
+    $('refreshBtn').addEventListener('click', () => busy($('refreshBtn'), opts.refreshAll));
+    const useTyped = () => busy($('useAccountBtn'), async () => {
+      const typed = $('customerId').value.trim();
+      if (typed !== state.customerId || state.apiKey) { setKey(''); setCustomer(typed, ''); }
+      hide($('notice'));
+      await opts.refreshAll();
+    });
+    $('useAccountBtn').addEventListener('click', useTyped);
+    $('customerId').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); useTyped(); } });
+    const useKey = () => busy($('useKeyBtn'), async () => {
+      const typed = $('apiKey').value.trim();
+      if (!opts.keyRe.test(typed)) {
+        notice('That is not a ' + product + ' API key: it starts with mk_ and has 46 characters.', 'error');
+        $('apiKey').focus();
+        return;
+      }
+      if (typed !== state.apiKey) { setCustomer('', ''); setKey(typed); }
+      hide($('notice'));
+      await opts.refreshAll();
+    });
+    $('useKeyBtn').addEventListener('click', useKey);
+    $('apiKey').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); useKey(); } });
+    $('showKeyBtn').addEventListener('click', () => {
+      const shown = $('apiKey').type === 'text';
+      $('apiKey').type = shown ? 'password' : 'text';
+      $('showKeyBtn').textContent = shown ? 'Show' : 'Hide';
+      $('showKeyBtn').setAttribute('aria-pressed', String(!shown));
+    });
+    $('forgetAccountBtn').addEventListener('click', () => {
+      setKey('');
+      save(opts.store.claim, '');
+      setCustomer('', '');
+      opts.clearBalance();
+      onForget();
+    });
+  }
+
   return {
     load, save, relative, api, busy, show, hide, notice, num, when,
     setCustomer, setKey, renderAccount, renderSubscribed, needCustomer, creditsPath,
+    loadBalance, renderBalanceError, renderHistory, loadHistory,
+    refreshUntil, goToCheckout, topup, handleReturn, newKey, probeSandbox, wireAccount,
   };
 };
