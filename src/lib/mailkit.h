@@ -13,8 +13,10 @@
  * one module per concern (store_webhook, store_lowbal, store_send: the send
  * journal, store_keys); billing drives a send through that journal (debit,
  * send, refund, fence), answers it truly (200, 202 queued, 4xx, 5xx) and
- * delivers queued sends in the background; settings and log are read and
- * opened once per process.
+ * delivers queued sends in the background (workers: the few threads of a
+ * process that run such passes); usage (NeuralAPI) drives an AI request
+ * through holds (store_usage), the model (openai) and a usage outbox to
+ * Dodo's meter; settings and log are read and opened once per process.
  */
 #ifndef MAILKIT_H
 #define MAILKIT_H

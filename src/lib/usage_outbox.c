@@ -1,6 +1,5 @@
 /* usage_outbox.c: the usage outbox (usage.h) — ingest with stable ids, the too-old fallback, meter clears, its threads. */
 #define _GNU_SOURCE		/* timegm */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "settings.h"
 #include "store.h"
 #include "usage.h"
+#include "workers.h"
 
 #define USAGE_LEDGER_PAGE	100	/* ledger entries read per poll (newest first) */
 #define USAGE_CLOCK_SLACK_MS	5000	/* a meter entry may carry a clock a little behind ours */
@@ -261,91 +261,38 @@ usage_outbox_pass(const struct settings *s, struct mk_err *err)
 }
 
 /*
- * The outbox threads of a process.  They sleep on `wake` between passes; a
- * request that settles wakes one, so its event goes out at once.
+ * The outbox threads of a process (workers.h).  A request that settles
+ * wakes one, so its event goes out at once.
  */
-#define USAGE_OUTBOX_THREADS_MAX	4
-
-static struct {
-	pthread_mutex_t		 lock;
-	pthread_cond_t		 wake;
-	pthread_t		 threads[USAGE_OUTBOX_THREADS_MAX];
-	int			 nthreads, stopping, woken;
-	const struct settings	*settings;
-} usage_outbox = {
-	.lock = PTHREAD_MUTEX_INITIALIZER,
-	.wake = PTHREAD_COND_INITIALIZER,
-};
+static struct workers		 usage_outbox = WORKERS_INIT;
+static const struct settings	*usage_outbox_settings;
 
 void
 usage_outbox_wake(void)
 {
-	pthread_mutex_lock(&usage_outbox.lock);
-	usage_outbox.woken = 1;
-	pthread_cond_signal(&usage_outbox.wake);
-	pthread_mutex_unlock(&usage_outbox.lock);
+	workers_wake(&usage_outbox);
 }
 
-static void *
-usage_outbox_loop(void *arg)
+static void
+usage_outbox_run(void *arg)
 {
 	struct mk_err	err;
-	struct timespec	until;
 
 	(void)arg;
-	for (;;) {
-		pthread_mutex_lock(&usage_outbox.lock);
-		if (!usage_outbox.stopping && !usage_outbox.woken) {
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_sec += USAGE_OUTBOX_POLL_MS / 1000;
-			until.tv_nsec += (USAGE_OUTBOX_POLL_MS % 1000) * 1000000L;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&usage_outbox.wake, &usage_outbox.lock, &until);
-		}
-		usage_outbox.woken = 0;
-		if (usage_outbox.stopping) {
-			pthread_mutex_unlock(&usage_outbox.lock);
-			break;
-		}
-		pthread_mutex_unlock(&usage_outbox.lock);
-		if (usage_outbox_pass(usage_outbox.settings, &err) == -1)
-			log_warn("usage outbox: %s", err.msg);
-	}
-	return NULL;
+	if (usage_outbox_pass(usage_outbox_settings, &err) == -1)
+		log_warn("usage outbox: %s", err.msg);
 }
 
 int
 usage_outbox_start(const struct settings *s)
 {
-	long want = s->usage_outbox_threads;
-
-	if (want > USAGE_OUTBOX_THREADS_MAX)
-		want = USAGE_OUTBOX_THREADS_MAX;
-	pthread_mutex_lock(&usage_outbox.lock);
-	usage_outbox.settings = s;
-	usage_outbox.stopping = 0;
-	while (usage_outbox.nthreads < want &&
-	    pthread_create(&usage_outbox.threads[usage_outbox.nthreads], NULL,
-	    usage_outbox_loop, NULL) == 0)
-		usage_outbox.nthreads++;
-	pthread_mutex_unlock(&usage_outbox.lock);
-	return want > 0 && usage_outbox.nthreads == 0 ? -1 : 0;
+	usage_outbox_settings = s;
+	return workers_start(&usage_outbox, s->usage_outbox_threads, USAGE_OUTBOX_POLL_MS,
+	    usage_outbox_run, NULL);
 }
 
 void
 usage_outbox_stop(void)
 {
-	int n;
-
-	pthread_mutex_lock(&usage_outbox.lock);
-	usage_outbox.stopping = 1;
-	pthread_cond_broadcast(&usage_outbox.wake);
-	n = usage_outbox.nthreads;
-	usage_outbox.nthreads = 0;
-	pthread_mutex_unlock(&usage_outbox.lock);
-	for (int i = 0; i < n; i++)
-		pthread_join(usage_outbox.threads[i], NULL);
+	workers_stop(&usage_outbox);
 }
