@@ -1,4 +1,4 @@
-/* clock.c: the one monotonic clock every timeout and deadline is measured on. */
+/* clock.c: the one monotonic clock every timeout and deadline is measured on, and the wall clock in ms. */
 #include <time.h>
 
 #include "clock.h"
@@ -9,5 +9,14 @@ clock_ms(void)
 	struct timespec	ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long
+clock_wall_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

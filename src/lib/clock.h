@@ -8,4 +8,11 @@
  */
 long long	clock_ms(void);
 
+/*
+ * Milliseconds since 1970 on the wall clock (CLOCK_REALTIME): for times
+ * that are shown or stored, such as a usage event's timestamp; never for
+ * measuring a wait.
+ */
+long long	clock_wall_ms(void);
+
 #endif

@@ -129,6 +129,10 @@ const char	*store_send_host(void);
 int	store_send_claim_live(long long owner_pid, long long lease, const char *owner_host,
 	    time_t now);
 
+/* A claim's token: unique per claim within a host (the pid in the high
+ * bits, a per-process counter below). */
+long long	store_send_token(void);
+
 /* Write out the send journal's queued final states and stop its writer (at exit). */
 void	store_finish_stop(void);
 

@@ -162,7 +162,7 @@ store_send_claim_live(long long owner_pid, long long lease, const char *owner_ho
 	return kill((pid_t)owner_pid, 0) == 0 || errno == EPERM;
 }
 
-static long long
+long long
 store_send_token(void)
 {
 	static _Atomic unsigned long long counter;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "clock.h"
 #include "log.h"
 #include "settings.h"
 #include "store.h"
@@ -118,27 +119,6 @@ store_usage_free(struct store_usage *row)
 {
 	free(row->answer);
 	row->answer = NULL;
-}
-
-/* The wall clock in milliseconds (event timestamps are wall-clock times). */
-static long long
-store_usage_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static long long
-store_usage_token(void)
-{
-	static _Atomic unsigned long long counter;
-	unsigned long long c = ++counter;
-
-	/* unique per claim within a host: pid in the high bits, a counter below */
-	return (long long)(((unsigned long long)getpid() << 32 | (c & 0xffffffffULL)) &
-	    0x7fffffffffffffffULL);
 }
 
 /* Fill row from a USAGE_COLUMNS result (+ lease_until, owner_pid and owner_host,
@@ -320,7 +300,7 @@ store_usage_admit(const struct settings *s, const char *key, const char *custome
 		goto out;
 	store_usage_free(out);
 	memset(out, 0, sizeof *out);
-	out->owner_token = store_usage_token();
+	out->owner_token = store_send_token();
 	store_bind_text(st, 1, key);
 	store_bind_text(st, 2, customer_id);
 	store_bind_text(st, 3, request_hash);
@@ -328,7 +308,7 @@ store_usage_admit(const struct settings *s, const char *key, const char *custome
 	sqlite3_bind_int64(st, 5, max_tokens);
 	sqlite3_bind_int64(st, 6, out->owner_token);
 	sqlite3_bind_int64(st, 7, (sqlite3_int64)now + lease_sec);
-	sqlite3_bind_int64(st, 8, store_usage_now_ms());
+	sqlite3_bind_int64(st, 8, clock_wall_ms());
 	sqlite3_bind_int64(st, 9, (sqlite3_int64)now);
 	sqlite3_bind_int64(st, 10, (sqlite3_int64)getpid());
 	store_bind_text(st, 11, store_send_host());
@@ -377,7 +357,7 @@ store_usage_settle(const struct settings *s, struct store_usage *row, struct mk_
 	if ((t = store_lock(s, err)) == NULL ||
 	    (st = store_stmt(t, SQL_USAGE_SETTLE, store_usage_sql, err)) == NULL)
 		return -1;
-	row->settled_ms = store_usage_now_ms();
+	row->settled_ms = clock_wall_ms();
 	store_bind_text(st, 1, row->key);
 	sqlite3_bind_int64(st, 2, row->owner_token);
 	sqlite3_bind_int64(st, 3, row->tokens);
@@ -418,7 +398,7 @@ store_usage_outbox_take(const struct settings *s, struct store_usage *rows, int 
 	sqlite3_stmt		*st;
 	char			(*keys)[STORE_USAGE_KEY_MAX];
 	time_t			 now = time(NULL);
-	long long		 token = store_usage_token();
+	long long		 token = store_send_token();
 	int			 n = 0, nkeys = 0, rc;
 
 	if ((keys = calloc((size_t)max, sizeof keys[0])) == NULL)

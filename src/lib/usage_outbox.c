@@ -7,6 +7,7 @@
 
 #include <json-c/json.h>
 
+#include "clock.h"
 #include "dodo.h"
 #include "log.h"
 #include "settings.h"
@@ -16,16 +17,6 @@
 
 #define USAGE_LEDGER_PAGE	100	/* ledger entries read per poll (newest first) */
 #define USAGE_CLOCK_SLACK_MS	5000	/* a meter entry may carry a clock a little behind ours */
-
-/* Milliseconds since 1970, wall clock. */
-static long long
-usage_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* "2025-08-04T06:00:00.123Z" -> milliseconds; 0 if it does not parse. */
 static long long
@@ -227,7 +218,7 @@ usage_outbox_pass(const struct settings *s, struct mk_err *err)
 {
 	struct store_usage	*rows, *fresh;
 	char			 ids[USAGE_POLL_CUSTOMERS][128];
-	long long		 since[USAGE_POLL_CUSTOMERS], now_ms = usage_now_ms();
+	long long		 since[USAGE_POLL_CUSTOMERS], now_ms = clock_wall_ms();
 	int			 n, nfresh = 0, np;
 
 	if (store_usage_expire(s, time(NULL) - USAGE_CLEAR_WINDOW_SEC, err) == -1)
