@@ -283,16 +283,29 @@ catalog_entitlement_create(const struct request *req, struct response *resp)
 	json_object_put(root);
 }
 
+/*
+ * A list route of one kind of catalog object, oldest first, paged by
+ * page_size / page_number.
+ */
+static void
+catalog_list(const struct request *req, struct response *resp, const char *kind)
+{
+	sqlite3		*db;
+	sqlite3_stmt	*st;
+
+	if ((db = catalog_enter(req, resp)) == NULL)
+		return;
+	if ((st = state_prepare(db, "SELECT json FROM catalog WHERE kind = ?3"
+	    " ORDER BY seq LIMIT ?1 OFFSET ?2")) != NULL)
+		sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+	dodo_api_list(db, req, resp, st, 1, catalog_row);
+}
+
 /* GET /dodo/credit-entitlements */
 void
 catalog_entitlement_list(const struct request *req, struct response *resp)
 {
-	sqlite3	*db;
-
-	if ((db = catalog_enter(req, resp)) == NULL)
-		return;
-	dodo_api_list(db, req, resp, state_prepare(db, "SELECT json FROM catalog"
-	    " WHERE kind = 'entitlement' ORDER BY seq LIMIT ?1 OFFSET ?2"), 1, catalog_row);
+	catalog_list(req, resp, "entitlement");
 }
 
 /* GET /dodo/credit-entitlements/{id} */
@@ -1012,12 +1025,7 @@ catalog_meter_create(const struct request *req, struct response *resp)
 void
 catalog_meter_list(const struct request *req, struct response *resp)
 {
-	sqlite3	*db;
-
-	if ((db = catalog_enter(req, resp)) == NULL)
-		return;
-	dodo_api_list(db, req, resp, state_prepare(db, "SELECT json FROM catalog"
-	    " WHERE kind = 'meter' ORDER BY seq LIMIT ?1 OFFSET ?2"), 1, catalog_row);
+	catalog_list(req, resp, "meter");
 }
 
 /* GET /dodo/meters/{id} */
