@@ -7,13 +7,8 @@
  * MailKitAccount(opts) returns the functions below, bound to the page's
  * state object ({customerId, email, apiKey, keyOk, balance, ...}).  opts:
  *   product      the name errors give ("MailKit", "NeuralAPI")
+ *   storePrefix  what this browser's stored keys start with ("mailkit")
  *   state        the page's state
- *   store        localStorage / sessionStorage keys: {customer, email, key,
- *                claim, balanceBeforeTopup}
- *   timeoutMs    one API call's limit
- *   keyRe        what an API key looks like
- *   pollTries, pollDelayMs   balance re-reads after a checkout
- *   historyItems the ledger entries listed
  *   renderBalance(d), clearBalance(), refreshAll()   the page's balance view
  *   describe(entry, isCredit) -> {what, reason}   a ledger entry in words
  *   amount(n)    credits in the product's unit ("3 emails", "1,024 tokens")
@@ -27,8 +22,21 @@
  */
 'use strict';
 window.MailKitAccount = function (opts) {
+  const KEY_RE = /^mk_[A-Za-z0-9_-]{43}$/;
+  const REQUEST_TIMEOUT_MS = 20000;   // one API call; the server's own upstream timeouts are shorter
+  const POLL_TRIES = 8;               // balance re-reads after a checkout, waiting for the grant
+  const POLL_DELAY_MS = 1000;
+  const HISTORY_ITEMS = 10;           // ledger entries listed
   const product = opts.product;
   const state = opts.state;
+  // what this browser keeps, per product ("mailkit.api_key", "neuralapi.api_key")
+  const store = {
+    customer: opts.storePrefix + '.customer_id',
+    email: opts.storePrefix + '.email',
+    key: opts.storePrefix + '.api_key',          // the account's API key (Forget removes it)
+    claim: opts.storePrefix + '.claim_token',    // one-time: fetches the key on the checkout return
+    balanceBeforeTopup: opts.storePrefix + '.balance_before_topup',
+  };
   const $ = (id) => document.getElementById(id);
 
   /* ---------------------------------------------------------- storage */
@@ -56,7 +64,7 @@ window.MailKitAccount = function (opts) {
   // proxy's 502, say) is never shown, only its status.
   async function api(method, path, body, extraHeaders) {
     const ctl = new AbortController();
-    const timer = setTimeout(() => ctl.abort(), opts.timeoutMs);
+    const timer = setTimeout(() => ctl.abort(), REQUEST_TIMEOUT_MS);
     const headers = Object.assign({ Accept: 'application/json' },
       body === undefined ? {} : { 'Content-Type': 'application/json' },
       state.apiKey ? { Authorization: 'Bearer ' + state.apiKey } : {}, extraHeaders || {});
@@ -161,15 +169,15 @@ window.MailKitAccount = function (opts) {
   function setCustomer(id, email) {
     state.customerId = (id || '').trim();
     if (email !== undefined) state.email = email || '';
-    save(opts.store.customer, state.customerId);
-    save(opts.store.email, state.email);
+    save(store.customer, state.customerId);
+    save(store.email, state.email);
     $('customerId').value = state.customerId;
     renderAccount();
   }
   function setKey(key) {
     state.apiKey = (key || '').trim();
     state.keyOk = false;
-    save(opts.store.key, state.apiKey);
+    save(store.key, state.apiKey);
     $('apiKey').value = state.apiKey;
     renderAccount();
   }
@@ -255,7 +263,7 @@ window.MailKitAccount = function (opts) {
     const list = $('history');
     list.replaceChildren();
     hide($('historyError'));
-    const shown = Array.isArray(items) ? items.slice(0, opts.historyItems) : [];
+    const shown = Array.isArray(items) ? items.slice(0, HISTORY_ITEMS) : [];
     $('historyEmpty').hidden = shown.length > 0;
     for (const item of shown) {
       if (!item || typeof item !== 'object') continue;
@@ -280,7 +288,7 @@ window.MailKitAccount = function (opts) {
   async function loadHistory() {
     if (!state.customerId && !state.apiKey) return;
     try {
-      const r = await api('GET', creditsPath('/ledger?limit=' + opts.historyItems));
+      const r = await api('GET', creditsPath('/ledger?limit=' + HISTORY_ITEMS));
       renderHistory(r.data.items);
     } catch (e) {
       $('history').replaceChildren();
@@ -294,10 +302,10 @@ window.MailKitAccount = function (opts) {
   // re-read until ok(balanceData) or the tries run out.
   async function refreshUntil(ok) {
     let d = null;
-    for (let i = 0; i < opts.pollTries; i++) {
+    for (let i = 0; i < POLL_TRIES; i++) {
       d = await loadBalance();
       if (d && ok(num(d.balance))) break;
-      await new Promise((r) => setTimeout(r, opts.pollDelayMs));
+      await new Promise((r) => setTimeout(r, POLL_DELAY_MS));
     }
     await loadHistory();
     return d;
@@ -318,7 +326,7 @@ window.MailKitAccount = function (opts) {
     try {
       const r = await api('POST', '/checkout/topup', state.apiKey ? {} : { customer_id: state.customerId });
       if (!r.data.checkout_url) throw new Error(product + ' did not return a checkout link.');
-      try { sessionStorage.setItem(opts.store.balanceBeforeTopup, String(state.balance ?? '')); } catch (e) { /* ignore */ }
+      try { sessionStorage.setItem(store.balanceBeforeTopup, String(state.balance ?? '')); } catch (e) { /* ignore */ }
       show(out, 'Opening the secure checkout…');
       goToCheckout(r.data.checkout_url);
     } catch (e) {
@@ -344,7 +352,7 @@ window.MailKitAccount = function (opts) {
     }
     notice('Confirming your payment…', 'ok');
     // The claim token goes in a header, not the URL (no access logs), once.
-    const claim = sub ? load(opts.store.claim) : '';
+    const claim = sub ? load(store.claim) : '';
     let r;
     try {
       r = await api('GET', '/checkout/return?' + (sub ? 'subscription_id=' + encodeURIComponent(sub)
@@ -354,10 +362,10 @@ window.MailKitAccount = function (opts) {
       notice('We could not confirm your payment: ' + e.message, 'error');
       return false;
     }
-    if (claim) save(opts.store.claim, '');
+    if (claim) save(store.claim, '');
     const d = r.data;
     const status = String(d.status || '');
-    if (typeof d.api_key === 'string' && opts.keyRe.test(d.api_key)) {
+    if (typeof d.api_key === 'string' && KEY_RE.test(d.api_key)) {
       if (d.customer_id !== state.customerId) state.email = '';
       setKey(d.api_key);
     } else if (state.apiKey && d.customer_id && d.customer_id !== state.customerId) {
@@ -382,7 +390,7 @@ window.MailKitAccount = function (opts) {
     } else {
       if (status === 'succeeded') {
         let before = NaN;
-        try { before = num(sessionStorage.getItem(opts.store.balanceBeforeTopup)); sessionStorage.removeItem(opts.store.balanceBeforeTopup); } catch (e) { /* ignore */ }
+        try { before = num(sessionStorage.getItem(store.balanceBeforeTopup)); sessionStorage.removeItem(store.balanceBeforeTopup); } catch (e) { /* ignore */ }
         notice(opts.messages.toppedUp(), 'ok');
         await refreshUntil((b) => !Number.isFinite(before) || b > before);
       } else {
@@ -423,10 +431,10 @@ window.MailKitAccount = function (opts) {
   // has: the API key (use, show), the tutorial's customer id, Forget, the
   // top-up buttons, Refresh.  onForget(): what else the page clears.
   function wireAccount(onForget) {
-    state.customerId = load(opts.store.customer);
-    state.email = load(opts.store.email);
-    state.apiKey = load(opts.store.key);
-    if (state.apiKey && !opts.keyRe.test(state.apiKey)) state.apiKey = '';
+    state.customerId = load(store.customer);
+    state.email = load(store.email);
+    state.apiKey = load(store.key);
+    if (state.apiKey && !KEY_RE.test(state.apiKey)) state.apiKey = '';
     $('customerId').value = state.customerId;
     $('apiKey').value = state.apiKey;
     if (state.customerId && !state.apiKey) $('tutorialMode').open = true;
@@ -447,7 +455,7 @@ window.MailKitAccount = function (opts) {
     $('customerId').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); useTyped(); } });
     const useKey = () => busy($('useKeyBtn'), async () => {
       const typed = $('apiKey').value.trim();
-      if (!opts.keyRe.test(typed)) {
+      if (!KEY_RE.test(typed)) {
         notice('That is not a ' + product + ' API key: it starts with mk_ and has 46 characters.', 'error');
         $('apiKey').focus();
         return;
@@ -466,7 +474,7 @@ window.MailKitAccount = function (opts) {
     });
     $('forgetAccountBtn').addEventListener('click', () => {
       setKey('');
-      save(opts.store.claim, '');
+      save(store.claim, '');
       setCustomer('', '');
       opts.clearBalance();
       onForget();
@@ -474,7 +482,7 @@ window.MailKitAccount = function (opts) {
   }
 
   return {
-    load, save, relative, api, busy, show, hide, notice, num, when,
+    store, HISTORY_ITEMS, load, save, relative, api, busy, show, hide, notice, num, when,
     setCustomer, setKey, renderAccount, renderSubscribed, needCustomer, creditsPath,
     loadBalance, renderBalanceError, renderHistory, loadHistory,
     refreshUntil, goToCheckout, topup, handleReturn, newKey, probeSandbox, wireAccount,
