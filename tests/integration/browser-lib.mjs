@@ -5,8 +5,10 @@
 // dashboard's "Adjust balance" form.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
+import { after, before, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -174,4 +176,38 @@ export async function openBrowser({ server, baseUrl, contextDir, outDir, summary
     }
   }
   return { context, page, origin, jsErrors, foreign, loadClean, step };
+}
+
+/*
+ * One test per web server (or one against MAILKIT_BROWSER_URL): a stack of
+ * its own (env: its settings), a fresh Chromium profile, screenshots under
+ * tests/output/<output>/<server>/, and flow({server, baseUrl, contextDir,
+ * outDir}) run against it; a failure carries the stack's log tail.
+ */
+export function browserFlowTests({ title, output, env = {}, timeoutMs, flow }) {
+  const servers = EXTERNAL_URL ? ['external'] : ['lighttpd', 'apache'];
+  const tmpDirs = [];
+
+  before(() => fs.mkdirSync(path.join(BUILDDIR, 'tests', 'output', output), { recursive: true }));
+  after(() => { for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true }); });
+  for (const server of servers) {
+    test(`${title} behind ${server}`, { timeout: timeoutMs }, async () => {
+      const outDir = path.join(BUILDDIR, 'tests', 'output', output, server);
+      fs.rmSync(outDir, { recursive: true, force: true });
+      const contextDir = fs.mkdtempSync(path.join(os.tmpdir(), `${output}-chromium-${server}-`));
+      tmpDirs.push(contextDir);
+      let stack = null;
+      try {
+        const baseUrl = EXTERNAL_URL || (stack = await harness.startStack({ server, env })).baseUrl;
+        try {
+          await flow({ server, baseUrl, contextDir, outDir });
+        } catch (e) {
+          if (stack && stack.logs) e.message += `\n  stack logs:\n${await stack.logs()}`;
+          throw e;
+        }
+      } finally {
+        if (stack) await stack.stop();
+      }
+    });
+  }
 }

@@ -19,13 +19,9 @@
 //
 // MAILKIT_BROWSER_URL=http://127.0.0.1:8080 runs the flow once against an
 // already-running stack (e.g. `make run`) instead of starting one per server.
-import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import {
-  BUILDDIR, EXTERNAL_URL, adjustOnDashboard, eventually, expectHidden, expectText, harness,
+  adjustOnDashboard, browserFlowTests, eventually, expectHidden, expectText,
   openBrowser, sleep, visibleText,
 } from './browser-lib.mjs';
 
@@ -351,29 +347,5 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
 }
 
 /* ---------------------------------------------------------------- tests */
-const servers = EXTERNAL_URL ? ['external'] : ['lighttpd', 'apache'];
-const tmpDirs = [];
-
-before(() => fs.mkdirSync(path.join(BUILDDIR, 'tests', 'output', 'browser'), { recursive: true }));
-after(() => { for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true }); });
-
-for (const server of servers) {
-  test(`tutorial flow in Chromium behind ${server}`, { timeout: FLOW_TIMEOUT_MS }, async () => {
-    const outDir = path.join(BUILDDIR, 'tests', 'output', 'browser', server);
-    fs.rmSync(outDir, { recursive: true, force: true });
-    const contextDir = fs.mkdtempSync(path.join(os.tmpdir(), `mailkit-chromium-${server}-`));
-    tmpDirs.push(contextDir);
-    let stack = null;
-    try {
-      const baseUrl = EXTERNAL_URL || (stack = await harness.startStack({ server })).baseUrl;
-      try {
-        await tutorialFlow({ server, baseUrl, contextDir, outDir });
-      } catch (e) {
-        if (stack && stack.logs) e.message += `\n  stack logs:\n${await stack.logs()}`;
-        throw e;
-      }
-    } finally {
-      if (stack) await stack.stop();
-    }
-  });
-}
+browserFlowTests({ title: 'tutorial flow in Chromium', output: 'browser',
+  timeoutMs: FLOW_TIMEOUT_MS, flow: tutorialFlow });

@@ -12,13 +12,9 @@
 //
 // MAILKIT_BROWSER_URL=http://127.0.0.1:8080 runs the flow once against an
 // already-running NeuralAPI stack (MAILKIT_PRODUCT=neuralapi make run).
-import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import {
-  BUILDDIR, EXTERNAL_URL, adjustOnDashboard, eventually, expectHidden, expectText, harness,
+  adjustOnDashboard, browserFlowTests, eventually, expectHidden, expectText,
   openBrowser, visibleText,
 } from './browser-lib.mjs';
 
@@ -219,30 +215,6 @@ async function neuralFlow({ server, baseUrl, contextDir, outDir }) {
 }
 
 /* ---------------------------------------------------------------- tests */
-const servers = EXTERNAL_URL ? ['external'] : ['lighttpd', 'apache'];
-const tmpDirs = [];
-
-before(() => fs.mkdirSync(path.join(BUILDDIR, 'tests', 'output', 'neuralapi-browser'), { recursive: true }));
-after(() => { for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true }); });
-
-for (const server of servers) {
-  test(`NeuralAPI's page in Chromium behind ${server}`, { timeout: FLOW_TIMEOUT_MS }, async () => {
-    const outDir = path.join(BUILDDIR, 'tests', 'output', 'neuralapi-browser', server);
-    fs.rmSync(outDir, { recursive: true, force: true });
-    const contextDir = fs.mkdtempSync(path.join(os.tmpdir(), `neuralapi-chromium-${server}-`));
-    tmpDirs.push(contextDir);
-    let stack = null;
-    try {
-      const baseUrl = EXTERNAL_URL || (stack = await harness.startStack({ server,
-        env: { MAILKIT_PRODUCT: 'neuralapi' } })).baseUrl;
-      try {
-        await neuralFlow({ server, baseUrl, contextDir, outDir });
-      } catch (e) {
-        if (stack && stack.logs) e.message += `\n  stack logs:\n${await stack.logs()}`;
-        throw e;
-      }
-    } finally {
-      if (stack) await stack.stop();
-    }
-  });
-}
+browserFlowTests({ title: "NeuralAPI's page in Chromium", output: 'neuralapi-browser',
+  env: { MAILKIT_PRODUCT: 'neuralapi' },
+  timeoutMs: FLOW_TIMEOUT_MS, flow: neuralFlow });
