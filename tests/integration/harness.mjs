@@ -30,13 +30,17 @@ const SANDBOX_SETTINGS = {
 	TOPUP_PRODUCT_ID: 'pdt_sandbox_topup',
 };
 // ... and for a NeuralAPI stack (MAILKIT_PRODUCT=neuralapi).
-const NEURALAPI_SANDBOX_SETTINGS = {
-	DODO_PAYMENTS_API_KEY: 'sandbox_dodo_key',
-	RESEND_API_KEY: 're_sandbox_key',
+// (its catalogue: what tests of a NeuralAPI stack name)
+export const NEURALAPI_SANDBOX_CATALOG = {
 	CREDIT_ENTITLEMENT_ID: 'cde_sandbox_tokens',
 	STARTER_PLAN_PRODUCT_ID: 'pdt_sandbox_starter',
 	PRO_PLAN_PRODUCT_ID: 'pdt_sandbox_pro',
 	TOPUP_PRODUCT_ID: 'pdt_sandbox_token_topup',
+};
+const NEURALAPI_SANDBOX_SETTINGS = {
+	DODO_PAYMENTS_API_KEY: 'sandbox_dodo_key',
+	RESEND_API_KEY: 're_sandbox_key',
+	...NEURALAPI_SANDBOX_CATALOG,
 	OPENAI_API_KEY: 'sk-sandbox',
 };
 

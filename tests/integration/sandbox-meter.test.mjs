@@ -9,7 +9,7 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
-import { SRCDIR, getJson, missingPrerequisite, payCheckout, postJson, request, sandboxFault,
+import { NEURALAPI_SANDBOX_CATALOG, SRCDIR, getJson, missingPrerequisite, payCheckout, postJson, request, sandboxFault,
     skipFile, startStack } from './harness.mjs';
 
 const WAIT_MS = 10_000;		// for webhook deliveries to arrive
@@ -31,14 +31,11 @@ try {
 		skipFile(why);
 }
 
-// NeuralAPI's sandbox defaults, passed explicitly (the stack of this
-// branch exports MailKit's).
+// A NeuralAPI stack with the sandbox's catalogue (the ids below are the
+// harness's, the stack's own defaults).
 const NEURAL = {
+	...NEURALAPI_SANDBOX_CATALOG,
 	MAILKIT_PRODUCT: 'neuralapi',
-	CREDIT_ENTITLEMENT_ID: 'cde_sandbox_tokens',
-	STARTER_PLAN_PRODUCT_ID: 'pdt_sandbox_starter',
-	PRO_PLAN_PRODUCT_ID: 'pdt_sandbox_pro',
-	TOPUP_PRODUCT_ID: 'pdt_sandbox_token_topup',
 	// the worker must not run during the tests: they run passes themselves
 	SANDBOX_METER_INTERVAL_MS: 3_600_000,
 	// half a plan grant's remainder rolls over, once
