@@ -20,6 +20,9 @@ const PORT_LAST = 18499;
 const STACK_TIMEOUT_MS = 90_000;	// mailkit-stack start/stop, each
 const FETCH_TIMEOUT_MS = 30_000;	// one HTTP request
 const PROGRAMS = ['checkout', 'credits', 'send', 'webhook', 'sandbox'];
+// Every program mailkit-stack may run, for its pid files (emails and generate
+// run when built, generate only for NeuralAPI).
+const RUN_PROGRAMS = [...PROGRAMS, 'emails', 'generate'];
 
 // Settings the stack exports in sandbox mode (mailkit-stack.in).
 const SANDBOX_SETTINGS = {
@@ -264,6 +267,15 @@ export async function startStack({ server = 'lighttpd', env = {} } = {}) {
 				stopped = false;
 				return stack;
 			},
+			// Stop one program of the stack for good (its supervisor first,
+			// so nothing restarts it), e.g. so that a test's own copy of it
+			// is the only one working the shared state.
+			async stopProgram(name) {
+				const dir = path.join(stateDir, 'run');
+				const programs = await pidsIn(path.join(dir, `${name}.pid`));
+				await stopPids(await pidsIn(path.join(dir, `${name}.supervisor.pid`)));
+				await stopPids([...programs, ...await pidsIn(path.join(dir, `${name}.pid`))]);
+			},
 			async stop({ keep = false } = {}) {
 				if (stopped)
 					return;
@@ -365,18 +377,36 @@ async function checkerReports(stateDir) {
 	return out;
 }
 
+// The pids in a pid file of mailkit-stack ([] when there is none).
+async function pidsIn(file) {
+	try {
+		return (await readFile(file, 'utf8')).split(/\s+/).filter((w) => /^\d+$/.test(w))
+		    .map(Number);
+	} catch {
+		return [];
+	}
+}
+
 // Every pid mailkit-stack recorded in STATE/run (programs and web server).
 async function recordedPids(stateDir) {
 	const pids = [];
-	for (const f of [...PROGRAMS, ...PROGRAMS.map((p) => `${p}.supervisor`), 'server']) {
-		try {
-			const text = await readFile(path.join(stateDir, 'run', `${f}.pid`), 'utf8');
-			for (const w of text.split(/\s+/))
-				if (/^\d+$/.test(w))
-					pids.push(Number(w));
-		} catch { /* not started */ }
-	}
+	for (const f of [...RUN_PROGRAMS, ...RUN_PROGRAMS.map((p) => `${p}.supervisor`), 'server'])
+		pids.push(...await pidsIn(path.join(stateDir, 'run', `${f}.pid`)));
 	return pids;
+}
+
+// SIGTERM these pids and wait for them to go (bounded); SIGKILL what is left.
+async function stopPids(pids) {
+	for (const signal of ['SIGTERM', 'SIGKILL']) {
+		for (const p of pids.filter(isAlive)) {
+			try { process.kill(p, signal); } catch { /* gone meanwhile */ }
+		}
+		for (let i = 0; i < 50 && pids.some(isAlive); i++)
+			await new Promise((r) => setTimeout(r, 100));
+		if (!pids.some(isAlive))
+			return;
+	}
+	throw new Error(`pids ${pids.filter(isAlive).join(' ')} outlived SIGKILL`);
 }
 
 function isAlive(pid) {
