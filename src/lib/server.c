@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <fcgiapp.h>
+#include <openssl/crypto.h>
 
 #include "clock.h"
 #include "log.h"
@@ -682,7 +683,7 @@ server_handle(struct worker *w)
  * load goes down the pool follows (server_retire): spare threads end.
  *
  * Threads are detached and leave the table themselves, under the lock;
- * server_run waits until none is left.
+ * server_run waits until none is left, nor any retired thread still ending.
  */
 static struct {
 	pthread_mutex_t		 lock;		/* guards the table and `live` */
@@ -691,6 +692,7 @@ static struct {
 	struct worker		**workers;	/* [max]; NULL: a free slot */
 	int			 max;
 	int			 live;		/* threads in the table */
+	int			 ending;	/* retired, out of the table, not yet ended */
 	_Atomic int		 idle;		/* threads on their way to, or in, accept */
 	_Atomic long long	 grown_at;	/* CLOCK_MONOTONIC ms of the last growth */
 	_Atomic long long	 settled_at;	/* when a request or a thread last ended; 0: trimmed since */
@@ -792,6 +794,7 @@ server_retire(struct worker *w, int counted)
 	    now - server_pool.grown_at >= SERVER_GROW_QUIET_MS) {
 		server_pool.workers[w->slot] = NULL;
 		server_pool.live--;
+		server_pool.ending++;
 		if (counted)
 			server_pool.idle--;
 		retire = 1;
@@ -801,22 +804,39 @@ server_retire(struct worker *w, int counted)
 }
 
 /*
+ * What a thread's libraries keep for it goes before the thread is off the
+ * books: once it is, server_run may return and the process exit, and
+ * OpenSSL's cleanup at exit does not free another thread's state (its
+ * error queue, allocated by any HMAC or TLS call), which would leak.
+ */
+static void
+server_thread_release(struct worker *w)
+{
+	FCGX_Free(&w->fcgx, 1);
+	OPENSSL_thread_stop();
+}
+
+/*
  * The end of a thread that left the table: its memory goes back to
  * malloc, and server_run trims malloc's arenas once threads stop ending.
  */
 static void
 server_retired(struct worker *w)
 {
-	FCGX_Free(&w->fcgx, 1);
+	server_thread_release(w);
 	server_worker_free(w);
 	server_pool.settled_at = clock_ms();
+	pthread_mutex_lock(&server_pool.lock);
+	server_pool.ending--;
+	pthread_cond_broadcast(&server_pool.gone);
+	pthread_mutex_unlock(&server_pool.lock);
 }
 
 /* Leave the table at the end (stopping, or accept failed for good). */
 static void
 server_leave(struct worker *w)
 {
-	FCGX_Free(&w->fcgx, 1);
+	server_thread_release(w);
 	pthread_mutex_lock(&server_pool.lock);
 	if (w->slot >= 0) {
 		server_pool.workers[w->slot] = NULL;
@@ -940,14 +960,14 @@ server_housekeep(void)
 	}
 }
 
-/* After a stop signal: until every request thread has left the table. */
+/* After a stop signal: until every request thread has left the table and ended. */
 static void
 server_wait_all(void)
 {
 	struct timespec	until;
 
 	pthread_mutex_lock(&server_pool.lock);
-	while (server_pool.live > 0) {
+	while (server_pool.live > 0 || server_pool.ending > 0) {
 		pthread_mutex_unlock(&server_pool.lock);
 		if (server_supervised)
 			server_wake_acceptors();
@@ -958,7 +978,7 @@ server_wait_all(void)
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
 		}
-		if (server_pool.live > 0)
+		if (server_pool.live > 0 || server_pool.ending > 0)
 			(void)pthread_cond_timedwait(&server_pool.gone, &server_pool.lock, &until);
 	}
 	pthread_mutex_unlock(&server_pool.lock);
@@ -1059,6 +1079,7 @@ server_run(const struct app *app)
 	server_pool.app = app;
 	server_pool.max = max;
 	server_pool.live = 0;
+	server_pool.ending = 0;
 	server_pool.idle = 0;
 	server_pool.stopping = 0;
 	/* after FCGX_Init, which installs handlers of its own */
