@@ -58,6 +58,10 @@ enum store_sql {
 	SQL_USAGE_UPSERT,
 	SQL_USAGE_SETTLE,
 	SQL_USAGE_RELEASE,
+	SQL_USAGE_FIND,
+	SQL_USAGE_PRUNE,
+	SQL_USAGE_PRUNE_CLEARS,
+	/* store_usage_bill.c */
 	SQL_USAGE_DUE,
 	SQL_USAGE_TAKE,
 	SQL_USAGE_INGESTED,
@@ -71,9 +75,6 @@ enum store_sql {
 	SQL_USAGE_STALE,
 	SQL_USAGE_POLL,
 	SQL_USAGE_POLL_NEXT,
-	SQL_USAGE_FIND,
-	SQL_USAGE_PRUNE,
-	SQL_USAGE_PRUNE_CLEARS,
 	SQL_COUNT
 };
 
@@ -132,6 +133,11 @@ int	store_send_claim_live(long long owner_pid, long long lease, const char *owne
 /* A claim's token: unique per claim within a host (the pid in the high
  * bits, a per-process counter below). */
 long long	store_send_token(void);
+
+/* Step an update of the caller's own usage row (store_usage.c); -1 with err,
+ * 409 when it changed no row (the row is no longer the caller's). */
+int	store_usage_own_step(struct store_handle *t, sqlite3_stmt *st, const char *what,
+	    struct mk_err *err);
 
 /* Write out the send journal's queued final states and stop its writer (at exit). */
 void	store_finish_stop(void);

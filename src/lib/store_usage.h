@@ -1,4 +1,4 @@
-/* store_usage.h: the holds journal and usage outbox — one row per AI request, from hold to billed (see store.h, usage.h). */
+/* store_usage.h: the usage journal — one row per AI request, from hold to billed (store_usage.c: holds; store_usage_bill.c: the outbox and the meter's clears; see store.h, usage.h). */
 #ifndef MAILKIT_STORE_USAGE_H
 #define MAILKIT_STORE_USAGE_H
 
