@@ -30,27 +30,19 @@
 //
 // Run from the build directory after `make`; it starts and stops its own
 // stack on a loopback port.  Every loop is bounded by --requests and --seconds.
-import { createHash, randomUUID } from 'node:crypto';
-import { parseArgs } from 'node:util';
+import { randomUUID } from 'node:crypto';
 
 import {
-	getJson, postJson, request, sandboxFault, startStack, subscribeWithKey,
+	getJson, journalKey, postJson, request, sandboxFault, setBalance, startStack,
+	subscribeWithKey,
 	sqliteRows as sqlite,
 } from '../integration/harness.mjs';
+import { pick, sleep, soakOptions } from './soak-lib.mjs';
 
-const { values: opt } = parseArgs({ options: {
-	requests: { type: 'string', default: '2000' },
-	clients: { type: 'string', default: '24' },
-	customers: { type: 'string', default: '6' },
-	'fault-rate': { type: 'string', default: '0.2' },
-	seconds: { type: 'string', default: '900' },
-	settle: { type: 'string', default: '90' },
-	server: { type: 'string', default: 'lighttpd' },
-} });
-const REQUESTS = Number(opt.requests), CLIENTS = Number(opt.clients);
-const CUSTOMERS = Number(opt.customers), FAULT_RATE = Number(opt['fault-rate']);
-const DEADLINE = Date.now() + Number(opt.seconds) * 1000;
-const SETTLE_MS = Number(opt.settle) * 1000;
+const {
+	opt, count: REQUESTS, clients: CLIENTS, customers: CUSTOMERS, faultRate: FAULT_RATE,
+	deadline: DEADLINE, settleMs: SETTLE_MS,
+} = soakOptions('requests', 2000, 90);
 const OVERAGE_LIMIT = 1500;		// Pro's overage limit in this soak, tokens
 const FAULTS = {
 	openai: ['500', '429', '422', 'stall', 'drop'],
@@ -60,13 +52,9 @@ const FAULTS = {
 };
 const TARGETS = Object.keys(FAULTS);
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-// a request's journal key (billing_key_base): SHA-256 of customer, NUL, Idempotency-Key;
-// its usage event is "mk-gen-<key>", its fallback ledger debit "mk-gen-<key>-debit"
-const eventOf = (customer, key) => 'mk-gen-' + createHash('sha256')
-    .update(Buffer.concat([Buffer.from(customer), Buffer.from([0]), Buffer.from(key)]))
-    .digest('hex');
-const pick = (a) => a[Math.floor(Math.random() * a.length)];
+// a request's usage event is "mk-gen-<journal key>", its fallback ledger debit
+// "mk-gen-<journal key>-debit"
+const eventOf = (customer, key) => `mk-gen-${journalKey(customer, key)}`;
 const words = 'the quick brown fox jumps over a lazy dog while tokens are counted'.split(' ');
 const prompt = () => Array.from({ length: 2 + Math.floor(Math.random() * 30) }, () =>
     pick(words)).join(' ');
@@ -132,14 +120,8 @@ try {
 	}
 	// a balance that runs out half-way: ~40 tokens a request (prompt + reply)
 	const perCustomer = Math.ceil(REQUESTS * 40 / CUSTOMERS * 0.5);
-	for (const c of customers) {
-		const have = Number((await getJson(stack, '/credits/me', { key: c.key })).json.balance);
-		const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`, {
-			json: { entry_type: have > perCustomer ? 'debit' : 'credit',
-			    amount: String(Math.abs(have - perCustomer)) } });
-		if (r.status !== 200 && r.status !== 303)
-			throw new Error(`adjust: ${r.status} ${r.text}`);
-	}
+	for (const c of customers)
+		await setBalance(stack, c, perCustomer);
 
 	const results = [], statuses = {};
 	let issued = 0, faults = 0, lowest = Infinity;

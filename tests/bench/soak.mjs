@@ -24,40 +24,28 @@
 //
 // Run from the build directory after `make`; it starts and stops its own
 // stack on a loopback port.  Every loop is bounded by --sends and --seconds.
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 
 import {
-	admin, getJson, lastApiKey, postJson, request, sandboxFault, startStack,
-	subscribeCustomer,
+	admin, getJson, journalKey, lastApiKey, postJson, request, sandboxFault, setBalance,
+	startStack, subscribeCustomer,
 	sqliteRows as sqlite,
 } from '../integration/harness.mjs';
+import { pick, sleep, soakOptions } from './soak-lib.mjs';
 
-const { values: opt } = parseArgs({ options: {
-	sends: { type: 'string', default: '3000' },
-	clients: { type: 'string', default: '24' },
-	customers: { type: 'string', default: '6' },
-	'fault-rate': { type: 'string', default: '0.2' },
-	seconds: { type: 'string', default: '900' },
-	settle: { type: 'string', default: '60' },
+const {
+	opt, count: SENDS, clients: CLIENTS, customers: CUSTOMERS, faultRate: FAULT_RATE,
+	deadline: DEADLINE, settleMs: SETTLE_MS,
+} = soakOptions('sends', 3000, 60, {
 	multi: { type: 'string', default: '0.2' },
 	batch: { type: 'string', default: '0.1' },
-	server: { type: 'string', default: 'lighttpd' },
-} });
-const SENDS = Number(opt.sends), CLIENTS = Number(opt.clients);
-const CUSTOMERS = Number(opt.customers), FAULT_RATE = Number(opt['fault-rate']);
-const DEADLINE = Date.now() + Number(opt.seconds) * 1000;
-const SETTLE_MS = Number(opt.settle) * 1000;
+});
 const MULTI = Number(opt.multi), BATCH = Number(opt.batch);
 const TARGETS = ['ledger_debit', 'email_send', 'ledger_credit'];
 const MODES = ['500', '429', '422', 'stall', 'drop', 'late', 'accept500'];
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const pick = (a) => a[Math.floor(Math.random() * a.length)];
-const refOf = (customer, key) => createHash('sha256')
-    .update(Buffer.concat([Buffer.from(customer), Buffer.from([0]), Buffer.from(key)]))
-    .digest('hex');
+const refOf = journalKey;
 // the ref of message i of a batch: the batch's ref and its index (billing.c)
 const batchRefOf = (base, i) => refOf(base, `batch ${i}`);
 // a message to 1 recipient, or (multi) to 2-4 with cc and bcc
@@ -120,14 +108,8 @@ try {
 	// (credits per request: 1, 2-4 for a multi, 2-5 messages of 1-4 for a batch)
 	const perRequest = 1 + MULTI * 2 + BATCH * (3.5 * 2.5 - 1);
 	const perCustomer = Math.ceil(SENDS * perRequest / CUSTOMERS * 0.9);
-	for (const c of customers) {
-		const have = Number((await getJson(stack, '/credits/me', { key: c.key })).json.balance);
-		const r = await request(stack, 'POST', `/sandbox/customers/${c.id}/adjust`, {
-			json: { entry_type: have > perCustomer ? 'debit' : 'credit',
-			    amount: String(Math.abs(have - perCustomer)) } });
-		if (r.status !== 200 && r.status !== 303)
-			throw new Error(`adjust: ${r.status} ${r.text}`);
-	}
+	for (const c of customers)
+		await setBalance(stack, c, perCustomer);
 
 	// The journal's size on disk (journal hygiene): the database file alone;
 	// the write-ahead log beside it is recycled at each checkpoint (~4 MiB).

@@ -86,6 +86,40 @@ export async function visibleText(page, selector) {
   return (await loc.first().innerText()).trim();
 }
 
+// What the page says right now in these elements (the visible ones), or the
+// start of its text: for failure messages.
+async function pageSummary(page, selectors) {
+  try {
+    const parts = [];
+    for (const sel of selectors) {
+      const t = await visibleText(page, sel);
+      if (t) parts.push(`${sel}: ${t.replace(/\s+/g, ' ')}`);
+    }
+    if (!parts.length) parts.push((await page.locator('body').innerText()).slice(0, 400));
+    return `${page.url()} | ${parts.join(' | ')}`;
+  } catch (e) {
+    return `(page unreadable: ${e.message})`;
+  }
+}
+
+// Click `button` (a locator), which leads to the sandbox's hosted checkout;
+// resolves there, ready to pay.
+export async function toCheckout(page, button) {
+  await Promise.all([
+    page.waitForURL(/\/sandbox\/checkout\//),
+    button.click(),
+  ]);
+  await page.locator('#pay').waitFor({ state: 'visible' });
+}
+
+// Pay on the sandbox's hosted checkout; resolves back on the page at origin.
+export async function payOnCheckout(page, origin) {
+  await Promise.all([
+    page.waitForURL((u) => u.origin === origin && u.pathname === '/'),
+    page.click('#pay'),
+  ]);
+}
+
 export async function expectText(page, selector, re) {
   return eventually(`${selector} to show ${re}`, async () => {
     const t = await visibleText(page, selector);
@@ -123,8 +157,8 @@ export async function adjustOnDashboard(page, sandboxBase, cus, entryType, amoun
  * flow needs around it: jsErrors and foreign (requests leaving the
  * machine) collected, loadClean(url) (asserts no console error while
  * loading), and step(name, fn), which screenshots each step into outDir as
- * NN-name.png (NN-name-FAILED.png on failure, with summary(page) added to
- * the error).  Close the context when done.
+ * NN-name.png (NN-name-FAILED.png on failure, with what the elements of
+ * `summary` (selectors) show added to the error).  Close the context when done.
  */
 export async function openBrowser({ server, baseUrl, contextDir, outDir, summary }) {
   fs.mkdirSync(outDir, { recursive: true });
@@ -170,7 +204,7 @@ export async function openBrowser({ server, baseUrl, contextDir, outDir, summary
       try {
         await page.screenshot({ path: path.join(outDir, `${tag}-FAILED.png`), fullPage: true });
       } catch { /* the page may be gone */ }
-      const seen = await summary(page);
+      const seen = await pageSummary(page, summary);
       e.message = `[${server}] step ${tag} failed: ${e.message}\n  page: ${seen}`;
       throw e;
     }

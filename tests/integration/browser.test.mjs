@@ -22,7 +22,7 @@
 import assert from 'node:assert/strict';
 import {
   adjustOnDashboard, browserFlowTests, eventually, expectHidden, expectText,
-  openBrowser, sleep, visibleText,
+  openBrowser, payOnCheckout, sleep, toCheckout,
 } from './browser-lib.mjs';
 
 const FLOW_TIMEOUT_MS = 240000; // the whole flow for one server
@@ -31,21 +31,9 @@ const LOW_BALANCE_TEXT = /low balance/i;
 const NO_CREDITS =
   'No email credits remaining. Buy a top-up pack to keep sending.';
 
-// What the page says right now, for failure messages.
-async function pageSummary(page) {
-  try {
-    const parts = [];
-    for (const sel of ['#notice', '#lowBalance', '#balanceText', '#balError', '#subOut',
-      '#sendOut', '#topOut', '#historyError']) {
-      const t = await visibleText(page, sel);
-      if (t) parts.push(`${sel}: ${t.replace(/\s+/g, ' ')}`);
-    }
-    if (!parts.length) parts.push((await page.locator('body').innerText()).slice(0, 400));
-    return `${page.url()} | ${parts.join(' | ')}`;
-  } catch (e) {
-    return `(page unreadable: ${e.message})`;
-  }
-}
+// What failure messages quote of the page.
+const SUMMARY = ['#notice', '#lowBalance', '#balanceText', '#balError', '#subOut', '#sendOut',
+  '#topOut', '#historyError'];
 
 function balanceRe(n) {
   return new RegExp(`^${n.toLocaleString('en-US')} emails? left$`);
@@ -54,7 +42,7 @@ function balanceRe(n) {
 /* ---------------------------------------------------------------- the flow */
 async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
   const { context, page, origin, jsErrors, foreign, loadClean, step } =
-    await openBrowser({ server, baseUrl, contextDir, outDir, summary: pageSummary });
+    await openBrowser({ server, baseUrl, contextDir, outDir, summary: SUMMARY });
 
   const email = `browser-${server}-${Date.now()}@example.com`;
   let cus = '';
@@ -90,18 +78,11 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
     await step('subscribe-checkout', async () => {
       await page.getByLabel('Email', { exact: true }).fill(email);
       await page.getByLabel('Name', { exact: true }).fill('Browser Test');
-      await Promise.all([
-        page.waitForURL(/\/sandbox\/checkout\//),
-        page.getByRole('button', { name: 'Subscribe' }).click(),
-      ]);
-      await page.locator('#pay').waitFor({ state: 'visible' });
+      await toCheckout(page, page.getByRole('button', { name: 'Subscribe' }));
     });
 
     await step('subscribed', async () => {
-      await Promise.all([
-        page.waitForURL((u) => u.origin === origin && u.pathname === '/'),
-        page.click('#pay'),
-      ]);
+      await payOnCheckout(page, origin);
       await expectText(page, '#notice', /Welcome, subscription active/);
       // The redirect's query is cleaned from the address bar.
       await eventually('the address bar without ?subscribed…', async () =>
@@ -271,18 +252,11 @@ async function tutorialFlow({ server, baseUrl, contextDir, outDir }) {
     await step('topup-checkout', async () => {
       await loadClean(`${origin}/`);
       await expectText(page, '#balanceText', balanceRe(998));
-      await Promise.all([
-        page.waitForURL(/\/sandbox\/checkout\//),
-        page.getByRole('button', { name: /Buy 5,000 emails/ }).click(),
-      ]);
-      await page.locator('#pay').waitFor({ state: 'visible' });
+      await toCheckout(page, page.getByRole('button', { name: /Buy 5,000 emails/ }));
     });
 
     await step('topped-up', async () => {
-      await Promise.all([
-        page.waitForURL((u) => u.origin === origin && u.pathname === '/'),
-        page.click('#pay'),
-      ]);
+      await payOnCheckout(page, origin);
       await expectText(page, '#notice', /Top-up complete/);
       await expectText(page, '#balanceText', balanceRe(5998));
       await expectHidden(page, '#lowBalance');

@@ -5,6 +5,7 @@ import { execFile, spawn } from 'node:child_process';
 import { createHash, createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { accessSync, constants as fsc, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -99,6 +100,20 @@ export function skipFile(reason) {
 	process.stdout.write(`1..0 # SKIP ${reason}\n`);
 	process.exit(0);
 }
+
+// The official SDKs a test file drives, by npm package name, from
+// tests/node_modules (npm ci --prefix tests); without them the file cannot run
+// (skipFile).  dodoSdk(module) is the DodoPayments client class of the
+// dodopayments package, however it is exported.
+export function testPackages(...names) {
+	const requireTests = createRequire(path.join(SRCDIR, 'tests', 'package.json'));
+	try {
+		return names.map((n) => requireTests(n));
+	} catch (e) {
+		skipFile(`node_modules missing (npm ci --prefix tests): ${e.message.split('\n')[0]}`);
+	}
+}
+export const dodoSdk = (m) => m.default ?? m.DodoPayments ?? m;
 
 // ------------------------------------------------------------- processes
 
@@ -592,9 +607,11 @@ export function sqliteRows(db, sql) {
 export const QUICK_UPSTREAM = { UPSTREAM_TIMEOUT_MS: 1500, UPSTREAM_CONNECT_TIMEOUT_MS: 1000,
     UPSTREAM_MAX_RETRIES: 1 };
 
-// The journal key of a keyed send (the ledger's mailkit_ref; "mk-send-" + it
-// is the provider idempotency key and SMTP's Message-ID left part).
-export const sendRef = (customerId, key) => createHash('sha256')
+// The journal key of a keyed request (billing_key_base): SHA-256 of customer,
+// NUL, Idempotency-Key.  For a send it is the ledger's mailkit_ref ("mk-send-"
+// + it is the provider idempotency key and SMTP's Message-ID left part); for
+// a generate request "mk-gen-" + it is the usage event id.
+export const journalKey = (customerId, key) => createHash('sha256')
     .update(Buffer.concat([Buffer.from(customerId), Buffer.from([0]), Buffer.from(key)]))
     .digest('hex');
 

@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import {
   adjustOnDashboard, browserFlowTests, eventually, expectHidden, expectText,
-  openBrowser, visibleText,
+  openBrowser, payOnCheckout, toCheckout,
 } from './browser-lib.mjs';
 
 const FLOW_TIMEOUT_MS = 300000; // the whole flow for one server
@@ -25,21 +25,9 @@ const PRO = 40_000_000;
 const PRO_OVERAGE = 10_000_000;
 const PACK = 5_000_000;
 
-// What the page says right now, for failure messages.
-async function pageSummary(page) {
-  try {
-    const parts = [];
-    for (const sel of ['#notice', '#lowBalance', '#balanceText', '#balanceSub', '#balError',
-      '#subOut', '#genOut', '#topOut', '#plans']) {
-      const t = await visibleText(page, sel);
-      if (t) parts.push(`${sel}: ${t.replace(/\s+/g, ' ')}`);
-    }
-    if (!parts.length) parts.push((await page.locator('body').innerText()).slice(0, 400));
-    return `${page.url()} | ${parts.join(' | ')}`;
-  } catch (e) {
-    return `(page unreadable: ${e.message})`;
-  }
-}
+// What failure messages quote of the page.
+const SUMMARY = ['#notice', '#lowBalance', '#balanceText', '#balanceSub', '#balError', '#subOut',
+  '#genOut', '#topOut', '#plans'];
 
 function tokensLeft(n) {
   return new RegExp(`^${n.toLocaleString('en-US')} tokens? left$`);
@@ -49,7 +37,7 @@ const fmt = (n) => n.toLocaleString('en-US');
 /* ---------------------------------------------------------------- the flow */
 async function neuralFlow({ server, baseUrl, contextDir, outDir }) {
   const { context, page, origin, jsErrors, foreign, loadClean, step } =
-    await openBrowser({ server, baseUrl, contextDir, outDir, summary: pageSummary });
+    await openBrowser({ server, baseUrl, contextDir, outDir, summary: SUMMARY });
   const stamp = Date.now();
   let cus = '';
 
@@ -59,15 +47,8 @@ async function neuralFlow({ server, baseUrl, contextDir, outDir }) {
     await page.getByRole('radio', { name: planRe }).check();
     await page.getByLabel('Email', { exact: true }).fill(email);
     await page.getByLabel('Name', { exact: true }).fill('Browser Test');
-    await Promise.all([
-      page.waitForURL(/\/sandbox\/checkout\//),
-      page.getByRole('button', { name: 'Subscribe' }).click(),
-    ]);
-    await page.locator('#pay').waitFor({ state: 'visible' });
-    await Promise.all([
-      page.waitForURL((u) => u.origin === origin && u.pathname === '/'),
-      page.click('#pay'),
-    ]);
+    await toCheckout(page, page.getByRole('button', { name: 'Subscribe' }));
+    await payOnCheckout(page, origin);
     await expectText(page, '#notice', /Welcome, subscription active/);
     const id = await eventually('the customer id remembered', async () =>
       page.evaluate(() => localStorage.getItem('neuralapi.customer_id')));
@@ -128,15 +109,9 @@ async function neuralFlow({ server, baseUrl, contextDir, outDir }) {
     });
 
     await step('topup', async () => {
-      await Promise.all([
-        page.waitForURL(/\/sandbox\/checkout\//),
-        page.getByRole('button', { name: new RegExp(`^Buy ${fmt(PACK)} tokens`) }).click(),
-      ]);
-      await page.locator('#pay').waitFor({ state: 'visible' });
-      await Promise.all([
-        page.waitForURL((u) => u.origin === origin && u.pathname === '/'),
-        page.click('#pay'),
-      ]);
+      await toCheckout(page,
+        page.getByRole('button', { name: new RegExp(`^Buy ${fmt(PACK)} tokens`) }));
+      await payOnCheckout(page, origin);
       await expectText(page, '#notice', new RegExp(`Top-up complete: ${fmt(PACK)} tokens added`));
       await expectText(page, '#balanceText', tokensLeft(STARTER + PACK));
       await expectText(page, '#balanceSub', /includes top-ups/);

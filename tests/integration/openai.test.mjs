@@ -3,19 +3,11 @@
 // max_tokens, OpenAI's errors as the SDK's error classes, and the fault controls.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 
-import { SRCDIR, getJson, missingPrerequisite, sandboxFault, skipFile, startStack }
+import { getJson, missingPrerequisite, sandboxFault, skipFile, startStack, testPackages }
     from './harness.mjs';
 
-const requireTests = createRequire(path.join(SRCDIR, 'tests', 'package.json'));
-let OpenAI;
-try {
-	OpenAI = requireTests('openai').OpenAI;
-} catch {
-	skipFile('node_modules missing (npm ci --prefix tests)');
-}
+const [{ OpenAI }] = testPackages('openai');
 {
 	const why = missingPrerequisite('lighttpd');
 	if (why)

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 
 import {
 	QUICK_UPSTREAM, balance, emailStatus, keyedCustomer, missingPrerequisite, postJson,
-	sandboxEmails, sandboxFault, sendRef, skipFile, startStack,
+	sandboxEmails, sandboxFault, journalKey, skipFile, startStack,
 } from './harness.mjs';
 
 const why = missingPrerequisite('lighttpd') || missingPrerequisite('apache');
@@ -44,7 +44,7 @@ for (const [provider, server] of [['sendgrid', 'lighttpd'], ['sendgrid', 'apache
 			const got = await copies(subject);
 			assert.equal(got.length, 1);
 			// SendGrid's 202 has no body: the id is the send's key; Postmark's MessageID
-			const sendKey = `mk-send-${sendRef(c.id, key)}`;
+			const sendKey = `mk-send-${journalKey(c.id, key)}`;
 			assert.equal(r.json.provider_id, provider === 'sendgrid' ? sendKey : got[0].id);
 			assert.deepEqual([got[0].from, got[0].to, got[0].cc, got[0].bcc, got[0].reply_to,
 			    got[0].text, got[0].html],

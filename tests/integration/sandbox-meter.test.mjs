@@ -6,25 +6,16 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 
-import { NEURALAPI_SANDBOX_CATALOG, SRCDIR, getJson, missingPrerequisite, payCheckout, postJson, request, sandboxFault,
-    skipFile, startStack } from './harness.mjs';
+import { NEURALAPI_SANDBOX_CATALOG, dodoSdk, getJson, missingPrerequisite, payCheckout, postJson,
+    request, sandboxFault, skipFile, startStack, testPackages } from './harness.mjs';
 
 const WAIT_MS = 10_000;		// for webhook deliveries to arrive
 const POLL_MS = 100;
 const DAY_MS = 24 * 3600 * 1000;
 
-const requireTests = createRequire(path.join(SRCDIR, 'tests', 'package.json'));
-let DodoPayments, Webhook;
-try {
-	const dodo = requireTests('dodopayments');
-	DodoPayments = dodo.default ?? dodo.DodoPayments ?? dodo;
-	({ Webhook } = requireTests('standardwebhooks'));
-} catch {
-	skipFile('node_modules missing');
-}
+const [dodoPackage, { Webhook }] = testPackages('dodopayments', 'standardwebhooks');
+const DodoPayments = dodoSdk(dodoPackage);
 {
 	const why = missingPrerequisite('lighttpd');
 	if (why)

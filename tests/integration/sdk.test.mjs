@@ -4,11 +4,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
-import { createRequire } from 'node:module';
-import path from 'node:path';
 
-import { SRCDIR, getJson, missingPrerequisite, request, sandboxFault, sandboxStats, skipFile,
-    startStack } from './harness.mjs';
+import { dodoSdk, getJson, missingPrerequisite, request, sandboxFault, sandboxStats, skipFile,
+    startStack, testPackages } from './harness.mjs';
 
 const HOOK_PORT_FIRST = 18300;	// our range for the test's webhook receiver: 18300-18399
 const HOOK_PORT_LAST = 18399;
@@ -16,16 +14,8 @@ const WAIT_MS = 10_000;		// for webhook deliveries to arrive
 const POLL_MS = 100;
 
 // The SDKs live in tests/node_modules (npm ci --prefix tests).
-const requireTests = createRequire(path.join(SRCDIR, 'tests', 'package.json'));
-let DodoPayments, Resend, Webhook;
-try {
-	const dodo = requireTests('dodopayments');
-	DodoPayments = dodo.default ?? dodo.DodoPayments ?? dodo;
-	({ Resend } = requireTests('resend'));
-	({ Webhook } = requireTests('standardwebhooks'));
-} catch {
-	skipFile('node_modules missing');
-}
+const [dodoPackage, { Resend }, { Webhook }] = testPackages('dodopayments', 'resend', 'standardwebhooks');
+const DodoPayments = dodoSdk(dodoPackage);
 {
 	const why = missingPrerequisite('lighttpd');
 	if (why)

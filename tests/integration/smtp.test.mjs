@@ -15,7 +15,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
-	balance, emailStatus, freePort, keyedCustomer, missingPrerequisite, postJson, sendRef,
+	balance, emailStatus, freePort, keyedCustomer, missingPrerequisite, postJson, journalKey,
 	skipFile, startStack,
 } from './harness.mjs';
 
@@ -184,7 +184,7 @@ for (const server of ['lighttpd', 'apache']) {
 		});
 
 		test('a message over STARTTLS with AUTH, byte for byte', { timeout: 60_000 }, async () => {
-			const key = randomUUID(), ref = sendRef(a.id, key), id = `mk-send-${ref}@mailkit.test`;
+			const key = randomUUID(), ref = journalKey(a.id, key), id = `mk-send-${ref}@mailkit.test`;
 			const before = await balance(tlsStack, a);
 			const text = 'Hello Zoë,\n.a line that starts with a dot\n.\nend = fin \n';
 			const html = '<p>Grüße</p>\n<p>' + 'x'.repeat(100) + '</p>';
@@ -254,7 +254,7 @@ for (const server of ['lighttpd', 'apache']) {
 			await relay.stop();
 			const sink = await startSink(relayPort, sinkDir);
 			try {
-				const key = randomUUID(), id = `mk-send-${sendRef(a.id, key)}@mailkit.test`;
+				const key = randomUUID(), id = `mk-send-${journalKey(a.id, key)}@mailkit.test`;
 				const before = await balance(tlsStack, a);
 				const r = await send(tlsStack, a, key, { to: 'ada@example.com', subject: 'no tls',
 				    text: 'secret' });
@@ -271,7 +271,7 @@ for (const server of ['lighttpd', 'apache']) {
 		    { timeout: 60_000 }, async () => {
 			const r2 = await startRelay(sinkPort, relayDir, { tls });
 			try {
-				const key = randomUUID(), id = `mk-send-${sendRef(b.id, key)}@mailkit.test`;
+				const key = randomUUID(), id = `mk-send-${journalKey(b.id, key)}@mailkit.test`;
 				const before = await balance(plainStack, b);
 				const r = await send(plainStack, b, key, { to: 'ada@example.com',
 				    subject: 'plain', text: 'x' });
@@ -306,7 +306,7 @@ for (const server of ['lighttpd', 'apache']) {
 		];
 		for (const f of faults) {
 			test(f.name, { timeout: 60_000 }, async () => {
-				const key = randomUUID(), id = `mk-send-${sendRef(b.id, key)}@mailkit.test`;
+				const key = randomUUID(), id = `mk-send-${journalKey(b.id, key)}@mailkit.test`;
 				const before = await balance(plainStack, b);
 				let sink = await startSink(sinkPort, sinkDir, f.opts);
 				let r;

@@ -12,13 +12,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 
 import {
-	admin, balance, dodoLedger, dodoLedgerEntry, emailStatus, getJson, holdDatabaseLock, lastApiKey,
-	missingPrerequisite, postJson, request, restartStack, sandboxEmails, sandboxFault, skipFile,
+	admin, balance, dodoLedger, dodoLedgerEntry, emailStatus, getJson, holdDatabaseLock, journalKey,
+	lastApiKey, missingPrerequisite, postJson, request, restartStack, sandboxEmails, sandboxFault, skipFile,
 	setBalance, startStack, subscribeCustomer,
 } from './harness.mjs';
 
@@ -35,9 +35,7 @@ const PLAN = 5000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // The journal key (and so the ledger's mailkit_ref) of a keyed send.
-const refOf = (customer, key) => createHash('sha256')
-    .update(Buffer.concat([Buffer.from(customer), Buffer.from([0]), Buffer.from(key)]))
-    .digest('hex');
+const refOf = journalKey;
 
 // A customer with `credits`.  Under 1,000 (the low-balance threshold) webhook.fcgi mails a
 // notice, which would take an email_send fault armed for the test's own send: the tests

@@ -13,6 +13,8 @@
 #include "settings.h"
 #include "store.h"
 
+#include "tempdb.h"
+
 #define TEST_FORKS	4	/* processes racing to migrate one fresh file */
 #define TEST_ROUNDS	20	/* fresh files raced on */
 
@@ -22,22 +24,13 @@ static char path[sizeof(dir) + 32];
 static void
 setup(void)
 {
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/state.db", dir);
+	tempdb_make(dir, path, sizeof path);
 }
 
 static void
 teardown(void)
 {
-	char f[sizeof(path) + 8];
-
-	store_close();
-	unlink(path);
-	snprintf(f, sizeof(f), "%s-wal", path);
-	unlink(f);
-	snprintf(f, sizeof(f), "%s-shm", path);
-	unlink(f);
-	rmdir(dir);
+	tempdb_remove(dir, path);
 }
 
 TestSuite(db, .init = setup, .fini = teardown);

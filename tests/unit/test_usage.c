@@ -12,6 +12,8 @@
 #include "store.h"
 #include "usage.h"
 
+#include "tempdb.h"
+
 static char dir[] = "/tmp/mailkit-test-usage-XXXXXX";
 static char path[sizeof(dir) + 32];
 static struct settings s;
@@ -19,8 +21,7 @@ static struct settings s;
 static void
 setup(void)
 {
-	cr_assert_not_null(mkdtemp(dir));
-	snprintf(path, sizeof(path), "%s/state.db", dir);
+	tempdb_make(dir, path, sizeof path);
 	memset(&s, 0, sizeof s);
 	s.db_path = path;
 }
@@ -28,15 +29,7 @@ setup(void)
 static void
 teardown(void)
 {
-	char f[sizeof(path) + 8];
-
-	store_close();
-	unlink(path);
-	snprintf(f, sizeof(f), "%s-wal", path);
-	unlink(f);
-	snprintf(f, sizeof(f), "%s-shm", path);
-	unlink(f);
-	rmdir(dir);
+	tempdb_remove(dir, path);
 }
 
 TestSuite(usage, .init = setup, .fini = teardown);
